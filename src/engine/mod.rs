@@ -1,0 +1,509 @@
+//! The pure core: correlation, labelling and order-trace construction.
+//!
+//! The engine does no I/O and reads no clock: every call takes `now` (Unix nanoseconds) and returns the spans to
+//! export in an [`Output`]; the state changes to persist are taken with [`Engine::take_changes`]. Everything it
+//! holds is bounded by the configuration, with a counter in [`EngineStats`] wherever a bound turns data away.
+
+pub mod attributes;
+pub mod correlate;
+pub mod emit;
+pub mod ids;
+pub mod labels;
+
+use crate::config::Config;
+use crate::order_state::{AliasRecord, ExceptionState, MilestoneState, OrderRecord, Reach};
+use correlate::{extract_keys, AliasIndex, PendingSpans, TraceMemory};
+pub use emit::Output;
+use labels::Labels;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// The resource a span came with, shared by all spans of one `ResourceSpans`.
+#[derive(Debug)]
+pub struct ResourceContext {
+    pub resource: Option<Resource>,
+    pub schema_url: String,
+    /// `service.name`, or `unknown_service` as the SDKs say when it is missing.
+    pub service_name: String,
+}
+
+impl ResourceContext {
+    pub fn new(resource: Option<Resource>, schema_url: String) -> ResourceContext {
+        let service_name = resource
+            .as_ref()
+            .and_then(|r| attributes::find(&r.attributes, "service.name"))
+            .and_then(attributes::scalar_string)
+            .map(|s| s.into_owned())
+            .unwrap_or_else(|| "unknown_service".to_string());
+        ResourceContext { resource, schema_url, service_name }
+    }
+}
+
+/// The instrumentation scope a span came with.
+#[derive(Debug)]
+pub struct ScopeContext {
+    pub scope: Option<InstrumentationScope>,
+    pub schema_url: String,
+}
+
+/// One incoming span with its resource and scope.
+#[derive(Debug)]
+pub struct SpanInput {
+    pub resource: Arc<ResourceContext>,
+    pub scope: Arc<ScopeContext>,
+    pub span: Span,
+}
+
+/// Splits OTLP `ResourceSpans` into individual spans, sharing their resource and scope.
+pub fn flatten(batch: Vec<ResourceSpans>) -> impl Iterator<Item = SpanInput> {
+    batch.into_iter().flat_map(|rs| {
+        let resource = Arc::new(ResourceContext::new(rs.resource, rs.schema_url));
+        rs.scope_spans.into_iter().flat_map(move |ss| {
+            let resource = resource.clone();
+            let scope = Arc::new(ScopeContext { scope: ss.scope, schema_url: ss.schema_url });
+            ss.spans.into_iter().map(move |span| SpanInput { resource: resource.clone(), scope: scope.clone(), span })
+        })
+    })
+}
+
+/// Counters of what the engine did; monotonic unless named as a gauge.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EngineStats {
+    pub spans_in: u64,
+    pub spans_correlated: u64,
+    /// Spans that found no order, after waiting or because the wait buffer was full.
+    pub spans_uncorrelated: u64,
+    /// Spans that inherited their order from their technical trace.
+    pub spans_inherited: u64,
+    /// Spans passed on without waiting because the wait buffer was full.
+    pub pending_overflow: u64,
+    /// Spans re-emitted into order traces (one per order a span concerns).
+    pub order_spans_emitted: u64,
+    pub milestone_spans_emitted: u64,
+    pub root_spans_emitted: u64,
+    pub orders_created: u64,
+    /// New orders turned away because `max_orders` open orders are held.
+    pub orders_refused: u64,
+    pub orders_evicted: u64,
+    pub orders_closed: u64,
+    pub aliases_learned: u64,
+    /// Alias values not learned because `max_aliases` is reached.
+    pub aliases_refused: u64,
+    pub traces_evicted: u64,
+    pub exceptions_recorded: u64,
+}
+
+/// State changes to persist after a call.
+#[derive(Debug, Default)]
+pub struct StateChanges {
+    pub orders: Vec<OrderRecord>,
+    pub aliases: Vec<AliasRecord>,
+}
+
+impl StateChanges {
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty() && self.aliases.is_empty()
+    }
+}
+
+pub struct Engine {
+    config: Arc<Config>,
+    orders: HashMap<String, OrderRecord>,
+    /// Closed orders in the order they closed, the first to go when memory is full.
+    closed: VecDeque<String>,
+    aliases: AliasIndex,
+    traces: TraceMemory,
+    pending: PendingSpans,
+    dirty_orders: HashSet<String>,
+    dirty_aliases: HashSet<(usize, String)>,
+    own_resource: Arc<ResourceContext>,
+    own_scope: Arc<ScopeContext>,
+    next_idle_scan: u64,
+    stats: EngineStats,
+}
+
+fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Engine {
+    /// An engine with the state loaded from a store.
+    pub fn new(config: Arc<Config>, orders: Vec<OrderRecord>, aliases: Vec<AliasRecord>) -> Engine {
+        let c = &config.correlation;
+        let own_resource = Arc::new(ResourceContext::new(
+            Some(Resource {
+                attributes: vec![
+                    attributes::string("service.name", config.order_traces.service_name.clone()),
+                    attributes::string("service.version", env!("CARGO_PKG_VERSION")),
+                ],
+                ..Default::default()
+            }),
+            String::new(),
+        ));
+        let own_scope = Arc::new(ScopeContext {
+            scope: Some(InstrumentationScope {
+                name: "ordertrail".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                ..Default::default()
+            }),
+            schema_url: String::new(),
+        });
+        let mut engine = Engine {
+            orders: HashMap::new(),
+            closed: VecDeque::new(),
+            aliases: AliasIndex::new(c.max_aliases),
+            traces: TraceMemory::new(c.max_tracked_traces, nanos(c.trace_memory)),
+            pending: PendingSpans::new(c.max_pending_spans, nanos(c.inherit_wait)),
+            dirty_orders: HashSet::new(),
+            dirty_aliases: HashSet::new(),
+            own_resource,
+            own_scope,
+            next_idle_scan: 0,
+            stats: EngineStats::default(),
+            config,
+        };
+        let mut orders = orders;
+        // Closed orders are loaded oldest first so that eviction keeps the most recent ones.
+        orders.sort_by_key(|o| o.closed_at_unix_nanos.unwrap_or(u64::MAX));
+        for order in orders {
+            if engine.orders.len() >= engine.config.correlation.max_orders && !engine.evict_closed() {
+                break;
+            }
+            if order.is_closed() {
+                engine.closed.push_back(order.key.clone());
+            }
+            engine.orders.insert(order.key.clone(), order);
+        }
+        for alias in aliases {
+            if let Some(kind) = engine.config.correlation.aliases.iter().position(|a| a.kind == alias.kind) {
+                engine.aliases.learn(kind, &alias.value, &alias.orders);
+            }
+        }
+        engine
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Spans waiting to inherit an order (gauge).
+    pub fn pending_spans(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn order(&self, key: &str) -> Option<&OrderRecord> {
+        self.orders.get(key)
+    }
+
+    pub fn orders(&self) -> impl Iterator<Item = &OrderRecord> {
+        self.orders.values()
+    }
+
+    /// Correlates, labels and re-emits a batch of spans received at `now`.
+    pub fn process(&mut self, batch: Vec<ResourceSpans>, now: u64, out: &mut Output) {
+        for input in flatten(batch) {
+            self.stats.spans_in += 1;
+            self.process_span(input, now, out);
+        }
+    }
+
+    /// Advances time: spans whose wait ran out pass on uncorrelated, idle orders close.
+    pub fn tick(&mut self, now: u64, out: &mut Output) {
+        for input in self.pending.expire(now) {
+            self.pass_uncorrelated(input, out);
+        }
+        self.traces.expire(now);
+        if now >= self.next_idle_scan {
+            let idle = nanos(self.config.order_traces.idle_close_after);
+            // Scanning every order is linear, so it runs at a tenth of the idle period, between 100 ms and 60 s.
+            self.next_idle_scan = now.saturating_add((idle / 10).clamp(100_000_000, 60_000_000_000));
+            let due: Vec<String> = self
+                .orders
+                .values()
+                .filter(|o| !o.is_closed() && o.last_activity_unix_nanos.saturating_add(idle) <= now)
+                .map(|o| o.key.clone())
+                .collect();
+            for key in due {
+                self.close(&key, "idle".to_string(), now, out);
+            }
+        }
+    }
+
+    /// The state changed since the last call.
+    pub fn take_changes(&mut self) -> StateChanges {
+        let orders = self.dirty_orders.drain().filter_map(|k| self.orders.get(&k).cloned()).collect();
+        let aliases = self
+            .dirty_aliases
+            .drain()
+            .map(|(kind, value)| AliasRecord {
+                kind: self.config.correlation.aliases[kind].kind.clone(),
+                orders: self.aliases.orders_of(kind, &value),
+                value,
+            })
+            .collect();
+        StateChanges { orders, aliases }
+    }
+
+    fn process_span(&mut self, input: SpanInput, now: u64, out: &mut Output) {
+        let config = self.config.clone();
+        let mut orders = Vec::new();
+        extract_keys(&config.correlation.order_keys, &input, &mut orders);
+        let mut alias_values: Vec<(usize, Vec<String>)> = Vec::new();
+        for (kind, alias) in config.correlation.aliases.iter().enumerate() {
+            let mut values = Vec::new();
+            extract_keys(&alias.sources, &input, &mut values);
+            if !values.is_empty() {
+                alias_values.push((kind, values));
+            }
+        }
+        if orders.is_empty() {
+            for (kind, values) in &alias_values {
+                for value in values {
+                    for order in self.aliases.get(*kind, value).unwrap_or_default() {
+                        if !orders.contains(order) {
+                            orders.push(order.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let trace_id: Option<ids::TraceId> = input.span.trace_id.as_slice().try_into().ok();
+        if orders.is_empty() {
+            if let Some(known) = trace_id.and_then(|t| self.traces.orders(&t)) {
+                let orders = known.to_vec();
+                self.stats.spans_inherited += 1;
+                self.correlate(input, &orders, now, out);
+                return;
+            }
+            match trace_id {
+                Some(trace) => {
+                    if let Err(input) = self.pending.hold(trace, input, now) {
+                        self.stats.pending_overflow += 1;
+                        self.pass_uncorrelated(input, out);
+                    }
+                }
+                None => self.pass_uncorrelated(input, out),
+            }
+            return;
+        }
+        // A span that names both orders and aliases teaches the aliases; this includes spans that found their
+        // orders through another alias, so chains such as delivery → shipment → ASN are learned.
+        for (kind, values) in &alias_values {
+            for value in values {
+                match self.aliases.learn(*kind, value, &orders) {
+                    Some(true) => {
+                        self.stats.aliases_learned += 1;
+                        self.dirty_aliases.insert((*kind, value.clone()));
+                    }
+                    Some(false) => {}
+                    None => self.stats.aliases_refused += 1,
+                }
+            }
+        }
+        if let Some(trace) = trace_id {
+            if self.traces.remember(trace, &orders, now) {
+                self.stats.traces_evicted += 1;
+            }
+            for waiting in self.pending.release(&trace) {
+                self.stats.spans_inherited += 1;
+                self.correlate(waiting, &orders, now, out);
+            }
+        }
+        self.correlate(input, &orders, now, out);
+    }
+
+    fn pass_uncorrelated(&mut self, input: SpanInput, out: &mut Output) {
+        self.stats.spans_uncorrelated += 1;
+        if self.config.order_traces.passthrough {
+            out.push(&input.resource, &input.scope, input.span);
+        }
+    }
+
+    /// Makes room for a new order by forgetting the oldest closed one; the store still has it.
+    fn evict_closed(&mut self) -> bool {
+        while let Some(key) = self.closed.pop_front() {
+            if self.orders.get(&key).is_some_and(OrderRecord::is_closed) {
+                self.orders.remove(&key);
+                self.stats.orders_evicted += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn correlate(&mut self, input: SpanInput, orders: &[String], now: u64, out: &mut Output) {
+        let config = self.config.clone();
+        let labels = labels::label(&config, &input);
+        let mut accepted: Vec<String> = Vec::with_capacity(orders.len());
+        for key in orders {
+            if !self.orders.contains_key(key) {
+                if self.orders.len() >= config.correlation.max_orders && !self.evict_closed() {
+                    self.stats.orders_refused += 1;
+                    continue;
+                }
+                self.orders.insert(key.clone(), OrderRecord::new(key.clone()));
+                self.stats.orders_created += 1;
+            }
+            accepted.push(key.clone());
+            let newly_reached = self.record(key, &input, &labels, now);
+            out.push(&input.resource, &input.scope, emit::correlated_span(&config, &input, &labels, key));
+            self.stats.order_spans_emitted += 1;
+            if let Some(m) = newly_reached {
+                self.emit_milestone(key, m, out);
+                if config.order_traces.close_on.contains(&m) {
+                    let reason = format!("milestone:{}", config.taxonomy.milestones[m].name);
+                    self.close(key, reason, now, out);
+                }
+            }
+            self.dirty_orders.insert(key.clone());
+        }
+        if accepted.is_empty() {
+            self.pass_uncorrelated(input, out);
+            return;
+        }
+        self.stats.spans_correlated += 1;
+        if config.order_traces.passthrough {
+            let span = emit::enriched_original(&config, &input, &labels, &accepted);
+            out.push(&input.resource, &input.scope, span);
+        }
+    }
+
+    /// Updates the order's record with one span; returns the milestone the span newly reached.
+    fn record(&mut self, key: &str, input: &SpanInput, labels: &Labels, now: u64) -> Option<usize> {
+        let config = &self.config;
+        let order = self.orders.get_mut(key).expect("order inserted by the caller");
+        let span = &input.span;
+        let start = if span.start_time_unix_nano > 0 { span.start_time_unix_nano } else { now };
+        let end = span.end_time_unix_nano.max(start);
+        order.span_count += 1;
+        order.first_seen_unix_nanos =
+            if order.first_seen_unix_nanos == 0 { start } else { order.first_seen_unix_nanos.min(start) };
+        order.last_seen_unix_nanos = order.last_seen_unix_nanos.max(end);
+        order.last_activity_unix_nanos = now;
+        let actor = labels.actor.clone();
+        let mut newly_reached = None;
+        let milestone_name = labels.milestone.map(|m| config.taxonomy.milestones[m].name.clone());
+        if let (Some(m), Some(name)) = (labels.milestone, &milestone_name) {
+            let state = match order.milestones.iter_mut().position(|s| &s.name == name) {
+                Some(i) => &mut order.milestones[i],
+                None => {
+                    order.milestones.push(MilestoneState {
+                        name: name.clone(),
+                        first_work_unix_nanos: start,
+                        span_count: 0,
+                        reached: None,
+                        span_emitted: false,
+                    });
+                    order.milestones.last_mut().expect("just pushed")
+                }
+            };
+            state.span_count += 1;
+            state.first_work_unix_nanos = state.first_work_unix_nanos.min(start);
+            if labels.reaches && state.reached.is_none() {
+                state.reached = Some(Reach {
+                    at_unix_nanos: end,
+                    trace_id: hex::encode(&span.trace_id),
+                    span_id: hex::encode(&span.span_id),
+                    service: input.resource.service_name.clone(),
+                    actor: actor.clone(),
+                });
+                newly_reached = Some(m);
+                // Reaching a milestone resolves the exceptions that held it up.
+                for exception in order.exceptions.iter_mut() {
+                    if exception.milestone.as_deref() == Some(name) && exception.resolved_at_unix_nanos.is_none() {
+                        exception.resolved_at_unix_nanos = Some(end);
+                    }
+                }
+            }
+        }
+        for finding in labels.exception.iter().chain(&labels.findings) {
+            self.stats.exceptions_recorded += 1;
+            let class = config.taxonomy.classes[finding.class].name.clone();
+            let existing = order
+                .exceptions
+                .iter_mut()
+                .find(|e| e.signature == finding.signature && e.milestone == milestone_name && e.class == class);
+            match existing {
+                Some(e) => {
+                    e.count += 1;
+                    e.first_seen_unix_nanos = e.first_seen_unix_nanos.min(start);
+                    e.last_seen_unix_nanos = e.last_seen_unix_nanos.max(end);
+                    e.reason = finding.reason.clone();
+                    e.trace_id = hex::encode(&span.trace_id);
+                    e.span_id = hex::encode(&span.span_id);
+                    e.service = input.resource.service_name.clone();
+                    e.actor = actor.clone();
+                }
+                None => order.exceptions.push(ExceptionState {
+                    class,
+                    owner: finding.owner.clone(),
+                    milestone: milestone_name.clone(),
+                    signature: finding.signature.clone(),
+                    reason: finding.reason.clone(),
+                    first_seen_unix_nanos: start,
+                    last_seen_unix_nanos: end,
+                    count: 1,
+                    trace_id: hex::encode(&span.trace_id),
+                    span_id: hex::encode(&span.span_id),
+                    service: input.resource.service_name.clone(),
+                    actor: actor.clone(),
+                    // An exception shown by the very span that reaches its milestone (an approval made outside
+                    // the system of record) stays open: reaching the milestone does not undo the breach.
+                    resolved_at_unix_nanos: None,
+                }),
+            }
+        }
+        newly_reached
+    }
+
+    fn emit_milestone(&mut self, key: &str, m: usize, out: &mut Output) {
+        let config = self.config.clone();
+        let Some(order) = self.orders.get_mut(key) else { return };
+        let name = &config.taxonomy.milestones[m].name;
+        let Some(state) = order.milestones.iter_mut().find(|s| &s.name == name) else { return };
+        if state.span_emitted {
+            return;
+        }
+        state.span_emitted = true;
+        if let Some(span) = emit::milestone_span(&config, order, m) {
+            out.push(&self.own_resource, &self.own_scope, span);
+            self.stats.milestone_spans_emitted += 1;
+        }
+    }
+
+    /// Closes an order: emits the spans of milestones worked on but never reached, then the root span.
+    fn close(&mut self, key: &str, reason: String, now: u64, out: &mut Output) {
+        let config = self.config.clone();
+        let Some(order) = self.orders.get_mut(key) else { return };
+        if order.is_closed() {
+            return;
+        }
+        order.closed_at_unix_nanos = Some(now);
+        order.close_reason = Some(reason);
+        let unreached: Vec<usize> = order
+            .milestones
+            .iter()
+            .filter(|s| !s.span_emitted)
+            .filter_map(|s| config.taxonomy.milestone(&s.name))
+            .collect();
+        for m in unreached {
+            self.emit_milestone(key, m, out);
+        }
+        let order = &self.orders[key];
+        out.push(&self.own_resource, &self.own_scope, emit::root_span(&config, order));
+        self.stats.root_spans_emitted += 1;
+        self.stats.orders_closed += 1;
+        self.closed.push_back(key.to_string());
+        self.dirty_orders.insert(key.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests;

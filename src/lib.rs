@@ -1,0 +1,6 @@
+//! ordertrail: one business trace per customer order, built from the OpenTelemetry spans that a distributor's
+//! middleware, ERP, WMS, TMS, EDI and finance systems already emit. See ARCHITECTURE.md for the map.
+
+pub mod config;
+pub mod engine;
+pub mod order_state;
