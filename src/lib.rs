@@ -4,3 +4,10 @@
 pub mod config;
 pub mod engine;
 pub mod order_state;
+pub mod store;
+pub mod telemetry;
+pub mod pipeline;
+pub mod receiver;
+pub mod exporter;
+pub mod demo;
+pub mod server;

@@ -1,1 +1,127 @@
-fn main(){}
+//! The `ordertrail` command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ordertrail::config::{self, Overrides};
+use ordertrail::server::Server;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "ordertrail", version, about = "One business trace per customer order, from the OpenTelemetry spans your systems already emit")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receive OTLP, correlate and label spans, export order traces.
+    Run {
+        /// Configuration file (YAML); the embedded default when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// OTLP/gRPC listen address, e.g. 0.0.0.0:4317.
+        #[arg(long)]
+        grpc_listen: Option<String>,
+        /// OTLP/HTTP listen address, e.g. 0.0.0.0:4318.
+        #[arg(long)]
+        http_listen: Option<String>,
+        /// Where to export order traces, e.g. http://tempo:4317.
+        #[arg(long)]
+        export_endpoint: Option<String>,
+        /// Export protocol: grpc or http/protobuf.
+        #[arg(long)]
+        export_protocol: Option<String>,
+        /// Data directory of the embedded store.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Check a configuration file; exit 0 when valid.
+    ValidateConfig { file: PathBuf },
+    /// Print the trace id of an order, to paste into Jaeger or Tempo.
+    TraceId { order: String },
+    /// Print the embedded default configuration.
+    PrintDefaultConfig,
+    /// Run the embedded default with a simulated distributor (ERP, middleware, WMS, TMS, EDI, finance).
+    Demo {
+        /// Also export the order traces, e.g. http://127.0.0.1:4317.
+        #[arg(long)]
+        export_endpoint: Option<String>,
+        /// Export protocol: grpc or http/protobuf.
+        #[arg(long)]
+        export_protocol: Option<String>,
+        /// Keep the state in this directory instead of a temporary one.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Orders that go through without trouble, besides the seed scenario.
+        #[arg(long, default_value_t = 5)]
+        orders: usize,
+    },
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::ValidateConfig { file } => {
+            config::load(&file)?;
+            println!("{}: valid", file.display());
+            Ok(())
+        }
+        Command::TraceId { order } => {
+            println!("{}", hex::encode(ordertrail::engine::ids::order_trace_id(&order)));
+            Ok(())
+        }
+        Command::PrintDefaultConfig => {
+            print!("{}", config::DEFAULT_CONFIG_YAML);
+            Ok(())
+        }
+        Command::Run { config: file, grpc_listen, http_listen, export_endpoint, export_protocol, data_dir } => {
+            init_logging("info");
+            let mut config = match &file {
+                Some(path) => config::load(path)?,
+                None => config::default_config(),
+            };
+            config.apply(&Overrides { grpc_listen, http_listen, export_endpoint, export_protocol, data_dir })?;
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let server = Server::start(config).await?;
+                wait_for_signal().await;
+                tracing::info!("shutting down");
+                server.shutdown(Duration::from_secs(10)).await;
+                anyhow::Ok(())
+            })
+        }
+        Command::Demo { export_endpoint, export_protocol, data_dir, orders } => {
+            init_logging("warn");
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let text = runtime.block_on(ordertrail::demo::run(ordertrail::demo::DemoOptions {
+                export_endpoint,
+                export_protocol,
+                data_dir,
+                happy_orders: orders,
+            }))?;
+            print!("{text}");
+            Ok(())
+        }
+    }
+}

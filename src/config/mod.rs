@@ -90,3 +90,60 @@ mod tests {
         assert!(err.contains("invalid regular expression"), "{err}");
     }
 }
+
+/// Command-line overrides, applied after validation and validated themselves.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub grpc_listen: Option<String>,
+    pub http_listen: Option<String>,
+    pub export_endpoint: Option<String>,
+    pub export_protocol: Option<String>,
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+impl Config {
+    /// Applies command-line overrides; a bad value is reported under the flag's name.
+    pub fn apply(&mut self, overrides: &Overrides) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid { file: "command line".into(), key: key.into(), reason };
+        if let Some(addr) = &overrides.grpc_listen {
+            let endpoint = addr.parse().map_err(|e| invalid("--grpc-listen", format!("`{addr}`: {e}")))?;
+            let size = self.receivers.grpc.as_ref().map_or(4 * 1024 * 1024, |g| g.max_recv_msg_size);
+            self.receivers.grpc = Some(GrpcServerConfig { endpoint, max_recv_msg_size: size });
+        }
+        if let Some(addr) = &overrides.http_listen {
+            let endpoint = addr.parse().map_err(|e| invalid("--http-listen", format!("`{addr}`: {e}")))?;
+            let (body, decompressed) = self
+                .receivers
+                .http
+                .as_ref()
+                .map_or((20 * 1024 * 1024, 64 * 1024 * 1024), |h| (h.max_request_body_size, h.max_decompressed_body_size));
+            self.receivers.http =
+                Some(HttpServerConfig { endpoint, max_request_body_size: body, max_decompressed_body_size: decompressed });
+        }
+        if overrides.export_endpoint.is_some() || overrides.export_protocol.is_some() {
+            let endpoint = overrides
+                .export_endpoint
+                .clone()
+                .or_else(|| self.exporter.as_ref().map(|e| e.endpoint.clone()))
+                .ok_or_else(|| invalid("--export-protocol", "needs --export-endpoint or an exporter in the config".into()))?;
+            let protocol = overrides.export_protocol.clone().or_else(|| {
+                self.exporter.as_ref().map(|e| match e.protocol {
+                    ExportProtocol::Grpc => "grpc".to_string(),
+                    ExportProtocol::HttpProtobuf => "http/protobuf".to_string(),
+                })
+            });
+            let raw = raw::RawOtlpExporter { endpoint: Some(endpoint), protocol, ..Default::default() };
+            let mut exporter = validated::exporter_from_raw("command line", &raw)?;
+            // Settings from the file other than where to send stay as configured.
+            if let Some(existing) = &self.exporter {
+                let (endpoint, protocol, tls) = (exporter.endpoint, exporter.protocol, exporter.tls);
+                exporter = ExporterConfig { endpoint, protocol, tls, ..existing.clone() };
+            }
+            self.exporter = Some(exporter);
+        }
+        if let Some(dir) = &overrides.data_dir {
+            self.storage.directory = dir.clone();
+        }
+        Ok(())
+    }
+}

@@ -236,6 +236,14 @@ impl Engine {
         }
     }
 
+    /// Passes on every span still waiting to inherit an order, uncorrelated; used at shutdown so that nothing
+    /// received is lost.
+    pub fn flush_pending(&mut self, out: &mut Output) {
+        for input in self.pending.expire(u64::MAX) {
+            self.pass_uncorrelated(input, out);
+        }
+    }
+
     /// The state changed since the last call.
     pub fn take_changes(&mut self) -> StateChanges {
         let orders = self.dirty_orders.drain().filter_map(|k| self.orders.get(&k).cloned()).collect();

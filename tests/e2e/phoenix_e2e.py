@@ -541,8 +541,10 @@ def main(argv: list[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
-    bin_path = os.environ.get("ORDERTRAIL_BIN", DEFAULT_BIN)
-    if not os.path.isabs(bin_path) and os.sep in bin_path:
+    bin_path = os.environ.get("ORDERTRAIL_BIN") or DEFAULT_BIN
+    if os.sep not in bin_path:  # bare name: look it up on PATH
+        bin_path = shutil.which(bin_path) or bin_path
+    elif not os.path.isabs(bin_path):  # relative paths are relative to the repo root
         bin_path = str(REPO_ROOT / bin_path)
     if a.self_test:
         bin_q = shlex.join([sys.executable, str(Path(__file__).resolve()), "fake-ordertrail"])
@@ -681,6 +683,8 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
         if rc != EXIT_OK:
             log(verdict)
+        # Plain summary line that CI log readers understand.
+        print(f"phoenix_e2e: {int(rc == EXIT_OK)} passed, {int(rc != EXIT_OK)} failed", flush=True)
     return rc
 
 

@@ -1,0 +1,221 @@
+//! The pipeline: one thread owns the engine and the store; receivers hand it OTLP requests over a bounded queue.
+//!
+//! A request is acknowledged only after the state it changed is committed, and many requests share one commit
+//! (group commit), so the cost of an fsync is spread over up to `pipeline.max_group_commit` requests. When the
+//! queue is full, receivers answer UNAVAILABLE / 503 at once instead of buffering: memory stays bounded and the
+//! sender's retry logic takes over.
+
+use crate::config::Config;
+use crate::engine::{Engine, Output};
+use crate::order_state::OrderRecord;
+use crate::store::{OrderStore, StoreError};
+use crate::telemetry::Counters;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// How often the engine's clock advances when no request arrives: bounds how late a waiting span or an idle
+/// order is handled.
+const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum IngestError {
+    #[error("pipeline is full, retry later")]
+    Busy,
+    #[error("ordertrail is shutting down")]
+    ShuttingDown,
+    #[error("state could not be stored: {0}")]
+    Store(String),
+}
+
+enum Command {
+    Ingest { batch: Vec<ResourceSpans>, reply: oneshot::Sender<Result<(), IngestError>> },
+    Order { key: String, reply: oneshot::Sender<Option<OrderRecord>> },
+    Orders { reply: oneshot::Sender<Vec<OrderRecord>> },
+    Flush { reply: oneshot::Sender<()> },
+    Shutdown,
+}
+
+/// The receivers' and queries' side of the pipeline; cheap to clone.
+#[derive(Clone)]
+pub struct PipelineHandle {
+    tx: SyncSender<Command>,
+    counters: Arc<Counters>,
+}
+
+impl PipelineHandle {
+    /// Hands a request to the engine and waits until its state is committed.
+    pub async fn ingest(&self, batch: Vec<ResourceSpans>) -> Result<(), IngestError> {
+        let (reply, answer) = oneshot::channel();
+        match self.tx.try_send(Command::Ingest { batch, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                Counters::add(&self.counters.requests_refused_busy, 1);
+                return Err(IngestError::Busy);
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(IngestError::ShuttingDown),
+        }
+        answer.await.unwrap_or(Err(IngestError::ShuttingDown))
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        let tx = self.tx.clone();
+        let command = make(reply);
+        // Queries wait for room rather than fail, so they go through a blocking send off the async threads.
+        tokio::task::spawn_blocking(move || tx.send(command)).await.ok()?.ok()?;
+        answer.await.ok()
+    }
+
+    /// The current record of one order.
+    pub async fn order(&self, key: &str) -> Option<OrderRecord> {
+        let key = key.to_string();
+        self.ask(|reply| Command::Order { key, reply }).await.flatten()
+    }
+
+    /// All orders held in memory.
+    pub async fn orders(&self) -> Vec<OrderRecord> {
+        self.ask(|reply| Command::Orders { reply }).await.unwrap_or_default()
+    }
+
+    /// Returns once every request queued before it is processed, committed and handed to the exporter.
+    pub async fn flush(&self) {
+        self.ask(|reply| Command::Flush { reply }).await;
+    }
+
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+}
+
+/// The running pipeline thread.
+pub struct Pipeline {
+    handle: PipelineHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub fn unix_nanos_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+impl Pipeline {
+    /// Loads state from `store` and starts the engine thread. Spans to export go to `export`, if any.
+    pub fn start(
+        config: Arc<Config>,
+        store: Box<dyn OrderStore>,
+        export: Option<mpsc::Sender<Vec<ResourceSpans>>>,
+        counters: Arc<Counters>,
+    ) -> Result<Pipeline, StoreError> {
+        let state = store.load()?;
+        tracing::info!(orders = state.orders.len(), aliases = state.aliases.len(), "order state loaded");
+        let engine = Engine::new(config.clone(), state.orders, state.aliases);
+        let (tx, rx) = sync_channel(config.pipeline.queue_size);
+        let worker = Worker { engine, store, export, counters: counters.clone(), max_group: config.pipeline.max_group_commit };
+        let thread = std::thread::Builder::new()
+            .name("ordertrail-engine".into())
+            .spawn(move || worker.run(rx))
+            .map_err(|e| StoreError::Open { path: "engine thread".into(), reason: e.to_string() })?;
+        Ok(Pipeline { handle: PipelineHandle { tx, counters }, thread: Some(thread) })
+    }
+
+    pub fn handle(&self) -> PipelineHandle {
+        self.handle.clone()
+    }
+
+    /// Processes what is queued, passes waiting spans on, commits, and stops the thread.
+    pub async fn shutdown(mut self) {
+        let tx = self.handle.tx.clone();
+        let _ = tokio::task::spawn_blocking(move || tx.send(Command::Shutdown)).await;
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+struct Worker {
+    engine: Engine,
+    store: Box<dyn OrderStore>,
+    export: Option<mpsc::Sender<Vec<ResourceSpans>>>,
+    counters: Arc<Counters>,
+    max_group: usize,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Command>) {
+        loop {
+            let mut group = Vec::new();
+            match rx.recv_timeout(TICK) {
+                Ok(command) => group.push(command),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while group.len() < self.max_group {
+                match rx.try_recv() {
+                    Ok(command) => group.push(command),
+                    Err(_) => break,
+                }
+            }
+            if !self.step(group) {
+                break;
+            }
+        }
+    }
+
+    /// Handles one group of commands; returns false on shutdown.
+    fn step(&mut self, group: Vec<Command>) -> bool {
+        let now = unix_nanos_now();
+        let mut out = Output::default();
+        let mut acks = Vec::new();
+        let mut flushes = Vec::new();
+        let mut shutdown = false;
+        for command in group {
+            match command {
+                Command::Ingest { batch, reply } => {
+                    self.engine.process(batch, now, &mut out);
+                    acks.push(reply);
+                }
+                Command::Order { key, reply } => {
+                    let _ = reply.send(self.engine.order(&key).cloned());
+                }
+                Command::Orders { reply } => {
+                    let _ = reply.send(self.engine.orders().cloned().collect());
+                }
+                Command::Flush { reply } => flushes.push(reply),
+                Command::Shutdown => shutdown = true,
+            }
+        }
+        self.engine.tick(now, &mut out);
+        if shutdown {
+            self.engine.flush_pending(&mut out);
+        }
+        let changes = self.engine.take_changes();
+        let result = self.store.commit(&changes).map_err(|e| {
+            Counters::add(&self.counters.store_commit_failures, 1);
+            tracing::error!(error = %e, "state commit failed; the requests in this group are refused");
+            IngestError::Store(e.to_string())
+        });
+        if let Ok(mut stats) = self.counters.engine.lock() {
+            *stats = self.engine.stats().clone();
+        }
+        if !out.is_empty() {
+            Counters::add(&self.counters.export_spans_queued, out.span_count() as u64);
+            if let Some(export) = &self.export {
+                // Waiting here when the exporter's queue is full fills our own queue in turn, which makes the
+                // receivers answer UNAVAILABLE: back-pressure reaches the senders instead of growing memory.
+                if export.blocking_send(out.into_resource_spans()).is_err() {
+                    tracing::warn!("exporter stopped; spans of this group were not exported");
+                }
+            }
+        }
+        for ack in acks {
+            let _ = ack.send(result.clone());
+        }
+        for flush in flushes {
+            let _ = flush.send(());
+        }
+        !shutdown
+    }
+}

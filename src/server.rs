@@ -1,0 +1,102 @@
+//! Assembles a running ordertrail: store, pipeline, exporter and receivers, with an orderly shutdown.
+
+use crate::config::Config;
+use crate::exporter::{ExportError, Exporter};
+use crate::pipeline::{Pipeline, PipelineHandle};
+use crate::receiver;
+use crate::store::{RedbStore, StoreError};
+use crate::telemetry::Counters;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Export(#[from] ExportError),
+}
+
+pub struct Server {
+    /// Where OTLP/gRPC is served, when enabled (the real port when the config asked for port 0).
+    pub grpc_addr: Option<SocketAddr>,
+    /// Where OTLP/HTTP is served, when enabled.
+    pub http_addr: Option<SocketAddr>,
+    pipeline: Pipeline,
+    exporter: Option<Exporter>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    counters: Arc<Counters>,
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+impl Server {
+    /// Opens the store, loads state, and starts exporting and listening.
+    pub async fn start(config: Config) -> Result<Server, ServerError> {
+        let config = Arc::new(config);
+        let counters = Arc::new(Counters::default());
+        let store = RedbStore::open(&config.storage.directory)?;
+        let exporter = config.exporter.clone().map(|e| Exporter::start(e, counters.clone())).transpose()?;
+        let pipeline = Pipeline::start(config.clone(), Box::new(store), exporter.as_ref().map(Exporter::sender), counters.clone())?;
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut grpc_addr = None;
+        if let Some(grpc) = config.receivers.grpc.clone() {
+            let listener = receiver::grpc::bind(&grpc).await.map_err(|source| ServerError::Bind { addr: grpc.endpoint, source })?;
+            grpc_addr = Some(listener.local_addr().map_err(|source| ServerError::Bind { addr: grpc.endpoint, source })?);
+            let handle = pipeline.handle();
+            let shutdown = stopped(stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = receiver::grpc::serve(listener, grpc, handle, shutdown).await {
+                    tracing::error!(error = %e, "OTLP/gRPC receiver stopped");
+                }
+            }));
+        }
+        let mut http_addr = None;
+        if let Some(http) = config.receivers.http.clone() {
+            let listener =
+                tokio::net::TcpListener::bind(http.endpoint).await.map_err(|source| ServerError::Bind { addr: http.endpoint, source })?;
+            http_addr = Some(listener.local_addr().map_err(|source| ServerError::Bind { addr: http.endpoint, source })?);
+            let handle = pipeline.handle();
+            let shutdown = stopped(stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = receiver::http::serve(listener, http, handle, shutdown).await {
+                    tracing::error!(error = %e, "OTLP/HTTP receiver stopped");
+                }
+            }));
+        }
+        tracing::info!(grpc = ?grpc_addr, http = ?http_addr, config = %config.source, "ordertrail listening");
+        Ok(Server { grpc_addr, http_addr, pipeline, exporter, stop, tasks, counters })
+    }
+
+    pub fn pipeline(&self) -> PipelineHandle {
+        self.pipeline.handle()
+    }
+
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Stops intake, lets the engine finish what it holds, then drains the exporter within `deadline`.
+    pub async fn shutdown(self, deadline: Duration) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.pipeline.shutdown().await;
+        if let Some(exporter) = self.exporter {
+            exporter.shutdown(deadline).await;
+        }
+        tracing::info!("ordertrail stopped");
+    }
+}

@@ -1,0 +1,46 @@
+//! Counters shared by the receivers, the pipeline and the exporter. Every place that refuses or drops data has
+//! one here, so an operator can tell "nothing arrived" from "it arrived and was turned away".
+
+use crate::engine::EngineStats;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// OTLP export requests accepted into the pipeline.
+    pub requests_accepted: AtomicU64,
+    /// Requests refused because the pipeline queue was full (answered UNAVAILABLE / 503).
+    pub requests_refused_busy: AtomicU64,
+    /// Requests whose body could not be decoded (answered INVALID_ARGUMENT / 400).
+    pub requests_malformed: AtomicU64,
+    /// Spans accepted by the receivers.
+    pub spans_received: AtomicU64,
+    /// Spans rejected for invalid ids (reported in `partial_success`).
+    pub spans_rejected: AtomicU64,
+    /// State commits that failed; their requests were answered UNAVAILABLE.
+    pub store_commit_failures: AtomicU64,
+    /// Spans handed to the exporter.
+    pub export_spans_queued: AtomicU64,
+    /// Spans the backend acknowledged.
+    pub export_spans_sent: AtomicU64,
+    /// Spans given up on after a permanent error or the retry budget.
+    pub export_spans_failed: AtomicU64,
+    /// Export attempts retried after a retryable error.
+    pub export_retries: AtomicU64,
+    /// The engine's own counters, copied after each batch.
+    pub engine: Mutex<EngineStats>,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub fn engine_stats(&self) -> EngineStats {
+        self.engine.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
