@@ -2,12 +2,12 @@
 //! middleware, ERP, WMS, TMS, EDI and finance systems already emit. See ARCHITECTURE.md for the map.
 
 pub mod config;
+pub mod demo;
 pub mod engine;
+pub mod exporter;
 pub mod order_state;
-pub mod store;
-pub mod telemetry;
 pub mod pipeline;
 pub mod receiver;
-pub mod exporter;
-pub mod demo;
 pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -113,7 +113,8 @@ impl Pipeline {
         tracing::info!(orders = state.orders.len(), aliases = state.aliases.len(), "order state loaded");
         let engine = Engine::new(config.clone(), state.orders, state.aliases);
         let (tx, rx) = sync_channel(config.pipeline.queue_size);
-        let worker = Worker { engine, store, export, counters: counters.clone(), max_group: config.pipeline.max_group_commit };
+        let worker =
+            Worker { engine, store, export, counters: counters.clone(), max_group: config.pipeline.max_group_commit };
         let thread = std::thread::Builder::new()
             .name("ordertrail-engine".into())
             .spawn(move || worker.run(rx))

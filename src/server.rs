@@ -34,10 +34,8 @@ pub struct Server {
     counters: Arc<Counters>,
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 impl Server {
@@ -47,13 +45,21 @@ impl Server {
         let counters = Arc::new(Counters::default());
         let store = RedbStore::open(&config.storage.directory)?;
         let exporter = config.exporter.clone().map(|e| Exporter::start(e, counters.clone())).transpose()?;
-        let pipeline = Pipeline::start(config.clone(), Box::new(store), exporter.as_ref().map(Exporter::sender), counters.clone())?;
+        let pipeline = Pipeline::start(
+            config.clone(),
+            Box::new(store),
+            exporter.as_ref().map(Exporter::sender),
+            counters.clone(),
+        )?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut grpc_addr = None;
         if let Some(grpc) = config.receivers.grpc.clone() {
-            let listener = receiver::grpc::bind(&grpc).await.map_err(|source| ServerError::Bind { addr: grpc.endpoint, source })?;
-            grpc_addr = Some(listener.local_addr().map_err(|source| ServerError::Bind { addr: grpc.endpoint, source })?);
+            let listener = receiver::grpc::bind(&grpc)
+                .await
+                .map_err(|source| ServerError::Bind { addr: grpc.endpoint, source })?;
+            grpc_addr =
+                Some(listener.local_addr().map_err(|source| ServerError::Bind { addr: grpc.endpoint, source })?);
             let handle = pipeline.handle();
             let shutdown = stopped(stop_rx.clone());
             tasks.push(tokio::spawn(async move {
@@ -64,9 +70,11 @@ impl Server {
         }
         let mut http_addr = None;
         if let Some(http) = config.receivers.http.clone() {
-            let listener =
-                tokio::net::TcpListener::bind(http.endpoint).await.map_err(|source| ServerError::Bind { addr: http.endpoint, source })?;
-            http_addr = Some(listener.local_addr().map_err(|source| ServerError::Bind { addr: http.endpoint, source })?);
+            let listener = tokio::net::TcpListener::bind(http.endpoint)
+                .await
+                .map_err(|source| ServerError::Bind { addr: http.endpoint, source })?;
+            http_addr =
+                Some(listener.local_addr().map_err(|source| ServerError::Bind { addr: http.endpoint, source })?);
             let handle = pipeline.handle();
             let shutdown = stopped(stop_rx.clone());
             tasks.push(tokio::spawn(async move {
@@ -87,15 +95,30 @@ impl Server {
         &self.counters
     }
 
-    /// Stops intake, lets the engine finish what it holds, then drains the exporter within `deadline`.
+    /// Stops intake, lets the engine finish what it holds, then drains the exporter, all within `deadline`.
+    /// Whatever cannot be exported by then (a backend that is down) is given up on and counted, never waited
+    /// for past the deadline.
     pub async fn shutdown(self, deadline: Duration) {
+        let end = tokio::time::Instant::now() + deadline;
         let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        for mut task in self.tasks {
+            if tokio::time::timeout_at(end, &mut task).await.is_err() {
+                task.abort();
+            }
         }
-        self.pipeline.shutdown().await;
+        let abort_export = self.exporter.as_ref().map(Exporter::abort_handle);
+        let pipeline = self.pipeline.shutdown();
+        tokio::pin!(pipeline);
+        if tokio::time::timeout_at(end, &mut pipeline).await.is_err() {
+            // The engine is blocked handing spans to a stuck exporter; stopping the exporter unblocks it.
+            tracing::warn!("shutdown deadline reached with spans still waiting for the exporter");
+            if let Some(abort) = &abort_export {
+                abort.abort();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(2), pipeline).await;
+        }
         if let Some(exporter) = self.exporter {
-            exporter.shutdown(deadline).await;
+            exporter.shutdown(end.saturating_duration_since(tokio::time::Instant::now())).await;
         }
         tracing::info!("ordertrail stopped");
     }

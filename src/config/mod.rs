@@ -104,7 +104,8 @@ pub struct Overrides {
 impl Config {
     /// Applies command-line overrides; a bad value is reported under the flag's name.
     pub fn apply(&mut self, overrides: &Overrides) -> Result<(), ConfigError> {
-        let invalid = |key: &str, reason: String| ConfigError::Invalid { file: "command line".into(), key: key.into(), reason };
+        let invalid =
+            |key: &str, reason: String| ConfigError::Invalid { file: "command line".into(), key: key.into(), reason };
         if let Some(addr) = &overrides.grpc_listen {
             let endpoint = addr.parse().map_err(|e| invalid("--grpc-listen", format!("`{addr}`: {e}")))?;
             let size = self.receivers.grpc.as_ref().map_or(4 * 1024 * 1024, |g| g.max_recv_msg_size);
@@ -112,20 +113,23 @@ impl Config {
         }
         if let Some(addr) = &overrides.http_listen {
             let endpoint = addr.parse().map_err(|e| invalid("--http-listen", format!("`{addr}`: {e}")))?;
-            let (body, decompressed) = self
-                .receivers
-                .http
-                .as_ref()
-                .map_or((20 * 1024 * 1024, 64 * 1024 * 1024), |h| (h.max_request_body_size, h.max_decompressed_body_size));
-            self.receivers.http =
-                Some(HttpServerConfig { endpoint, max_request_body_size: body, max_decompressed_body_size: decompressed });
+            let (body, decompressed) = self.receivers.http.as_ref().map_or((20 * 1024 * 1024, 64 * 1024 * 1024), |h| {
+                (h.max_request_body_size, h.max_decompressed_body_size)
+            });
+            self.receivers.http = Some(HttpServerConfig {
+                endpoint,
+                max_request_body_size: body,
+                max_decompressed_body_size: decompressed,
+            });
         }
         if overrides.export_endpoint.is_some() || overrides.export_protocol.is_some() {
             let endpoint = overrides
                 .export_endpoint
                 .clone()
                 .or_else(|| self.exporter.as_ref().map(|e| e.endpoint.clone()))
-                .ok_or_else(|| invalid("--export-protocol", "needs --export-endpoint or an exporter in the config".into()))?;
+                .ok_or_else(|| {
+                    invalid("--export-protocol", "needs --export-endpoint or an exporter in the config".into())
+                })?;
             let protocol = overrides.export_protocol.clone().or_else(|| {
                 self.exporter.as_ref().map(|e| match e.protocol {
                     ExportProtocol::Grpc => "grpc".to_string(),

@@ -341,7 +341,8 @@ impl Checker<'_> {
             glob: raw.glob.clone(),
             regex: raw.regex.clone(),
         };
-        let numeric = [(NumericOp::Gt, raw.gt), (NumericOp::Gte, raw.gte), (NumericOp::Lt, raw.lt), (NumericOp::Lte, raw.lte)];
+        let numeric =
+            [(NumericOp::Gt, raw.gt), (NumericOp::Gte, raw.gte), (NumericOp::Lt, raw.lt), (NumericOp::Lte, raw.lte)];
         let numeric: Vec<_> = numeric.into_iter().filter_map(|(op, v)| v.map(|v| (op, v))).collect();
         let string_count = [raw.equals.is_some(), raw.one_of.is_some(), raw.glob.is_some(), raw.regex.is_some()]
             .iter()
@@ -349,7 +350,9 @@ impl Checker<'_> {
             .count();
         let total = string_count + numeric.len() + usize::from(raw.exists.is_some());
         if total != 1 {
-            return Err(self.err(key, "give `key` and exactly one of exists, equals, one_of, glob, regex, gt, gte, lt, lte"));
+            return Err(
+                self.err(key, "give `key` and exactly one of exists, equals, one_of, glob, regex, gt, gte, lt, lte")
+            );
         }
         let test = if let Some(exists) = raw.exists {
             AttributeTest::Exists(exists)
@@ -375,13 +378,16 @@ impl Checker<'_> {
         };
         let regex = match (&raw.template, &raw.regex) {
             (Some(template), None) => {
-                let compiled = template_to_regex(template).map_err(|reason| self.err(format!("{key}.template"), reason))?;
+                let compiled =
+                    template_to_regex(template).map_err(|reason| self.err(format!("{key}.template"), reason))?;
                 self.regex(format!("{key}.template"), &compiled)?
             }
             (None, Some(regex)) => {
                 let compiled = self.regex(format!("{key}.regex"), regex)?;
                 if !compiled.capture_names().any(|n| n == Some("id")) {
-                    return Err(self.err(format!("{key}.regex"), "needs a named group `(?P<id>...)` that captures the key"));
+                    return Err(
+                        self.err(format!("{key}.regex"), "needs a named group `(?P<id>...)` that captures the key")
+                    );
                 }
                 compiled
             }
@@ -390,7 +396,13 @@ impl Checker<'_> {
         Ok(KeyPattern { source, regex })
     }
 
-    fn key_sources(&self, key: &str, attributes: &[String], resource_attributes: &[String], patterns: &[RawPattern]) -> Result<KeySources, ConfigError> {
+    fn key_sources(
+        &self,
+        key: &str,
+        attributes: &[String],
+        resource_attributes: &[String],
+        patterns: &[RawPattern],
+    ) -> Result<KeySources, ConfigError> {
         for (i, a) in attributes.iter().enumerate() {
             if a.is_empty() {
                 return Err(self.err(format!("{key}.attributes[{i}]"), "must not be empty"));
@@ -453,7 +465,9 @@ impl Config {
             let endpoint = grpc_raw.endpoint.as_deref().unwrap_or("0.0.0.0:4317");
             let mib = grpc_raw.max_recv_msg_size_mib.unwrap_or(4);
             if mib == 0 || mib > 1024 {
-                return Err(check.err("receivers.otlp.protocols.grpc.max_recv_msg_size_mib", "must be between 1 and 1024"));
+                return Err(
+                    check.err("receivers.otlp.protocols.grpc.max_recv_msg_size_mib", "must be between 1 and 1024")
+                );
             }
             Some(GrpcServerConfig {
                 endpoint: socket_addr(&check, "receivers.otlp.protocols.grpc.endpoint", endpoint)?,
@@ -468,7 +482,9 @@ impl Config {
             let body = http_raw.max_request_body_size.unwrap_or(20 * 1024 * 1024);
             let decompressed = http_raw.max_decompressed_body_size.unwrap_or(64 * 1024 * 1024);
             if body == 0 {
-                return Err(check.err("receivers.otlp.protocols.http.max_request_body_size", "must be greater than zero"));
+                return Err(
+                    check.err("receivers.otlp.protocols.http.max_request_body_size", "must be greater than zero")
+                );
             }
             if decompressed < body {
                 return Err(check.err(
@@ -501,7 +517,12 @@ impl Config {
             if m.owner.trim().is_empty() {
                 return Err(check.err(format!("{key}.owner"), "must not be empty"));
             }
-            milestones.push(Milestone { name: m.name.clone(), owner: m.owner.clone(), off_path: m.off_path, description: m.description.clone() });
+            milestones.push(Milestone {
+                name: m.name.clone(),
+                owner: m.owner.clone(),
+                off_path: m.off_path,
+                description: m.description.clone(),
+            });
         }
         if milestones.is_empty() {
             return Err(check.err("taxonomy.milestones", "at least one milestone is needed"));
@@ -519,7 +540,10 @@ impl Config {
         }
         let find_class = |name: &str| {
             classes.iter().position(|c| c.name == name).ok_or_else(|| {
-                check.err("taxonomy.exception_classes", format!("class `{name}` is required (the built-in classification uses it)"))
+                check.err(
+                    "taxonomy.exception_classes",
+                    format!("class `{name}` is required (the built-in classification uses it)"),
+                )
             })
         };
         let data_quality = find_class("data_quality")?;
@@ -531,7 +555,9 @@ impl Config {
         // Correlation.
         let c = &raw.correlation;
         let order_keys = match &c.order_keys {
-            Some(k) => check.key_sources("correlation.order_keys", &k.attributes, &k.resource_attributes, &k.patterns)?,
+            Some(k) => {
+                check.key_sources("correlation.order_keys", &k.attributes, &k.resource_attributes, &k.patterns)?
+            }
             None => KeySources { attributes: vec!["order.id".into(), "app.order.id".into()], ..Default::default() },
         };
         if order_keys.is_empty() {
@@ -578,12 +604,17 @@ impl Config {
             }
             let m = &r.when;
             let mkey = format!("{key}.match");
-            let service = m.service.as_ref().map(|s| check.string_matcher(&format!("{mkey}.service"), s)).transpose()?;
-            let span_name = m.span_name.as_ref().map(|s| check.string_matcher(&format!("{mkey}.span_name"), s)).transpose()?;
+            let service =
+                m.service.as_ref().map(|s| check.string_matcher(&format!("{mkey}.service"), s)).transpose()?;
+            let span_name =
+                m.span_name.as_ref().map(|s| check.string_matcher(&format!("{mkey}.span_name"), s)).transpose()?;
             let mut span_kinds = Vec::new();
             for (j, k) in m.span_kind.iter().enumerate() {
                 let position = SPAN_KINDS[1..].iter().position(|x| x == k).ok_or_else(|| {
-                    check.err(format!("{mkey}.span_kind[{j}]"), format!("`{k}` is not one of internal, server, client, producer, consumer"))
+                    check.err(
+                        format!("{mkey}.span_kind[{j}]"),
+                        format!("`{k}` is not one of internal, server, client, producer, consumer"),
+                    )
                 })?;
                 span_kinds.push(position as i32 + 1);
             }
@@ -591,11 +622,9 @@ impl Config {
                 .status
                 .as_ref()
                 .map(|s| {
-                    STATUS_CODES
-                        .iter()
-                        .position(|x| x == s)
-                        .map(|p| p as i32)
-                        .ok_or_else(|| check.err(format!("{mkey}.status"), format!("`{s}` is not one of unset, ok, error")))
+                    STATUS_CODES.iter().position(|x| x == s).map(|p| p as i32).ok_or_else(|| {
+                        check.err(format!("{mkey}.status"), format!("`{s}` is not one of unset, ok, error"))
+                    })
                 })
                 .transpose()?;
             let attributes = m
@@ -610,14 +639,20 @@ impl Config {
                 .enumerate()
                 .map(|(j, a)| check.attribute_condition(&format!("{mkey}.resource_attributes[{j}]"), a))
                 .collect::<Result<_, _>>()?;
-            let exception_event =
-                m.exception_event.as_ref().map(|s| check.string_matcher(&format!("{mkey}.exception_event"), s)).transpose()?;
+            let exception_event = m
+                .exception_event
+                .as_ref()
+                .map(|s| check.string_matcher(&format!("{mkey}.exception_event"), s))
+                .transpose()?;
             let milestone = r
                 .milestone
                 .as_ref()
                 .map(|name| {
                     taxonomy.milestone(name).ok_or_else(|| {
-                        check.err(format!("{key}.milestone"), format!("`{name}` is not a milestone of taxonomy.milestones"))
+                        check.err(
+                            format!("{key}.milestone"),
+                            format!("`{name}` is not a milestone of taxonomy.milestones"),
+                        )
                     })
                 })
                 .transpose()?;
@@ -629,7 +664,10 @@ impl Config {
                         return Ok(ExceptionLabel::Suppress);
                     }
                     taxonomy.class(name).map(ExceptionLabel::Class).ok_or_else(|| {
-                        check.err(format!("{key}.exception"), format!("`{name}` is not a class of taxonomy.exception_classes"))
+                        check.err(
+                            format!("{key}.exception"),
+                            format!("`{name}` is not a class of taxonomy.exception_classes"),
+                        )
                     })
                 })
                 .transpose()?;
@@ -644,7 +682,15 @@ impl Config {
             }
             rules.push(Rule {
                 name: r.name.clone(),
-                when: RuleMatch { service, span_name, span_kinds, status, attributes, resource_attributes, exception_event },
+                when: RuleMatch {
+                    service,
+                    span_name,
+                    span_kinds,
+                    status,
+                    attributes,
+                    resource_attributes,
+                    exception_event,
+                },
                 milestone,
                 reaches: r.reaches,
                 exception,
@@ -661,7 +707,10 @@ impl Config {
                 .enumerate()
                 .map(|(i, name)| {
                     taxonomy.milestone(name).ok_or_else(|| {
-                        check.err(format!("order_traces.close_on[{i}]"), format!("`{name}` is not a milestone of taxonomy.milestones"))
+                        check.err(
+                            format!("order_traces.close_on[{i}]"),
+                            format!("`{name}` is not a milestone of taxonomy.milestones"),
+                        )
                     })
                 })
                 .collect::<Result<_, _>>()?,
@@ -672,7 +721,10 @@ impl Config {
             passthrough: o.passthrough.unwrap_or(true),
             close_on,
             idle_close_after: o.idle_close_after.unwrap_or(Duration::from_secs(7 * 24 * 3600)),
-            actor_attributes: o.actor_attributes.clone().unwrap_or_else(|| vec!["order.actor".into(), "enduser.id".into()]),
+            actor_attributes: o
+                .actor_attributes
+                .clone()
+                .unwrap_or_else(|| vec!["order.actor".into(), "enduser.id".into()]),
         };
         if order_traces.idle_close_after.is_zero() {
             return Err(check.err("order_traces.idle_close_after", "must be greater than zero"));
@@ -712,7 +764,9 @@ fn exporter_config_checked(check: &Checker, raw: &RawOtlpExporter) -> Result<Exp
     let protocol = match raw.protocol.as_deref().unwrap_or("grpc") {
         "grpc" => ExportProtocol::Grpc,
         "http/protobuf" => ExportProtocol::HttpProtobuf,
-        other => return Err(check.err(format!("{key}.protocol"), format!("`{other}` is not one of grpc, http/protobuf"))),
+        other => {
+            return Err(check.err(format!("{key}.protocol"), format!("`{other}` is not one of grpc, http/protobuf")))
+        }
     };
     let endpoint = raw.endpoint.clone().ok_or_else(|| check.err(format!("{key}.endpoint"), "is required"))?;
     let scheme_ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
@@ -762,7 +816,10 @@ fn exporter_config_checked(check: &Checker, raw: &RawOtlpExporter) -> Result<Exp
         None => None,
     };
     if tls.is_some() && endpoint.starts_with("http://") {
-        return Err(check.err(format!("{key}.endpoint"), "TLS is configured but the endpoint is http://; use https:// or tls.insecure"));
+        return Err(check.err(
+            format!("{key}.endpoint"),
+            "TLS is configured but the endpoint is http://; use https:// or tls.insecure",
+        ));
     }
     let gzip = match raw.compression.as_deref().unwrap_or("gzip") {
         "gzip" => true,

@@ -87,7 +87,11 @@ pub async fn run(options: DemoOptions) -> Result<String, DemoError> {
 }
 
 fn tempdir() -> std::io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("ordertrail-demo-{}-{}", std::process::id(), crate::pipeline::unix_nanos_now()));
+    let dir = std::env::temp_dir().join(format!(
+        "ordertrail-demo-{}-{}",
+        std::process::id(),
+        crate::pipeline::unix_nanos_now()
+    ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

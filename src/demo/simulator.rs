@@ -31,9 +31,7 @@
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{
-    SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
-};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _};
 use opentelemetry::{Array, Context, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_otlp::{ExporterBuildError, WithExportConfig as _};
 use opentelemetry_sdk::error::OTelSdkError;
@@ -83,12 +81,7 @@ impl Default for SimulatorOptions {
     /// Points at a local receiver and starts the simulated days at 08:00 UTC two days ago, so that
     /// the two simulated business days lie entirely in the past whenever the demo is run.
     fn default() -> Self {
-        let today_start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs()
-            / 86_400
-            * 86_400;
+        let today_start = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / 86_400 * 86_400;
         let base_secs = today_start.saturating_sub(2 * 86_400) + 8 * 3_600;
         Self {
             endpoint: "http://127.0.0.1:4317".to_owned(),
@@ -178,20 +171,12 @@ struct System {
 }
 
 impl System {
-    fn new(
-        service: &'static str,
-        scope: &'static str,
-        endpoint: &str,
-    ) -> Result<Self, SimulatorError> {
+    fn new(service: &'static str, scope: &'static str, endpoint: &str) -> Result<Self, SimulatorError> {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
             .build()
-            .map_err(|source| SimulatorError::Exporter {
-                service,
-                endpoint: endpoint.to_owned(),
-                source,
-            })?;
+            .map_err(|source| SimulatorError::Exporter { service, endpoint: endpoint.to_owned(), source })?;
         // The resource starts empty rather than from the environment detectors, so that an
         // OTEL_RESOURCE_ATTRIBUTES or OTEL_SERVICE_NAME meant for ordertrail itself cannot leak
         // into the simulated systems; only the SDK's own telemetry.sdk.* attributes are added.
@@ -203,20 +188,10 @@ impl System {
                 KeyValue::new("deployment.environment.name", DEPLOYMENT_ENVIRONMENT),
             ])
             .build();
-        let provider = SdkTracerProvider::builder()
-            .with_resource(resource)
-            .with_batch_exporter(exporter)
-            .build();
-        let tracer = provider.tracer_with_scope(
-            InstrumentationScope::builder(scope)
-                .with_version(SCOPE_VERSION)
-                .build(),
-        );
-        Ok(Self {
-            service,
-            provider,
-            tracer,
-        })
+        let provider = SdkTracerProvider::builder().with_resource(resource).with_batch_exporter(exporter).build();
+        let tracer =
+            provider.tracer_with_scope(InstrumentationScope::builder(scope).with_version(SCOPE_VERSION).build());
+        Ok(Self { service, provider, tracer })
     }
 
     /// Starts a span at `start` under `parent` and returns a context holding it, so that children
@@ -305,15 +280,7 @@ impl Systems {
     /// in parallel for the same reason, and all of them run even after a failure so that no
     /// exporter is left behind.
     async fn flush_and_shut_down(self) -> Result<(), SimulatorError> {
-        let systems = [
-            self.portal,
-            self.erp,
-            self.middleware,
-            self.wms,
-            self.tms,
-            self.edi,
-            self.finance,
-        ];
+        let systems = [self.portal, self.erp, self.middleware, self.wms, self.tms, self.edi, self.finance];
 
         let mut first_error = None;
         for system in &systems {
@@ -337,10 +304,7 @@ impl Systems {
             .map(|system| {
                 let service = system.service;
                 let provider = system.provider.clone();
-                (
-                    service,
-                    tokio::task::spawn_blocking(move || provider.shutdown()),
-                )
+                (service, tokio::task::spawn_blocking(move || provider.shutdown()))
             })
             .collect();
         for (service, shutdown) in shutdowns {
@@ -393,11 +357,7 @@ impl HappyOrder {
             amount: f64::from(quantity * unit_price_cents) / 100.0,
             // Whole percentages, so that the exported values read like the ERP's own figures.
             credit_utilisation: f64::from(35 + position % 5 * 8) / 100.0,
-            carrier: if odd {
-                "NorthFreight"
-            } else {
-                "Baltic Road Lines"
-            },
+            carrier: if odd { "NorthFreight" } else { "Baltic Road Lines" },
         }
     }
 }
@@ -586,12 +546,7 @@ fn happy_orders(systems: &Systems, base: SystemTime, count: usize) -> Vec<String
     }
 
     if let [(first, first_packed), (second, second_packed)] = packed.as_slice() {
-        ship_and_invoice_consolidated(
-            systems,
-            [first, second],
-            (*first_packed).max(*second_packed),
-            day_two_slot,
-        );
+        ship_and_invoice_consolidated(systems, [first, second], (*first_packed).max(*second_packed), day_two_slot);
     }
     ids.extend(packed.into_iter().map(|(order, _)| order.id));
     ids
@@ -601,14 +556,7 @@ fn happy_orders(systems: &Systems, base: SystemTime, count: usize) -> Vec<String
 fn capture_to_pack(systems: &Systems, order: &HappyOrder, captured: SystemTime) -> SystemTime {
     let position = order.number - HAPPY_ORDER_BASE_NUMBER;
     let mut t = captured;
-    capture(
-        systems,
-        &order.id,
-        &order.customer,
-        order.segment,
-        order.lines,
-        t,
-    );
+    capture(systems, &order.id, &order.customer, order.segment, order.lines, t);
 
     t += minutes(2) + seconds(13 * u64::from(position % 4));
     credit_check(systems, &order.id, order.credit_utilisation, t);
@@ -620,10 +568,7 @@ fn capture_to_pack(systems: &Systems, order: &HappyOrder, captured: SystemTime) 
         SpanKind::Internal,
         t,
         millis(85),
-        vec![
-            KeyValue::new("order.id", order.id.clone()),
-            KeyValue::new("pricing.decision", "approved"),
-        ],
+        vec![KeyValue::new("order.id", order.id.clone()), KeyValue::new("pricing.decision", "approved")],
     );
 
     t += minutes(30);
@@ -687,21 +632,9 @@ fn ship_and_invoice(systems: &Systems, order: &HappyOrder, packed: SystemTime, p
     let number = order.number;
     let shipment = format!("SH-{number}");
 
-    book_carrier(
-        systems,
-        &format!("DL-{number}"),
-        &shipment,
-        order.carrier,
-        packed + minutes(25),
-    );
+    book_carrier(systems, &format!("DL-{number}"), &shipment, order.carrier, packed + minutes(25));
     confirm_pickup(systems, &shipment, Some(number), pickup);
-    send_asn(
-        systems,
-        &shipment,
-        &format!("ASN-{number}"),
-        number,
-        pickup + minutes(8),
-    );
+    send_asn(systems, &shipment, &format!("ASN-{number}"), number, pickup + minutes(8));
 
     let invoiced = pickup + minutes(45);
     systems.finance.record(
@@ -728,14 +661,8 @@ fn ship_and_invoice_consolidated(
     last_packed: SystemTime,
     pickup: SystemTime,
 ) {
-    let order_ids = || {
-        Value::Array(Array::String(
-            orders
-                .iter()
-                .map(|order| StringValue::from(order.id.clone()))
-                .collect(),
-        ))
-    };
+    let order_ids =
+        || Value::Array(Array::String(orders.iter().map(|order| StringValue::from(order.id.clone())).collect()));
 
     // The consolidated booking names its orders directly, because it replaces both deliveries' own
     // bookings and so has no single delivery to be resolved through.
@@ -752,13 +679,7 @@ fn ship_and_invoice_consolidated(
         ],
     );
     confirm_pickup(systems, CONSOLIDATED_SHIPMENT_ID, None, pickup);
-    send_asn(
-        systems,
-        CONSOLIDATED_SHIPMENT_ID,
-        CONSOLIDATED_ASN_ID,
-        CONSOLIDATED_CONTROL_NUMBER,
-        pickup + minutes(8),
-    );
+    send_asn(systems, CONSOLIDATED_SHIPMENT_ID, CONSOLIDATED_ASN_ID, CONSOLIDATED_CONTROL_NUMBER, pickup + minutes(8));
 
     let invoiced = pickup + hours(1);
     systems.finance.record(
@@ -769,10 +690,7 @@ fn ship_and_invoice_consolidated(
         millis(320),
         vec![
             KeyValue::new("order.ids", order_ids()),
-            KeyValue::new(
-                "invoice.amount",
-                orders.iter().map(|order| order.amount).sum::<f64>(),
-            ),
+            KeyValue::new("invoice.amount", orders.iter().map(|order| order.amount).sum::<f64>()),
             KeyValue::new("invoice.currency", "EUR"),
         ],
     );
@@ -782,14 +700,7 @@ fn ship_and_invoice_consolidated(
 }
 
 /// Records the portal's order capture (step 1).
-fn capture(
-    systems: &Systems,
-    order: &str,
-    customer: &str,
-    segment: &'static str,
-    lines: i64,
-    at: SystemTime,
-) {
+fn capture(systems: &Systems, order: &str, customer: &str, segment: &'static str, lines: i64, at: SystemTime) {
     systems.portal.record(
         &root(),
         "POST /api/orders",
@@ -866,10 +777,7 @@ fn release(systems: &Systems, order: &str, at: SystemTime) {
         SpanKind::Internal,
         consumed + millis(12),
         millis(31),
-        vec![
-            KeyValue::new("mapping.source", "ORDERS05"),
-            KeyValue::new("mapping.target", "wms.order"),
-        ],
+        vec![KeyValue::new("mapping.source", "ORDERS05"), KeyValue::new("mapping.target", "wms.order")],
     );
     end(&process, consumed + millis(64));
 }
@@ -882,22 +790,13 @@ fn pack(systems: &Systems, order: &str, delivery: &str, at: SystemTime) {
         SpanKind::Internal,
         at,
         millis(250),
-        vec![
-            KeyValue::new("order.id", order.to_owned()),
-            KeyValue::new("delivery.id", delivery.to_owned()),
-        ],
+        vec![KeyValue::new("order.id", order.to_owned()), KeyValue::new("delivery.id", delivery.to_owned())],
     );
 }
 
 /// Records the TMS's carrier booking for one delivery, which knows the delivery but not the order
 /// (step 8).
-fn book_carrier(
-    systems: &Systems,
-    delivery: &str,
-    shipment: &str,
-    carrier: &'static str,
-    at: SystemTime,
-) {
+fn book_carrier(systems: &Systems, delivery: &str, shipment: &str, carrier: &'static str, at: SystemTime) {
     systems.tms.record(
         &root(),
         "carrier.book",
@@ -917,19 +816,9 @@ fn book_carrier(
 fn confirm_pickup(systems: &Systems, shipment: &str, number: Option<u32>, at: SystemTime) {
     let mut attributes = vec![KeyValue::new("shipment.id", shipment.to_owned())];
     if let Some(number) = number {
-        attributes.push(KeyValue::new(
-            "carrier.tracking_number",
-            format!("NF{:010}", u64::from(number) * 7_919),
-        ));
+        attributes.push(KeyValue::new("carrier.tracking_number", format!("NF{:010}", u64::from(number) * 7_919)));
     }
-    systems.tms.record(
-        &root(),
-        "shipment.pickup.confirm",
-        SpanKind::Internal,
-        at,
-        millis(150),
-        attributes,
-    );
+    systems.tms.record(&root(), "shipment.pickup.confirm", SpanKind::Internal, at, millis(150), attributes);
 }
 
 /// Records the EDI gateway's advance shipping notice to the customer (step 10).
@@ -957,10 +846,7 @@ fn notify(systems: &Systems, order: &str, at: SystemTime) {
         SpanKind::Internal,
         at,
         millis(60),
-        vec![
-            KeyValue::new("order.id", order.to_owned()),
-            KeyValue::new("notification.channel", "email"),
-        ],
+        vec![KeyValue::new("order.id", order.to_owned()), KeyValue::new("notification.channel", "email")],
     );
 }
 
@@ -1026,24 +912,15 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_endpoint_is_refused_before_any_exporter_is_built() {
-        let options = SimulatorOptions {
-            endpoint: " ".to_owned(),
-            ..SimulatorOptions::default()
-        };
-        assert!(matches!(
-            run(&options).await,
-            Err(SimulatorError::EmptyEndpoint)
-        ));
+        let options = SimulatorOptions { endpoint: " ".to_owned(), ..SimulatorOptions::default() };
+        assert!(matches!(run(&options).await, Err(SimulatorError::EmptyEndpoint)));
     }
 
     #[test]
     fn the_default_business_days_start_at_eight_and_are_over_by_now() {
         let options = SimulatorOptions::default();
-        let start = options
-            .base_time
-            .duration_since(UNIX_EPOCH)
-            .expect("the default base time is after the epoch")
-            .as_secs();
+        let start =
+            options.base_time.duration_since(UNIX_EPOCH).expect("the default base time is after the epoch").as_secs();
         assert_eq!(start % 86_400, 8 * 3_600);
         // The last simulated span ends in the afternoon of the second day.
         assert!(options.base_time + days(1) + hours(16) <= SystemTime::now());

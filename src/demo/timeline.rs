@@ -32,10 +32,17 @@ pub fn render(config: &Config, order: &OrderRecord) -> String {
         match &m.reached {
             Some(reach) => {
                 let actor = reach.actor.as_ref().map(|a| format!(", actor {a}")).unwrap_or_default();
-                let _ = writeln!(s, "  {}  {:<22} reached by {}{actor}", clock(reach.at_unix_nanos), m.name, reach.service);
+                let _ =
+                    writeln!(s, "  {}  {:<22} reached by {}{actor}", clock(reach.at_unix_nanos), m.name, reach.service);
             }
             None => {
-                let _ = writeln!(s, "  {}  {:<22} NOT REACHED (worked on by {} span(s))", clock(m.first_work_unix_nanos), m.name, m.span_count);
+                let _ = writeln!(
+                    s,
+                    "  {}  {:<22} NOT REACHED (worked on by {} span(s))",
+                    clock(m.first_work_unix_nanos),
+                    m.name,
+                    m.span_count
+                );
             }
         }
     }

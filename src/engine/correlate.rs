@@ -178,9 +178,9 @@ impl PendingSpans {
     }
 
     /// Holds `input` until its trace is keyed or the wait runs out; gives it back when the buffer is full.
-    pub fn hold(&mut self, trace: TraceId, input: SpanInput, now: u64) -> Result<(), SpanInput> {
+    pub fn hold(&mut self, trace: TraceId, input: SpanInput, now: u64) -> Result<(), Box<SpanInput>> {
         if self.spans >= self.capacity {
-            return Err(input);
+            return Err(Box::new(input));
         }
         let (_, waiting) = self.traces.entry(trace).or_insert_with(|| {
             let deadline = now.saturating_add(self.wait_nanos);

@@ -14,11 +14,14 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The spans of one scope.
+type ScopeGroup = (Arc<ScopeContext>, Vec<Span>);
+
 /// Spans to export, grouped by the resource and scope they came with.
 #[derive(Debug, Default)]
 pub struct Output {
     /// Holding the `Arc`s keeps their addresses unique for as long as they serve as grouping keys.
-    groups: Vec<(Arc<ResourceContext>, Vec<(Arc<ScopeContext>, Vec<Span>)>)>,
+    groups: Vec<(Arc<ResourceContext>, Vec<ScopeGroup>)>,
     index: HashMap<(usize, usize), (usize, usize)>,
     spans: usize,
 }
@@ -63,7 +66,11 @@ impl Output {
                 schema_url: resource.schema_url.clone(),
                 scope_spans: scopes
                     .into_iter()
-                    .map(|(scope, spans)| ScopeSpans { scope: scope.scope.clone(), schema_url: scope.schema_url.clone(), spans })
+                    .map(|(scope, spans)| ScopeSpans {
+                        scope: scope.scope.clone(),
+                        schema_url: scope.schema_url.clone(),
+                        spans,
+                    })
                     .collect(),
             })
             .collect()
@@ -192,7 +199,8 @@ pub fn milestone_span(config: &Config, order: &OrderRecord, m: usize) -> Option<
     if let Some(description) = &milestone.description {
         attributes.push(string("order.milestone.description", description.clone()));
     }
-    let exceptions: Vec<_> = order.exceptions.iter().filter(|e| e.milestone.as_deref() == Some(&milestone.name)).collect();
+    let exceptions: Vec<_> =
+        order.exceptions.iter().filter(|e| e.milestone.as_deref() == Some(&milestone.name)).collect();
     if let Some(latest) = exceptions.last() {
         attributes.push(string(keys::EXCEPTION_CLASS, latest.class.clone()));
         attributes.push(string(keys::EXCEPTION_OWNER, latest.owner.clone()));
@@ -259,7 +267,8 @@ pub fn root_span(config: &Config, order: &OrderRecord) -> Span {
     span.status = Some(if open.is_empty() && next.is_none() {
         Status { code: StatusCode::Ok as i32, message: String::new() }
     } else {
-        let mut parts: Vec<String> = open.iter().map(|e| format!("{} ({}, owner {})", e.reason, e.class, e.owner)).collect();
+        let mut parts: Vec<String> =
+            open.iter().map(|e| format!("{} ({}, owner {})", e.reason, e.class, e.owner)).collect();
         if let Some(next) = next {
             parts.insert(0, format!("{} not reached, owner {}", next.name, next.owner));
         }

@@ -6,7 +6,9 @@
 
 use super::attributes::{find, number, scalar_string};
 use super::SpanInput;
-use crate::config::{AttributeCondition, AttributeTest, ClassId, Config, ExceptionLabel, MilestoneId, NumericOp, RuleMatch};
+use crate::config::{
+    AttributeCondition, AttributeTest, ClassId, Config, ExceptionLabel, MilestoneId, NumericOp, RuleMatch,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
@@ -80,7 +82,8 @@ pub fn label(config: &Config, input: &SpanInput) -> Labels {
                     .map(|o| o.into_owned())
                     .unwrap_or_else(|| taxonomy.classes[class].owner.clone());
                 let reason = non_empty(status_message(input)).unwrap_or("stated by the span").to_string();
-                labels.exception = Some(ExceptionFinding { class, owner, signature: format!("declared:{value}"), reason });
+                labels.exception =
+                    Some(ExceptionFinding { class, owner, signature: format!("declared:{value}"), reason });
             }
             None => labels.findings.push(ExceptionFinding {
                 class: taxonomy.data_quality,
@@ -154,7 +157,10 @@ fn non_empty(s: &str) -> Option<&str> {
 }
 
 fn http_status(attributes: &[KeyValue]) -> Option<i64> {
-    find(attributes, "http.response.status_code").or_else(|| find(attributes, "http.status_code")).and_then(number).map(|n| n as i64)
+    find(attributes, "http.response.status_code")
+        .or_else(|| find(attributes, "http.status_code"))
+        .and_then(number)
+        .map(|n| n as i64)
 }
 
 fn default_reason(input: &SpanInput) -> String {
@@ -185,7 +191,8 @@ fn default_class(config: &Config, input: &SpanInput, failed: bool) -> Option<Cla
         return None;
     }
     let outbound = span.kind == SpanKind::Client as i32 || span.kind == SpanKind::Producer as i32;
-    let grpc_unavailable = find(&span.attributes, "rpc.grpc.status_code").and_then(number).is_some_and(|c| c == 4.0 || c == 14.0);
+    let grpc_unavailable =
+        find(&span.attributes, "rpc.grpc.status_code").and_then(number).is_some_and(|c| c == 4.0 || c == 14.0);
     let error_type = find(&span.attributes, "error.type").and_then(scalar_string);
     let exception_text = span.events.iter().filter(|e| e.name == "exception").any(|e| {
         ["exception.type", "exception.message"]

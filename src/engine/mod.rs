@@ -294,7 +294,7 @@ impl Engine {
                 Some(trace) => {
                     if let Err(input) = self.pending.hold(trace, input, now) {
                         self.stats.pending_overflow += 1;
-                        self.pass_uncorrelated(input, out);
+                        self.pass_uncorrelated(*input, out);
                     }
                 }
                 None => self.pass_uncorrelated(input, out),

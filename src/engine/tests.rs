@@ -103,7 +103,11 @@ fn in_order_trace<'a>(spans: &'a [(String, Span)], order: &str) -> Vec<&'a Span>
 #[test]
 fn keyed_span_is_reemitted_under_its_milestone_with_links_both_ways() {
     let mut engine = engine();
-    let out = run(&mut engine, vec![spec("erp", "credit.check", 1, 1).attr("order.id", "SO-1").attr("credit.decision", "approved")], T0);
+    let out = run(
+        &mut engine,
+        vec![spec("erp", "credit.check", 1, 1).attr("order.id", "SO-1").attr("credit.decision", "approved")],
+        T0,
+    );
     let order_spans = in_order_trace(&out, "SO-1");
     let correlated = order_spans.iter().find(|s| s.name == "credit.check").expect("re-emitted span");
     assert_eq!(correlated.parent_span_id, ids::milestone_span_id("SO-1", "credit_approval"));
@@ -159,7 +163,11 @@ fn aliases_are_learned_and_chained() {
     let mut engine = engine();
     run(&mut engine, vec![spec("wms", "pack.confirm", 1, 1).attr("order.id", "SO-1").attr("delivery.id", "DL-1")], T0);
     // Only the delivery: joins through the alias and teaches the shipment.
-    let out = run(&mut engine, vec![spec("tms", "carrier.book", 2, 2).attr("delivery.id", "DL-1").attr("shipment.id", "SH-1")], T0);
+    let out = run(
+        &mut engine,
+        vec![spec("tms", "carrier.book", 2, 2).attr("delivery.id", "DL-1").attr("shipment.id", "SH-1")],
+        T0,
+    );
     assert_eq!(in_order_trace(&out, "SO-1").len(), 1);
     // Only the shipment.
     let out = run(&mut engine, vec![spec("tms", "shipment.pickup.confirm", 3, 3).attr("shipment.id", "SH-1")], T0);
@@ -178,7 +186,10 @@ fn a_span_for_several_orders_belongs_to_each_order_trace() {
         key: "order.ids".into(),
         value: Some(AnyValue {
             value: Some(Value::ArrayValue(ArrayValue {
-                values: ["SO-1", "SO-2"].iter().map(|v| AnyValue { value: Some(Value::StringValue(v.to_string())) }).collect(),
+                values: ["SO-1", "SO-2"]
+                    .iter()
+                    .map(|v| AnyValue { value: Some(Value::StringValue(v.to_string())) })
+                    .collect(),
             })),
         }),
         ..Default::default()
@@ -200,7 +211,8 @@ fn unkeyed_spans_inherit_from_their_trace_in_either_order() {
     let out = run(&mut engine, vec![spec("integration-middleware", "map ORDERS05 -> wms.order", 7, 2)], T0);
     assert!(out.is_empty());
     assert_eq!(engine.pending_spans(), 1);
-    let out = run(&mut engine, vec![spec("erp", "publish orders.released", 7, 1).attr("order.id", "SO-1")], T0 + SECOND);
+    let out =
+        run(&mut engine, vec![spec("erp", "publish orders.released", 7, 1).attr("order.id", "SO-1")], T0 + SECOND);
     let spans = in_order_trace(&out, "SO-1");
     assert!(spans.iter().any(|s| s.name == "map ORDERS05 -> wms.order"));
     assert_eq!(engine.pending_spans(), 0);
@@ -240,7 +252,8 @@ fn the_wait_buffer_is_bounded_and_counts_overflow() {
 #[test]
 fn milestones_are_emitted_once_even_after_a_restart() {
     let mut engine = engine();
-    let capture = || spec("customer-portal", "POST /api/orders", 1, 1).kind(SpanKind::Server).attr("app.order.id", "SO-1");
+    let capture =
+        || spec("customer-portal", "POST /api/orders", 1, 1).kind(SpanKind::Server).attr("app.order.id", "SO-1");
     let out = run(&mut engine, vec![capture()], T0);
     assert_eq!(out.iter().filter(|(_, s)| s.name == "order_capture").count(), 1);
     let out = run(&mut engine, vec![capture()], T0);
@@ -261,7 +274,10 @@ fn invoicing_closes_the_order_and_emits_unreached_milestones_and_the_root() {
     let mut engine = engine();
     run(
         &mut engine,
-        vec![spec("erp", "pricing.check", 1, 1).attr("order.id", "SO-1").attr("pricing.decision", "exception").error("variance")],
+        vec![spec("erp", "pricing.check", 1, 1)
+            .attr("order.id", "SO-1")
+            .attr("pricing.decision", "exception")
+            .error("variance")],
         T0,
     );
     let out = run(&mut engine, vec![spec("finance", "invoice.create", 2, 2).attr("order.id", "SO-1")], T0 + SECOND);
@@ -281,7 +297,11 @@ fn invoicing_closes_the_order_and_emits_unreached_milestones_and_the_root() {
 fn idle_orders_close_after_the_configured_period() {
     let yaml = DEFAULT_CONFIG_YAML.replace("idle_close_after: 168h", "idle_close_after: 10s");
     let mut engine = Engine::new(Arc::new(parse(&yaml, "t").unwrap()), vec![], vec![]);
-    run(&mut engine, vec![spec("erp", "credit.check", 1, 1).attr("order.id", "SO-1").attr("credit.decision", "approved")], T0);
+    run(
+        &mut engine,
+        vec![spec("erp", "credit.check", 1, 1).attr("order.id", "SO-1").attr("credit.decision", "approved")],
+        T0,
+    );
     let mut out = Output::default();
     engine.tick(T0 + 5 * SECOND, &mut out);
     assert!(out.is_empty());
@@ -325,14 +345,18 @@ fn failures_are_classified_by_the_semantic_conventions_when_no_rule_decides() {
     assert_eq!(class("SO-1").as_deref(), Some("integration"));
     assert_eq!(class("SO-2").as_deref(), Some("data_quality"));
     assert_eq!(class("SO-3").as_deref(), Some("execution"));
-    assert_eq!(attr(in_order_trace(&out, "SO-3")[0], "order.exception.owner").as_deref(), Some("operations-management"));
+    assert_eq!(
+        attr(in_order_trace(&out, "SO-3")[0], "order.exception.owner").as_deref(),
+        Some("operations-management")
+    );
 }
 
 #[test]
 fn a_failed_mapping_inherits_the_order_of_a_known_shipment_and_is_an_integration_exception() {
     let mut engine = engine();
     run(&mut engine, vec![spec("tms", "carrier.book", 1, 1).attr("order.ids", "SO-9").attr("shipment.id", "SH-9")], T0);
-    let mut mapping = spec("integration-middleware", "map carrier.status -> erp.shipment_confirmation", 4, 3).error("field ShipDate");
+    let mut mapping =
+        spec("integration-middleware", "map carrier.status -> erp.shipment_confirmation", 4, 3).error("field ShipDate");
     mapping.events.push(Event {
         name: "exception".into(),
         attributes: vec![kv("exception.type", "MappingError"), kv("exception.message", "field ShipDate")],
@@ -343,7 +367,9 @@ fn a_failed_mapping_inherits_the_order_of_a_known_shipment_and_is_an_integration
     assert!(out.is_empty());
     let out = run(
         &mut engine,
-        vec![spec("tms", "PUT /api/shipments/{id}/status", 4, 2).kind(SpanKind::Client).attr("url.path", "/api/shipments/SH-9/status")],
+        vec![spec("tms", "PUT /api/shipments/{id}/status", 4, 2)
+            .kind(SpanKind::Client)
+            .attr("url.path", "/api/shipments/SH-9/status")],
         T0,
     );
     let spans = in_order_trace(&out, "SO-9");

@@ -50,7 +50,8 @@ impl GrpcClient {
         for (name, value) in &config.headers {
             let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
                 .map_err(|e| ExportError::Setup(format!("header `{name}`: {e}")))?;
-            let value = MetadataValue::try_from(value.as_str()).map_err(|e| ExportError::Setup(format!("header `{name}`: {e}")))?;
+            let value = MetadataValue::try_from(value.as_str())
+                .map_err(|e| ExportError::Setup(format!("header `{name}`: {e}")))?;
             metadata.insert(key, value);
         }
         Ok(GrpcClient { client, metadata, timeout: config.timeout })

@@ -39,22 +39,38 @@ impl HttpClient {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(setup)?;
             headers.insert(name, reqwest::header::HeaderValue::from_str(value).map_err(setup)?);
         }
-        Ok(HttpClient { client: builder.build().map_err(setup)?, endpoint: config.endpoint.clone(), headers, gzip: config.gzip })
+        Ok(HttpClient {
+            client: builder.build().map_err(setup)?,
+            endpoint: config.endpoint.clone(),
+            headers,
+            gzip: config.gzip,
+        })
     }
 
     pub async fn send(&self, batch: Vec<ResourceSpans>) -> Result<(), ExportError> {
         let body = ExportTraceServiceRequest { resource_spans: batch }.encode_to_vec();
-        let mut request = self.client.post(&self.endpoint).headers(self.headers.clone()).header("content-type", "application/x-protobuf");
+        let mut request = self
+            .client
+            .post(&self.endpoint)
+            .headers(self.headers.clone())
+            .header("content-type", "application/x-protobuf");
         let body = if self.gzip {
             let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            encoder.write_all(&body).and_then(|_| encoder.finish()).map_err(|e| ExportError::Permanent(e.to_string()))?
+            encoder
+                .write_all(&body)
+                .and_then(|_| encoder.finish())
+                .map_err(|e| ExportError::Permanent(e.to_string()))?
         } else {
             body
         };
         if self.gzip {
             request = request.header("content-encoding", "gzip");
         }
-        let response = request.body(body).send().await.map_err(|e| ExportError::Retryable { message: e.to_string(), retry_after: None })?;
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ExportError::Retryable { message: e.to_string(), retry_after: None })?;
         let status = response.status().as_u16();
         if response.status().is_success() {
             return Ok(());

@@ -64,10 +64,17 @@ impl Exporter {
         self.input.clone()
     }
 
+    /// Stops the batching task at once, for a shutdown whose deadline has passed.
+    pub fn abort_handle(&self) -> tokio::task::AbortHandle {
+        self.task.abort_handle()
+    }
+
     /// Sends what is queued and waits for requests in flight, for at most `deadline`.
     pub async fn shutdown(self, deadline: Duration) {
         drop(self.input);
+        let abort = self.task.abort_handle();
         if tokio::time::timeout(deadline, self.task).await.is_err() {
+            abort.abort();
             tracing::warn!(?deadline, "exporter did not drain before the shutdown deadline");
         }
     }
@@ -77,7 +84,12 @@ fn count_spans(batch: &[ResourceSpans]) -> usize {
     batch.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum()
 }
 
-async fn batch_loop(config: ExporterConfig, client: Client, mut rx: mpsc::Receiver<Vec<ResourceSpans>>, counters: Arc<Counters>) {
+async fn batch_loop(
+    config: ExporterConfig,
+    client: Client,
+    mut rx: mpsc::Receiver<Vec<ResourceSpans>>,
+    counters: Arc<Counters>,
+) {
     let in_flight = Arc::new(Semaphore::new(config.num_consumers));
     let retry = Arc::new(config.retry.clone());
     let mut batch: Vec<ResourceSpans> = Vec::new();
@@ -126,7 +138,13 @@ pub fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
     base.mul_f64(jitter).min(retry.max_interval)
 }
 
-async fn send_with_retry(client: &Client, batch: Vec<ResourceSpans>, count: u64, retry: &RetryConfig, counters: &Counters) {
+async fn send_with_retry(
+    client: &Client,
+    batch: Vec<ResourceSpans>,
+    count: u64,
+    retry: &RetryConfig,
+    counters: &Counters,
+) {
     let started = Instant::now();
     let mut attempt = 0;
     loop {

@@ -7,7 +7,7 @@ use super::{response, sanitise};
 use crate::config::HttpServerConfig;
 use crate::pipeline::PipelineHandle;
 use crate::telemetry::Counters;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -45,6 +45,7 @@ impl Encoding {
 
 struct Shared {
     pipeline: PipelineHandle,
+    max_body: usize,
     max_decompressed: usize,
 }
 
@@ -88,13 +89,17 @@ fn encoding_of(headers: &HeaderMap) -> Result<Encoding, DecodeError> {
 }
 
 fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, DecodeError> {
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("").trim().to_ascii_lowercase();
+    let encoding =
+        headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("").trim().to_ascii_lowercase();
     match encoding.as_str() {
         "" | "identity" => Ok(body),
         "gzip" => {
             let mut out = Vec::new();
             // Reading one byte past the limit tells "exactly at the limit" from "over it" without inflating a bomb.
-            flate2::read::GzDecoder::new(&body[..]).take(limit as u64 + 1).read_to_end(&mut out).map_err(DecodeError::Gzip)?;
+            flate2::read::GzDecoder::new(&body[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(DecodeError::Gzip)?;
             if out.len() > limit {
                 return Err(DecodeError::TooLarge(limit));
             }
@@ -111,13 +116,27 @@ fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, 
     }
 }
 
-async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let counters = shared.pipeline.counters().clone();
     let encoding = match encoding_of(&headers) {
         Ok(encoding) => encoding,
         Err(e) => {
             Counters::add(&counters.requests_malformed, 1);
-            return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, Encoding::Json, tonic::Code::InvalidArgument, e.to_string());
+            return error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Encoding::Json,
+                tonic::Code::InvalidArgument,
+                e.to_string(),
+            );
+        }
+    };
+    // The limit is enforced here rather than by a middleware layer so that refusals are counted with the rest.
+    let body = match axum::body::to_bytes(body, shared.max_body).await {
+        Ok(body) => body,
+        Err(_) => {
+            Counters::add(&counters.requests_malformed, 1);
+            let message = format!("request body exceeds {} bytes or could not be read", shared.max_body);
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, encoding, tonic::Code::InvalidArgument, message);
         }
     };
     let request = decompress(&headers, body, shared.max_decompressed).and_then(|body| decode(encoding, &body));
@@ -125,7 +144,11 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         Ok(request) => request,
         Err(e) => {
             Counters::add(&counters.requests_malformed, 1);
-            let status = if matches!(e, DecodeError::TooLarge(_)) { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+            let status = if matches!(e, DecodeError::TooLarge(_)) {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
             return error_response(status, encoding, tonic::Code::InvalidArgument, e.to_string());
         }
     };
@@ -150,11 +173,12 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
 
 /// The OTLP/HTTP routes.
 pub fn router(config: &HttpServerConfig, pipeline: PipelineHandle) -> Router {
-    let shared = Arc::new(Shared { pipeline, max_decompressed: config.max_decompressed_body_size });
-    Router::new()
-        .route("/v1/traces", post(export))
-        .layer(DefaultBodyLimit::max(config.max_request_body_size))
-        .with_state(shared)
+    let shared = Arc::new(Shared {
+        pipeline,
+        max_body: config.max_request_body_size,
+        max_decompressed: config.max_decompressed_body_size,
+    });
+    Router::new().route("/v1/traces", post(export)).layer(DefaultBodyLimit::disable()).with_state(shared)
 }
 
 pub async fn serve(

@@ -94,7 +94,10 @@ mod tests {
                 scope_spans: vec![ScopeSpans { spans: vec![good, zero_trace], ..Default::default() }],
                 ..Default::default()
             },
-            ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![short_span], ..Default::default() }], ..Default::default() },
+            ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans: vec![short_span], ..Default::default() }],
+                ..Default::default()
+            },
         ];
         let result = sanitise(&mut batch);
         assert_eq!((result.accepted, result.rejected), (1, 2));

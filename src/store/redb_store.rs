@@ -28,7 +28,8 @@ impl RedbStore {
         std::fs::create_dir_all(directory)
             .map_err(|source| StoreError::CreateDir { path: directory.display().to_string(), source })?;
         let path = directory.join("ordertrail.redb");
-        let db = Database::create(&path).map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?;
+        let db = Database::create(&path)
+            .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?;
         // Create the tables up front so that readers never see them missing.
         let tx = db.begin_write().map_err(|e| StoreError::Write(e.to_string()))?;
         tx.open_table(ORDERS).map_err(|e| StoreError::Write(e.to_string()))?;
@@ -64,8 +65,8 @@ impl OrderStore for RedbStore {
             let (kind, alias) = key
                 .split_once('\0')
                 .ok_or_else(|| StoreError::Corrupt { key: key.to_string(), reason: "alias key without kind".into() })?;
-            let orders: Vec<String> =
-                serde_json::from_slice(value.value()).map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })?;
+            let orders: Vec<String> = serde_json::from_slice(value.value())
+                .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })?;
             state.aliases.push(AliasRecord { kind: kind.to_string(), value: alias.to_string(), orders });
         }
         Ok(state)
@@ -116,7 +117,11 @@ mod tests {
             let mut store = RedbStore::open(dir.path()).unwrap();
             let changes = StateChanges {
                 orders: vec![order.clone()],
-                aliases: vec![AliasRecord { kind: "shipment".into(), value: "SH-1".into(), orders: vec!["SO-1".into()] }],
+                aliases: vec![AliasRecord {
+                    kind: "shipment".into(),
+                    value: "SH-1".into(),
+                    orders: vec!["SO-1".into()],
+                }],
             };
             store.commit(&changes).unwrap();
         }

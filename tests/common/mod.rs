@@ -1,0 +1,174 @@
+//! Shared pieces of the integration tests: an in-process OTLP sink, a server on port 0, and real SDK senders.
+#![allow(dead_code)]
+
+use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use ordertrail::config::{self, Config, Overrides};
+use ordertrail::server::Server;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A received span with the `service.name` of its resource.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub service: String,
+    pub span: Span,
+}
+
+/// An OTLP/gRPC trace sink that records everything it receives; optionally slow, to hold the exporter up.
+#[derive(Clone, Default)]
+pub struct Sink {
+    pub spans: Arc<Mutex<Vec<Received>>>,
+    delay: Option<Duration>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
+        let mut spans = self.spans.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(|v| match &v.value {
+                    Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    spans.push(Received { service: service.clone(), span });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+impl Sink {
+    /// Starts a sink on a free loopback port.
+    pub async fn start(delay: Option<Duration>) -> (Sink, SocketAddr) {
+        let sink = Sink { spans: Arc::default(), delay };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = TraceServiceServer::new(sink.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        (sink, addr)
+    }
+
+    pub fn snapshot(&self) -> Vec<Received> {
+        self.spans.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for the received spans, failing after `timeout`.
+    pub async fn wait_for(&self, timeout: Duration, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let spans = self.snapshot();
+            if done(&spans) {
+                return spans;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let names: Vec<_> = spans.iter().map(|r| (r.service.clone(), r.span.name.clone())).collect();
+                panic!("timed out waiting for {what}; received {names:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The default configuration on loopback port 0, exporting to `sink`, with short waits for tests.
+pub fn test_config(sink: SocketAddr, data_dir: &Path, extra_yaml: &str) -> Config {
+    let yaml =
+        format!("{}\n{extra_yaml}", config::DEFAULT_CONFIG_YAML.replace("inherit_wait: 2s", "inherit_wait: 500ms"));
+    let mut config = config::parse(&yaml, "test config").unwrap();
+    config
+        .apply(&Overrides {
+            grpc_listen: Some("127.0.0.1:0".into()),
+            http_listen: Some("127.0.0.1:0".into()),
+            export_endpoint: Some(format!("http://{sink}")),
+            export_protocol: None,
+            data_dir: Some(data_dir.to_path_buf()),
+        })
+        .unwrap();
+    let exporter = config.exporter.as_mut().unwrap();
+    exporter.batch_timeout = Duration::from_millis(20);
+    exporter.retry.initial_interval = Duration::from_millis(50);
+    exporter.retry.max_interval = Duration::from_millis(200);
+    config
+}
+
+pub async fn start_server(config: Config) -> Server {
+    Server::start(config).await.expect("server starts")
+}
+
+/// A real OpenTelemetry SDK tracer provider for one simulated service, exporting OTLP/gRPC to `addr`.
+pub fn sdk_provider(service: &'static str, addr: SocketAddr) -> SdkTracerProvider {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://{addr}"))
+        .build()
+        .unwrap();
+    SdkTracerProvider::builder()
+        .with_resource(Resource::builder_empty().with_attributes([KeyValue::new("service.name", service)]).build())
+        .with_batch_exporter(exporter)
+        .build()
+}
+
+/// Records one finished span through the SDK; returns its context so children can be created under it.
+pub fn record(
+    provider: &SdkTracerProvider,
+    parent: &Context,
+    name: &'static str,
+    kind: SpanKind,
+    attributes: Vec<KeyValue>,
+) -> Context {
+    let tracer = provider.tracer("ordertrail-tests");
+    let mut span =
+        tracer.span_builder(name).with_kind(kind).with_attributes(attributes).start_with_context(&tracer, parent);
+    span.end();
+    parent.with_span(span)
+}
+
+/// Flushes a provider from a blocking thread, as the SDK's flush blocks.
+pub async fn flush(provider: &SdkTracerProvider) {
+    let provider = provider.clone();
+    tokio::task::spawn_blocking(move || provider.force_flush().expect("flush succeeds")).await.unwrap();
+}
+
+pub fn attr(span: &Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| match &v.value {
+        Some(Value::StringValue(s)) => Some(s.clone()),
+        Some(Value::BoolValue(b)) => Some(b.to_string()),
+        Some(Value::IntValue(i)) => Some(i.to_string()),
+        Some(Value::ArrayValue(a)) => {
+            Some(format!("{:?}", a.values.iter().map(|v| format!("{:?}", v.value)).collect::<Vec<_>>()))
+        }
+        _ => None,
+    })
+}
+
+pub fn trace_of(order: &str) -> Vec<u8> {
+    ordertrail::engine::ids::order_trace_id(order).to_vec()
+}

@@ -1,0 +1,65 @@
+//! Good and bad configuration files through the real binary: `validate-config` exits 0 or names file, key, reason.
+
+use std::process::Command;
+
+fn validate(file: &str) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ordertrail")).args(["validate-config", file]).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[test]
+fn a_production_style_file_is_valid() {
+    let (ok, text) = validate("tests/testdata/good-tempo.yaml");
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn the_embedded_default_round_trips_through_a_file() {
+    let printed = Command::new(env!("CARGO_BIN_EXE_ordertrail")).arg("print-default-config").output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("default.yaml");
+    std::fs::write(&path, printed.stdout).unwrap();
+    let (ok, text) = validate(path.to_str().unwrap());
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn bad_files_name_file_key_and_reason_and_fail() {
+    let cases = [
+        ("tests/testdata/bad-unknown-key.yaml", "correlation", "unknown field `inherit_wiat`"),
+        ("tests/testdata/bad-regex.yaml", "rules[0].match.span_name.regex", "invalid regular expression"),
+        (
+            "tests/testdata/bad-unknown-milestone.yaml",
+            "rules[0].milestone",
+            "`shipment_confirmation` is not a milestone",
+        ),
+        ("tests/testdata/bad-exporter.yaml", "exporters.otlp.endpoint", "must be an http:// or https:// URL"),
+        ("tests/testdata/does-not-exist.yaml", "", "cannot read config file"),
+    ];
+    for (file, key, reason) in cases {
+        let (ok, text) = validate(file);
+        assert!(!ok, "{file} should be refused");
+        assert!(text.contains(file), "{file}: message names the file: {text}");
+        assert!(text.contains(key), "{file}: message names the key {key}: {text}");
+        assert!(text.contains(reason), "{file}: message gives the reason {reason}: {text}");
+    }
+}
+
+#[test]
+fn run_refuses_to_start_on_a_bad_file() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ordertrail"))
+        .args(["run", "--config", "tests/testdata/bad-regex.yaml"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("rules[0].match.span_name.regex"));
+}
+
+#[test]
+fn trace_id_is_printed_for_pasting_into_a_backend() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ordertrail")).args(["trace-id", "SO-10042"]).output().unwrap();
+    let line = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(line.trim(), hex::encode(ordertrail::engine::ids::order_trace_id("SO-10042")));
+    assert_eq!(line.trim().len(), 32);
+}

@@ -1,0 +1,186 @@
+//! End to end through the real server: spans sent with the OpenTelemetry SDK come out as labelled order traces.
+
+mod common;
+
+use common::*;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
+use ordertrail::engine::ids;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_spans_become_labelled_order_traces_with_links_aliases_inheritance_and_multi_order_spans() {
+    let (sink, sink_addr) = Sink::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(test_config(sink_addr, dir.path(), "")).await;
+    let addr = server.grpc_addr.unwrap();
+    let portal = sdk_provider("customer-portal", addr);
+    let erp = sdk_provider("erp", addr);
+    let middleware = sdk_provider("integration-middleware", addr);
+    let wms = sdk_provider("wms", addr);
+    let tms = sdk_provider("tms", addr);
+    let finance = sdk_provider("finance", addr);
+    let none = Context::new();
+
+    record(&portal, &none, "POST /api/orders", SpanKind::Server, vec![KeyValue::new("app.order.id", "SO-1")]);
+    record(&portal, &none, "POST /api/orders", SpanKind::Server, vec![KeyValue::new("app.order.id", "SO-2")]);
+    flush(&portal).await;
+    record(
+        &erp,
+        &none,
+        "credit.check",
+        SpanKind::Internal,
+        vec![KeyValue::new("order.id", "SO-1"), KeyValue::new("credit.decision", "blocked")],
+    );
+    // A technical trace whose keyed parent and unkeyed child are exported by different services.
+    let release =
+        record(&erp, &none, "publish orders.released", SpanKind::Producer, vec![KeyValue::new("order.id", "SO-1")]);
+    record(&middleware, &release, "process orders.released", SpanKind::Consumer, vec![]);
+    flush(&middleware).await;
+    flush(&erp).await;
+    record(
+        &wms,
+        &none,
+        "pack.confirm",
+        SpanKind::Internal,
+        vec![KeyValue::new("order.id", "SO-1"), KeyValue::new("delivery.id", "DL-1")],
+    );
+    flush(&wms).await;
+    record(
+        &tms,
+        &none,
+        "carrier.book",
+        SpanKind::Client,
+        vec![KeyValue::new("delivery.id", "DL-1"), KeyValue::new("shipment.id", "SH-1")],
+    );
+    flush(&tms).await;
+    record(&tms, &none, "shipment.pickup.confirm", SpanKind::Internal, vec![KeyValue::new("shipment.id", "SH-1")]);
+    flush(&tms).await;
+    let both = Value::Array(Array::String(vec![StringValue::from("SO-1"), StringValue::from("SO-2")]));
+    record(&finance, &none, "invoice.batch.post", SpanKind::Internal, vec![KeyValue::new("order.ids", both)]);
+    flush(&finance).await;
+
+    let spans = sink
+        .wait_for(WAIT, "both roots and the inherited consumer span", |spans| {
+            let roots = spans.iter().filter(|r| r.span.name.starts_with("order SO-")).count();
+            let inherited =
+                spans.iter().any(|r| r.span.name == "process orders.released" && r.span.trace_id == trace_of("SO-1"));
+            roots == 2 && inherited
+        })
+        .await;
+    let in_trace = |order: &str| spans.iter().filter(|r| r.span.trace_id == trace_of(order)).collect::<Vec<_>>();
+    let so1 = in_trace("SO-1");
+
+    // Labels and the parent milestone span.
+    let credit = so1.iter().find(|r| r.span.name == "credit.check").expect("credit check in the order trace");
+    assert_eq!(credit.service, "erp", "the original resource is kept");
+    assert_eq!(attr(&credit.span, "order.milestone").as_deref(), Some("credit_approval"));
+    assert_eq!(attr(&credit.span, "order.milestone.reached").as_deref(), Some("false"));
+    assert_eq!(attr(&credit.span, "order.exception.class").as_deref(), Some("policy"));
+    assert_eq!(attr(&credit.span, "order.exception.owner").as_deref(), Some("commercial-controls"));
+    assert_eq!(credit.span.parent_span_id, ids::milestone_span_id("SO-1", "credit_approval"));
+
+    // Links both ways.
+    let original = spans
+        .iter()
+        .find(|r| r.span.name == "credit.check" && r.span.trace_id != trace_of("SO-1"))
+        .expect("original passed on");
+    assert_eq!(credit.span.links[0].trace_id, original.span.trace_id);
+    assert_eq!(credit.span.links[0].span_id, original.span.span_id);
+    assert_eq!(original.span.links[0].trace_id, trace_of("SO-1"));
+    assert_eq!(original.span.links[0].span_id, ids::root_span_id("SO-1"));
+    assert_eq!(attr(&original.span, "order.id").as_deref(), Some("SO-1"));
+
+    // Aliases: delivery then shipment.
+    assert!(so1.iter().any(|r| r.span.name == "carrier.book" && r.service == "tms"));
+    assert!(so1.iter().any(|r| r.span.name == "shipment.pickup.confirm"));
+    assert!(so1.iter().any(|r| r.span.name == "shipment_confirmation" && r.service == "ordertrail"));
+
+    // One span, two orders; the invoice closes both and their roots parent everything.
+    for order in ["SO-1", "SO-2"] {
+        let trace = in_trace(order);
+        assert_eq!(trace.iter().filter(|r| r.span.name == "invoice.batch.post").count(), 1, "{order}");
+        let root = trace.iter().find(|r| r.span.name == format!("order {order}")).expect("root");
+        assert!(root.span.parent_span_id.is_empty());
+        let milestone_ids: Vec<_> =
+            trace.iter().filter(|r| r.service == "ordertrail").map(|r| r.span.span_id.clone()).collect();
+        for r in &trace {
+            let parent_known = r.span.parent_span_id.is_empty() || milestone_ids.contains(&r.span.parent_span_id);
+            assert!(parent_known, "{order}: {} has a parent outside the order trace", r.span.name);
+        }
+    }
+    let batch_original = spans.iter().find(|r| r.span.name == "invoice.batch.post" && r.span.links.len() == 2);
+    assert!(batch_original.is_some(), "the original links to both order traces");
+
+    // Milestone spans are unique within a trace.
+    let mut milestone_spans: Vec<_> =
+        so1.iter().filter(|r| r.service == "ordertrail").map(|r| r.span.span_id.clone()).collect();
+    let before = milestone_spans.len();
+    milestone_spans.dedup();
+    assert_eq!(before, milestone_spans.len());
+
+    for provider in [portal, erp, middleware, wms, tms, finance] {
+        tokio::task::spawn_blocking(move || provider.shutdown()).await.unwrap().unwrap();
+    }
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unkeyed_spans_pass_on_unchanged_after_the_wait() {
+    let (sink, sink_addr) = Sink::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(test_config(sink_addr, dir.path(), "")).await;
+    let portal = sdk_provider("customer-portal", server.grpc_addr.unwrap());
+    record(&portal, &Context::new(), "GET /healthz", SpanKind::Server, vec![]);
+    flush(&portal).await;
+    let spans = sink.wait_for(WAIT, "the health check", |s| s.iter().any(|r| r.span.name == "GET /healthz")).await;
+    let health = spans.iter().find(|r| r.span.name == "GET /healthz").unwrap();
+    assert!(health.span.links.is_empty());
+    assert!(attr(&health.span, "order.id").is_none());
+    assert_eq!(server.counters().engine_stats().spans_uncorrelated, 1);
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_known_order_continues_its_trace_without_duplicate_milestones() {
+    let (sink, sink_addr) = Sink::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let server = start_server(test_config(sink_addr, dir.path(), "")).await;
+    let erp = sdk_provider("erp", server.grpc_addr.unwrap());
+    record(
+        &erp,
+        &Context::new(),
+        "credit.check",
+        SpanKind::Internal,
+        vec![KeyValue::new("order.id", "SO-7"), KeyValue::new("credit.decision", "approved")],
+    );
+    flush(&erp).await;
+    sink.wait_for(WAIT, "the first milestone", |s| s.iter().any(|r| r.span.name == "credit_approval")).await;
+    server.shutdown(Duration::from_secs(5)).await;
+
+    let server = start_server(test_config(sink_addr, dir.path(), "")).await;
+    let erp = sdk_provider("erp", server.grpc_addr.unwrap());
+    record(
+        &erp,
+        &Context::new(),
+        "credit.check",
+        SpanKind::Internal,
+        vec![KeyValue::new("order.id", "SO-7"), KeyValue::new("credit.decision", "approved")],
+    );
+    record(&erp, &Context::new(), "pricing.approve", SpanKind::Internal, vec![KeyValue::new("order.id", "SO-7")]);
+    flush(&erp).await;
+    let spans =
+        sink.wait_for(WAIT, "the second milestone", |s| s.iter().any(|r| r.span.name == "pricing_approval")).await;
+    let credit_milestones = spans.iter().filter(|r| r.span.name == "credit_approval").count();
+    assert_eq!(credit_milestones, 1, "the milestone reached before the restart is not emitted again");
+    let in_trace =
+        spans.iter().filter(|r| r.span.trace_id == trace_of("SO-7") && r.span.name == "credit.check").count();
+    assert_eq!(in_trace, 2, "both credit checks are in the one order trace");
+    let order = server.pipeline().order("SO-7").await.expect("order known after restart");
+    assert_eq!(order.span_count, 3);
+    assert!(order.milestone("credit_approval").unwrap().reached.is_some());
+    server.shutdown(Duration::from_secs(5)).await;
+}
