@@ -63,3 +63,13 @@ fn trace_id_is_printed_for_pasting_into_a_backend() {
     assert_eq!(line.trim(), hex::encode(ordertrail::engine::ids::order_trace_id("SO-10042")));
     assert_eq!(line.trim().len(), 32);
 }
+
+#[test]
+fn the_shipped_backend_fragments_are_valid_with_the_default() {
+    for fragment in ["collector-config/ordertrail-to-tempo.yaml", "collector-config/ordertrail-to-jaeger.yaml"] {
+        let yaml =
+            format!("{}\n{}", ordertrail::config::DEFAULT_CONFIG_YAML, std::fs::read_to_string(fragment).unwrap());
+        let config = ordertrail::config::parse(&yaml, fragment).unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.exporter.is_some(), "{fragment}");
+    }
+}
