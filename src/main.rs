@@ -1,7 +1,7 @@
 //! The `ordertrail` command line.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use ordertrail::config::{self, Overrides};
 use ordertrail::server::Server;
 use std::path::PathBuf;
@@ -18,6 +18,17 @@ struct Cli {
     command: Command,
 }
 
+/// Where order traces go, shared by `run` and `demo`.
+#[derive(Args)]
+struct ExportArgs {
+    /// Where to export order traces, e.g. http://tempo:4317.
+    #[arg(long)]
+    export_endpoint: Option<String>,
+    /// Export protocol: grpc or http/protobuf.
+    #[arg(long)]
+    export_protocol: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Receive OTLP, correlate and label spans, export order traces.
@@ -31,12 +42,8 @@ enum Command {
         /// OTLP/HTTP listen address, e.g. 0.0.0.0:4318.
         #[arg(long)]
         http_listen: Option<String>,
-        /// Where to export order traces, e.g. http://tempo:4317.
-        #[arg(long)]
-        export_endpoint: Option<String>,
-        /// Export protocol: grpc or http/protobuf.
-        #[arg(long)]
-        export_protocol: Option<String>,
+        #[command(flatten)]
+        export: ExportArgs,
         /// Data directory of the embedded store.
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -49,12 +56,8 @@ enum Command {
     PrintDefaultConfig,
     /// Run the embedded default with a simulated distributor (ERP, middleware, WMS, TMS, EDI, finance).
     Demo {
-        /// Also export the order traces, e.g. http://127.0.0.1:4317.
-        #[arg(long)]
-        export_endpoint: Option<String>,
-        /// Export protocol: grpc or http/protobuf.
-        #[arg(long)]
-        export_protocol: Option<String>,
+        #[command(flatten)]
+        export: ExportArgs,
         /// Keep the state in this directory instead of a temporary one.
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -101,7 +104,13 @@ fn main() -> anyhow::Result<()> {
             print!("{}", config::DEFAULT_CONFIG_YAML);
             Ok(())
         }
-        Command::Run { config: file, grpc_listen, http_listen, export_endpoint, export_protocol, data_dir } => {
+        Command::Run {
+            config: file,
+            grpc_listen,
+            http_listen,
+            export: ExportArgs { export_endpoint, export_protocol },
+            data_dir,
+        } => {
             init_logging("info");
             let mut config = match &file {
                 Some(path) => config::load(path)?,
@@ -117,7 +126,7 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
-        Command::Demo { export_endpoint, export_protocol, data_dir, orders } => {
+        Command::Demo { export: ExportArgs { export_endpoint, export_protocol }, data_dir, orders } => {
             init_logging("warn");
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             let text = runtime.block_on(ordertrail::demo::run(ordertrail::demo::DemoOptions {

@@ -147,7 +147,8 @@ pub struct RawPattern {
     pub regex: Option<String>,
 }
 
-/// One kind of alias key.
+/// One kind of alias key. Its source fields repeat those of [`RawKeySources`] because serde cannot combine
+/// `flatten` with `deny_unknown_fields`, and refusing misspelt keys matters more here than the repetition.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlias {
