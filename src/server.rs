@@ -34,6 +34,13 @@ pub struct Server {
     counters: Arc<Counters>,
 }
 
+/// Binds before serving starts, so that a taken port fails startup and port 0 reports the real port.
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServerError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
@@ -55,11 +62,8 @@ impl Server {
         let mut tasks = Vec::new();
         let mut grpc_addr = None;
         if let Some(grpc) = config.receivers.grpc.clone() {
-            let listener = receiver::grpc::bind(&grpc)
-                .await
-                .map_err(|source| ServerError::Bind { addr: grpc.endpoint, source })?;
-            grpc_addr =
-                Some(listener.local_addr().map_err(|source| ServerError::Bind { addr: grpc.endpoint, source })?);
+            let (listener, addr) = bind(grpc.endpoint).await?;
+            grpc_addr = Some(addr);
             let handle = pipeline.handle();
             let shutdown = stopped(stop_rx.clone());
             tasks.push(tokio::spawn(async move {
@@ -70,11 +74,8 @@ impl Server {
         }
         let mut http_addr = None;
         if let Some(http) = config.receivers.http.clone() {
-            let listener = tokio::net::TcpListener::bind(http.endpoint)
-                .await
-                .map_err(|source| ServerError::Bind { addr: http.endpoint, source })?;
-            http_addr =
-                Some(listener.local_addr().map_err(|source| ServerError::Bind { addr: http.endpoint, source })?);
+            let (listener, addr) = bind(http.endpoint).await?;
+            http_addr = Some(addr);
             let handle = pipeline.handle();
             let shutdown = stopped(stop_rx.clone());
             tasks.push(tokio::spawn(async move {

@@ -6,7 +6,6 @@ use crate::pipeline::PipelineHandle;
 use crate::telemetry::Counters;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
@@ -34,11 +33,7 @@ impl TraceService for Receiver {
     }
 }
 
-/// Binds the listener (so that the caller learns the port before serving starts) and serves until `shutdown`.
-pub async fn bind(config: &GrpcServerConfig) -> std::io::Result<TcpListener> {
-    TcpListener::bind(config.endpoint).await
-}
-
+/// Serves OTLP/gRPC on an already bound listener until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     config: GrpcServerConfig,
@@ -50,14 +45,6 @@ pub async fn serve(
         .send_compressed(CompressionEncoding::Gzip)
         // The limit applies after decompression, so it also bounds what a gzip bomb can expand to.
         .max_decoding_message_size(config.max_recv_msg_size);
-    let incoming = tokio_stream_from(listener);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await
-}
-
-fn tokio_stream_from(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
-}
-
-pub fn local_addr(listener: &TcpListener) -> std::io::Result<SocketAddr> {
-    listener.local_addr()
 }
