@@ -106,6 +106,8 @@ async fn pipeline_throughput(total_spans: u64, spans_per_request: usize, senders
             export_endpoint: Some(format!("http://{sink_addr}")),
             export_protocol: None,
             data_dir: Some(dir.clone()),
+            api_http_listen: Some("127.0.0.1:0".into()),
+            api_grpc_listen: Some("127.0.0.1:0".into()),
         })
         .unwrap();
     let server = Server::start(config).await.unwrap();

@@ -47,6 +47,12 @@ enum Command {
         /// Data directory of the embedded store.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// HTTP order API, /metrics and health listen address, e.g. 0.0.0.0:8080.
+        #[arg(long)]
+        api_http_listen: Option<String>,
+        /// gRPC order API listen address, e.g. 0.0.0.0:8081.
+        #[arg(long)]
+        api_grpc_listen: Option<String>,
     },
     /// Check a configuration file; exit 0 when valid.
     ValidateConfig { file: PathBuf },
@@ -110,13 +116,23 @@ fn main() -> anyhow::Result<()> {
             http_listen,
             export: ExportArgs { export_endpoint, export_protocol },
             data_dir,
+            api_http_listen,
+            api_grpc_listen,
         } => {
             init_logging("info");
             let mut config = match &file {
                 Some(path) => config::load(path)?,
                 None => config::default_config(),
             };
-            config.apply(&Overrides { grpc_listen, http_listen, export_endpoint, export_protocol, data_dir })?;
+            config.apply(&Overrides {
+                grpc_listen,
+                http_listen,
+                export_endpoint,
+                export_protocol,
+                data_dir,
+                api_http_listen,
+                api_grpc_listen,
+            })?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(async {
                 let server = Server::start(config).await?;

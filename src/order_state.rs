@@ -4,6 +4,7 @@
 //! taxonomy edit between restarts cannot silently re-label what was recorded before.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// One order as the engine and the store know it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +26,18 @@ pub struct OrderRecord {
     pub closed_at_unix_nanos: Option<u64>,
     /// Why it was closed: `milestone:<name>` or `idle`.
     pub close_reason: Option<String>,
+    /// Values of the configured dimensions (customer, segment, warehouse…), first value seen wins.
+    #[serde(default)]
+    pub dimensions: BTreeMap<String, String>,
+    /// SLA clocks started for the order, one per target whose `from` milestone was reached.
+    #[serde(default)]
+    pub slas: Vec<SlaState>,
+    /// Quantity ordered, the latest value a span reported.
+    #[serde(default)]
+    pub ordered_quantity: Option<f64>,
+    /// Cumulative quantity shipped, the largest value a span reported.
+    #[serde(default)]
+    pub shipped_quantity: Option<f64>,
 }
 
 impl OrderRecord {
@@ -39,6 +52,10 @@ impl OrderRecord {
             exceptions: Vec::new(),
             closed_at_unix_nanos: None,
             close_reason: None,
+            dimensions: BTreeMap::new(),
+            slas: Vec::new(),
+            ordered_quantity: None,
+            shipped_quantity: None,
         }
     }
 
@@ -48,6 +65,18 @@ impl OrderRecord {
 
     pub fn is_closed(&self) -> bool {
         self.closed_at_unix_nanos.is_some()
+    }
+
+    pub fn sla(&self, target: &str) -> Option<&SlaState> {
+        self.slas.iter().find(|s| s.target == target)
+    }
+
+    /// Shipped over ordered quantity, when both are known and something was ordered.
+    pub fn fill_ratio(&self) -> Option<f64> {
+        match (self.ordered_quantity, self.shipped_quantity) {
+            (Some(ordered), Some(shipped)) if ordered > 0.0 => Some((shipped / ordered).clamp(0.0, 1.0)),
+            _ => None,
+        }
     }
 
     pub fn open_exceptions(&self) -> impl Iterator<Item = &ExceptionState> {
@@ -113,4 +142,65 @@ pub struct AliasRecord {
     pub kind: String,
     pub value: String,
     pub orders: Vec<String>,
+}
+
+/// One SLA clock of an order: started when `from` was reached, settled when `to` is reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlaState {
+    /// Target name from the configuration.
+    pub target: String,
+    pub from: String,
+    pub to: String,
+    /// When `from` was reached (source clock): the clock's start.
+    pub started_at_unix_nanos: u64,
+    /// When `to` is due; a business calendar may put it days after the start.
+    pub deadline_unix_nanos: u64,
+    /// The allowance that applied (working time when a calendar applied).
+    pub allowed_nanos: u64,
+    /// When ordertrail detected the breach (its own clock); set at most once, which is what makes a breach
+    /// reported exactly once across restarts.
+    pub breached_at_unix_nanos: Option<u64>,
+    /// When `to` was reached (source clock).
+    pub reached_at_unix_nanos: Option<u64>,
+    /// How late `to` arrived, when it arrived after the deadline.
+    pub lateness_nanos: Option<u64>,
+    /// Whether the breach span was emitted.
+    #[serde(default)]
+    pub breach_span_emitted: bool,
+}
+
+/// Where an SLA clock stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaStatus {
+    /// Running, not yet due.
+    Pending,
+    /// `to` was reached in time.
+    Met,
+    /// Due and `to` still not reached.
+    Breached,
+    /// `to` was reached after the deadline.
+    Late,
+}
+
+impl SlaStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlaStatus::Pending => "pending",
+            SlaStatus::Met => "met",
+            SlaStatus::Breached => "breached",
+            SlaStatus::Late => "late",
+        }
+    }
+}
+
+impl SlaState {
+    pub fn status(&self) -> SlaStatus {
+        match (self.reached_at_unix_nanos, self.breached_at_unix_nanos.is_some() || self.lateness_nanos.is_some()) {
+            (None, false) => SlaStatus::Pending,
+            (None, true) => SlaStatus::Breached,
+            (Some(_), false) => SlaStatus::Met,
+            (Some(_), true) => SlaStatus::Late,
+        }
+    }
 }

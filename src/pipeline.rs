@@ -6,7 +6,9 @@
 //! sender's retry logic takes over.
 
 use crate::config::Config;
+use crate::engine::events::Event;
 use crate::engine::{Engine, Output};
+use crate::metrics::OrderMetrics;
 use crate::order_state::OrderRecord;
 use crate::store::{OrderStore, StoreError};
 use crate::telemetry::Counters;
@@ -31,9 +33,13 @@ pub enum IngestError {
     Store(String),
 }
 
+/// A read-only question answered on the engine thread, so that it sees a consistent state.
+type Inspection = Box<dyn FnOnce(&Engine) + Send>;
+
 enum Command {
     Ingest { batch: Vec<ResourceSpans>, reply: oneshot::Sender<Result<(), IngestError>> },
     Order { key: String, reply: oneshot::Sender<Option<OrderRecord>> },
+    Inspect(Inspection),
     Orders { reply: oneshot::Sender<Vec<OrderRecord>> },
     Flush { reply: oneshot::Sender<()> },
     Shutdown,
@@ -70,7 +76,18 @@ impl PipelineHandle {
         answer.await.ok()
     }
 
-    /// The current record of one order.
+    /// Runs `question` on the engine thread against the current state; `None` when the pipeline has stopped.
+    pub async fn inspect<T: Send + 'static>(&self, question: impl FnOnce(&Engine) -> T + Send + 'static) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        let tx = self.tx.clone();
+        let command = Command::Inspect(Box::new(move |engine: &Engine| {
+            let _ = reply.send(question(engine));
+        }));
+        tokio::task::spawn_blocking(move || tx.send(command)).await.ok()?.ok()?;
+        answer.await.ok()
+    }
+
+    /// The current record of one order, from memory or, for an evicted closed order, from the store.
     pub async fn order(&self, key: &str) -> Option<OrderRecord> {
         let key = key.to_string();
         self.ask(|reply| Command::Order { key, reply }).await.flatten()
@@ -108,13 +125,20 @@ impl Pipeline {
         store: Box<dyn OrderStore>,
         export: Option<mpsc::Sender<Vec<ResourceSpans>>>,
         counters: Arc<Counters>,
+        metrics: Arc<OrderMetrics>,
     ) -> Result<Pipeline, StoreError> {
         let state = store.load()?;
         tracing::info!(orders = state.orders.len(), aliases = state.aliases.len(), "order state loaded");
         let engine = Engine::new(config.clone(), state.orders, state.aliases);
         let (tx, rx) = sync_channel(config.pipeline.queue_size);
-        let worker =
-            Worker { engine, store, export, counters: counters.clone(), max_group: config.pipeline.max_group_commit };
+        let worker = Worker {
+            engine,
+            store,
+            export,
+            counters: counters.clone(),
+            metrics,
+            max_group: config.pipeline.max_group_commit,
+        };
         let thread = std::thread::Builder::new()
             .name("ordertrail-engine".into())
             .spawn(move || worker.run(rx))
@@ -141,6 +165,7 @@ struct Worker {
     store: Box<dyn OrderStore>,
     export: Option<mpsc::Sender<Vec<ResourceSpans>>>,
     counters: Arc<Counters>,
+    metrics: Arc<OrderMetrics>,
     max_group: usize,
 }
 
@@ -179,8 +204,16 @@ impl Worker {
                     acks.push(reply);
                 }
                 Command::Order { key, reply } => {
-                    let _ = reply.send(self.engine.order(&key).cloned());
+                    let record = match self.engine.order(&key) {
+                        Some(order) => Some(order.clone()),
+                        None => self.store.order(&key).unwrap_or_else(|e| {
+                            tracing::warn!(error = %e, order = %key, "order lookup in the store failed");
+                            None
+                        }),
+                    };
+                    let _ = reply.send(record);
                 }
+                Command::Inspect(question) => question(&self.engine),
                 Command::Orders { reply } => {
                     let _ = reply.send(self.engine.orders().cloned().collect());
                 }
@@ -201,12 +234,17 @@ impl Worker {
         if let Ok(mut stats) = self.counters.engine.lock() {
             *stats = self.engine.stats().clone();
         }
-        if !out.is_empty() {
-            Counters::add(&self.counters.export_spans_queued, out.span_count() as u64);
+        let span_count = out.span_count();
+        let (spans, events) = out.into_parts();
+        log_events(self.engine.config(), &events);
+        self.metrics.observe(&events, now);
+        self.metrics.sync(&self.counters, self.engine.pending_spans());
+        if span_count > 0 {
+            Counters::add(&self.counters.export_spans_queued, span_count as u64);
             if let Some(export) = &self.export {
                 // Waiting here when the exporter's queue is full fills our own queue in turn, which makes the
                 // receivers answer UNAVAILABLE: back-pressure reaches the senders instead of growing memory.
-                if export.blocking_send(out.into_resource_spans()).is_err() {
+                if export.blocking_send(spans).is_err() {
                     tracing::warn!("exporter stopped; spans of this group were not exported");
                 }
             }
@@ -218,5 +256,37 @@ impl Worker {
             let _ = flush.send(());
         }
         !shutdown
+    }
+}
+
+/// Structured log lines for what operations must hear about without looking at a dashboard.
+fn log_events(config: &Config, events: &[Event]) {
+    for event in events {
+        match event {
+            Event::SlaBreached { order, target, deadline_unix_nanos, owner, .. } => {
+                let target = &config.sla.targets[*target];
+                tracing::warn!(
+                    order = %order,
+                    target = %target.name,
+                    milestone = %config.taxonomy.milestones[target.to].name,
+                    owner = %owner,
+                    deadline = %crate::query::rfc3339(*deadline_unix_nanos),
+                    "sla breach: milestone overdue"
+                );
+            }
+            Event::ExceptionRecorded { order, class, owner, milestone, signature, reason, .. }
+                if signature.starts_with("conformance:") =>
+            {
+                tracing::warn!(
+                    order = %order,
+                    class = %class,
+                    owner = %owner,
+                    milestone = milestone.as_deref().unwrap_or(""),
+                    reason = %reason,
+                    "conformance exception"
+                );
+            }
+            _ => {}
+        }
     }
 }

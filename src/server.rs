@@ -1,12 +1,17 @@
 //! Assembles a running ordertrail: store, pipeline, exporter and receivers, with an orderly shutdown.
 
+use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::exporter::{ExportError, Exporter};
+use crate::metrics::{MetricsPusher, OrderMetrics};
 use crate::pipeline::{Pipeline, PipelineHandle};
 use crate::receiver;
 use crate::store::{RedbStore, StoreError};
 use crate::telemetry::Counters;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -22,11 +27,34 @@ pub enum ServerError {
     Export(#[from] ExportError),
 }
 
+/// The resource of ordertrail's own metrics.
+fn own_resource(config: &Config) -> Resource {
+    let string = |key: &str, value: &str| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }),
+        ..Default::default()
+    };
+    Resource {
+        attributes: vec![
+            string("service.name", &config.order_traces.service_name),
+            string("service.version", env!("CARGO_PKG_VERSION")),
+        ],
+        ..Default::default()
+    }
+}
+
 pub struct Server {
     /// Where OTLP/gRPC is served, when enabled (the real port when the config asked for port 0).
     pub grpc_addr: Option<SocketAddr>,
     /// Where OTLP/HTTP is served, when enabled.
     pub http_addr: Option<SocketAddr>,
+    /// Where the HTTP/JSON order API, `/metrics` and the health endpoints are served, when enabled.
+    pub api_http_addr: Option<SocketAddr>,
+    /// Where the gRPC order API is served, when enabled.
+    pub api_grpc_addr: Option<SocketAddr>,
+    ready: Arc<AtomicBool>,
+    metrics_pusher: Option<MetricsPusher>,
+    metrics: Arc<OrderMetrics>,
     pipeline: Pipeline,
     exporter: Option<Exporter>,
     stop: watch::Sender<bool>,
@@ -52,11 +80,13 @@ impl Server {
         let counters = Arc::new(Counters::default());
         let store = RedbStore::open(&config.storage.directory)?;
         let exporter = config.exporter.clone().map(|e| Exporter::start(e, counters.clone())).transpose()?;
+        let metrics = Arc::new(OrderMetrics::new(config.clone()));
         let pipeline = Pipeline::start(
             config.clone(),
             Box::new(store),
             exporter.as_ref().map(Exporter::sender),
             counters.clone(),
+            metrics.clone(),
         )?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -84,8 +114,67 @@ impl Server {
                 }
             }));
         }
-        tracing::info!(grpc = ?grpc_addr, http = ?http_addr, config = %config.source, "ordertrail listening");
-        Ok(Server { grpc_addr, http_addr, pipeline, exporter, stop, tasks, counters })
+        let ready = Arc::new(AtomicBool::new(false));
+        let state = ApiState {
+            pipeline: pipeline.handle(),
+            config: config.clone(),
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        };
+        let mut api_http_addr = None;
+        if let Some(endpoint) = config.api.http {
+            let (listener, addr) = bind(endpoint).await?;
+            api_http_addr = Some(addr);
+            let (state, shutdown) = (state.clone(), stopped(stop_rx.clone()));
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = api::http::serve(listener, state, shutdown).await {
+                    tracing::error!(error = %e, "HTTP API stopped");
+                }
+            }));
+        }
+        let mut api_grpc_addr = None;
+        if let Some(endpoint) = config.api.grpc {
+            let (listener, addr) = bind(endpoint).await?;
+            api_grpc_addr = Some(addr);
+            let (state, shutdown) = (state.clone(), stopped(stop_rx.clone()));
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = api::grpc::serve(listener, state, shutdown).await {
+                    tracing::error!(error = %e, "gRPC API stopped");
+                }
+            }));
+        }
+        let metrics_pusher = match &config.metrics.push {
+            Some(push) => Some(MetricsPusher::start(
+                push.export.clone(),
+                push.interval,
+                metrics.registry().clone(),
+                own_resource(&config),
+            )?),
+            None => None,
+        };
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!(
+            grpc = ?grpc_addr,
+            http = ?http_addr,
+            api_http = ?api_http_addr,
+            api_grpc = ?api_grpc_addr,
+            config = %config.source,
+            "ordertrail listening"
+        );
+        Ok(Server {
+            grpc_addr,
+            http_addr,
+            api_http_addr,
+            api_grpc_addr,
+            ready,
+            metrics_pusher,
+            metrics,
+            pipeline,
+            exporter,
+            stop,
+            tasks,
+            counters,
+        })
     }
 
     pub fn pipeline(&self) -> PipelineHandle {
@@ -96,11 +185,16 @@ impl Server {
         &self.counters
     }
 
+    pub fn metrics(&self) -> &Arc<OrderMetrics> {
+        &self.metrics
+    }
+
     /// Stops intake, lets the engine finish what it holds, then drains the exporter, all within `deadline`.
     /// Whatever cannot be exported by then (a backend that is down) is given up on and counted, never waited
     /// for past the deadline.
     pub async fn shutdown(self, deadline: Duration) {
         let end = tokio::time::Instant::now() + deadline;
+        self.ready.store(false, Ordering::Relaxed);
         let _ = self.stop.send(true);
         for mut task in self.tasks {
             if tokio::time::timeout_at(end, &mut task).await.is_err() {
@@ -120,6 +214,10 @@ impl Server {
         }
         if let Some(exporter) = self.exporter {
             exporter.shutdown(end.saturating_duration_since(tokio::time::Instant::now())).await;
+        }
+        if let Some(pusher) = self.metrics_pusher {
+            // One last push carries the final counts; it is bounded by the push timeout.
+            let _ = tokio::time::timeout_at(end, pusher.shutdown()).await;
         }
         tracing::info!("ordertrail stopped");
     }

@@ -24,6 +24,8 @@ async fn http_protobuf_export_reaches_a_real_otlp_http_server() {
             grpc_listen: Some("127.0.0.1:0".into()),
             http_listen: Some("127.0.0.1:0".into()),
             data_dir: Some(backend_dir.path().to_path_buf()),
+            api_http_listen: Some("127.0.0.1:0".into()),
+            api_grpc_listen: Some("127.0.0.1:0".into()),
             ..Default::default()
         })
         .unwrap();

@@ -3,8 +3,11 @@
 //! Startup fails fast on any error, naming the file, the key path and the reason, like the collector's
 //! `Validate()`: an operator should never discover a typo by watching spans go unlabelled.
 
+pub mod operations;
 pub mod raw;
 pub mod validated;
+
+pub use operations::*;
 
 pub use validated::*;
 
@@ -66,7 +69,8 @@ mod tests {
                 "pick_pack",
                 "shipment_confirmation",
                 "invoicing",
-                "customer_notification"
+                "customer_notification",
+                "order_cancellation"
             ]
         );
         assert!(config.taxonomy.milestones[8].off_path);
@@ -99,6 +103,8 @@ pub struct Overrides {
     pub export_endpoint: Option<String>,
     pub export_protocol: Option<String>,
     pub data_dir: Option<std::path::PathBuf>,
+    pub api_http_listen: Option<String>,
+    pub api_grpc_listen: Option<String>,
 }
 
 impl Config {
@@ -147,6 +153,12 @@ impl Config {
         }
         if let Some(dir) = &overrides.data_dir {
             self.storage.directory = dir.clone();
+        }
+        if let Some(addr) = &overrides.api_http_listen {
+            self.api.http = Some(addr.parse().map_err(|e| invalid("--api-http-listen", format!("`{addr}`: {e}")))?);
+        }
+        if let Some(addr) = &overrides.api_grpc_listen {
+            self.api.grpc = Some(addr.parse().map_err(|e| invalid("--api-grpc-listen", format!("`{addr}`: {e}")))?);
         }
         Ok(())
     }

@@ -35,6 +35,207 @@ pub struct RawConfig {
     /// Bounds of the in-process pipeline between receivers and the correlation engine.
     #[serde(default)]
     pub pipeline: RawPipeline,
+    /// Low-cardinality order attributes (customer, segment, warehouse) recorded from spans, used by SLA overrides,
+    /// API filters and metric labels.
+    #[serde(default)]
+    pub dimensions: Vec<RawDimension>,
+    /// Service-level targets between milestones, and the business calendars they count in.
+    #[serde(default)]
+    pub sla: RawSla,
+    /// Checks that milestones happen in the order the taxonomy states.
+    #[serde(default)]
+    pub conformance: RawConformance,
+    /// Business KPIs that need more than milestone times.
+    #[serde(default)]
+    pub kpis: RawKpis,
+    /// The order API (gRPC and HTTP/JSON), health endpoints and `/metrics`.
+    #[serde(default)]
+    pub api: RawApi,
+    /// ordertrail's own metrics.
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+/// An order attribute read from spans, e.g. the customer or the warehouse.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDimension {
+    /// Name used in SLA overrides, API filters and metric labels, e.g. `segment`; lower snake case.
+    pub name: String,
+    /// Span attributes holding the value, tried in order.
+    #[serde(default)]
+    pub attributes: Vec<String>,
+    /// Resource attributes holding the value, tried after the span attributes.
+    #[serde(default)]
+    pub resource_attributes: Vec<String>,
+    /// Whether the dimension labels the transition and exception metrics (default false).
+    #[serde(default)]
+    pub metric_label: bool,
+    /// Most distinct values used as metric labels; further values are reported as `other` (default 50).
+    pub max_metric_values: Option<usize>,
+}
+
+/// SLA targets and calendars.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSla {
+    /// Business calendars by name; a target without a calendar counts wall-clock time.
+    #[serde(default)]
+    pub calendars: BTreeMap<String, RawCalendar>,
+    /// Targets: milestone `to` must be reached within a duration of milestone `from`.
+    #[serde(default)]
+    pub targets: Vec<RawSlaTarget>,
+    /// Exception class of a breach unless a target names another (default `execution`).
+    pub exception_class: Option<String>,
+    /// How long after a deadline (and after the clock became known) a breach is declared, so that a milestone
+    /// whose span is still in flight is not reported overdue (default `500ms`).
+    #[serde(default, with = "humantime_serde")]
+    pub detection_delay: Option<Duration>,
+}
+
+/// Working hours in a time zone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCalendar {
+    /// IANA time zone, e.g. `America/Chicago` (default `UTC`).
+    pub time_zone: Option<String>,
+    /// Working days, any of `mon` … `sun` (default `mon`–`fri`).
+    pub working_days: Option<Vec<String>>,
+    /// Working hours as `HH:MM-HH:MM` in the calendar's time zone (default `00:00-24:00`).
+    pub working_hours: Option<String>,
+    /// Dates (`YYYY-MM-DD`) that are not working days.
+    #[serde(default)]
+    pub holidays: Vec<String>,
+}
+
+/// One SLA target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlaTarget {
+    /// Target name, e.g. `order_release`; names the KPI metric series and the breach span; lower snake case.
+    pub name: String,
+    /// Milestone whose arrival starts the clock.
+    pub from: String,
+    /// Milestone that must be reached in time.
+    pub to: String,
+    /// Allowed time, e.g. `4h` (working time when a calendar is named).
+    #[serde(with = "humantime_serde")]
+    pub within: Duration,
+    /// Calendar name from `sla.calendars`.
+    pub calendar: Option<String>,
+    /// Exception class recorded on a breach (default `sla.exception_class`).
+    pub exception_class: Option<String>,
+    /// Other durations for orders with given dimension values; the first matching override wins.
+    #[serde(default)]
+    pub overrides: Vec<RawSlaOverride>,
+}
+
+/// A different allowance for some orders.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlaOverride {
+    /// Dimension name from `dimensions`.
+    pub dimension: String,
+    /// Values of the dimension this override applies to.
+    pub values: Vec<String>,
+    /// Allowed time for these orders.
+    #[serde(with = "humantime_serde")]
+    pub within: Duration,
+    /// Calendar for these orders (default: the target's).
+    pub calendar: Option<String>,
+}
+
+/// Milestone order checks.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConformance {
+    /// Whether milestones reached out of the taxonomy's order are recorded as exceptions (default true).
+    pub enabled: Option<bool>,
+    /// Exception class of an out-of-order milestone (default `policy`).
+    pub exception_class: Option<String>,
+}
+
+/// KPI inputs read from span attributes.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawKpis {
+    /// Span attributes with the quantity ordered, tried in order (default `order.quantity.ordered`).
+    pub ordered_quantity_attributes: Option<Vec<String>>,
+    /// Span attributes with the cumulative quantity shipped (default `order.quantity.shipped`).
+    pub shipped_quantity_attributes: Option<Vec<String>>,
+}
+
+/// The order API.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// HTTP/JSON API, OpenAPI document, `/healthz`, `/readyz` and `/metrics`.
+    #[serde(default)]
+    pub http: RawApiListener,
+    /// gRPC API (`ordertrail.v1.OrderService`) and gRPC health.
+    #[serde(default)]
+    pub grpc: RawApiListener,
+    /// Largest page a list call returns (default 1000; the default page is 100).
+    pub max_page_size: Option<usize>,
+    /// Link to an order trace in the tracing UI; `{trace_id}` is replaced, e.g.
+    /// `http://jaeger:16686/trace/{trace_id}` (default: none).
+    pub trace_url_template: Option<String>,
+}
+
+/// One API listener.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiListener {
+    /// Whether the listener runs (default true).
+    pub enabled: Option<bool>,
+    /// Listen address, `host:port` (HTTP default `0.0.0.0:8080`, gRPC default `0.0.0.0:8081`).
+    pub endpoint: Option<String>,
+}
+
+/// ordertrail's own telemetry.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// Metrics.
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+/// Metrics served on `/metrics` and optionally pushed over OTLP.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Most label sets per metric; further ones go to one overflow series (default 2000).
+    pub max_series_per_metric: Option<usize>,
+    /// Most `service`/`route` pairs tracked for correlation coverage (default 500).
+    pub max_coverage_routes: Option<usize>,
+    /// OTLP metrics push; absent means `/metrics` only.
+    pub otlp: Option<RawMetricsOtlp>,
+}
+
+/// OTLP metrics push, named as the collector's `otlp` exporter plus the periodic reader's `interval`. Its fields
+/// repeat those of [`RawOtlpExporter`] without batching and queueing, which a periodic push of cumulative values
+/// does not need; serde cannot combine `flatten` with `deny_unknown_fields`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetricsOtlp {
+    /// `http://host:4317` for gRPC, `http://host:4318` for HTTP (the `/v1/metrics` path is added when absent).
+    pub endpoint: Option<String>,
+    /// `grpc` (default) or `http/protobuf`.
+    pub protocol: Option<String>,
+    /// Extra headers or gRPC metadata.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// TLS settings.
+    pub tls: Option<RawTls>,
+    /// `gzip` (default) or `none`.
+    pub compression: Option<String>,
+    /// Timeout of one push (default `10s`).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Time between pushes (default `60s`).
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
 }
 
 /// Receivers, named as in the OpenTelemetry Collector (`receivers.otlp.protocols`).
@@ -188,6 +389,12 @@ pub struct RawMilestone {
     /// Whether the milestone lies off the main path (e.g. `customer_notification`).
     #[serde(default)]
     pub off_path: bool,
+    /// Whether the main path may skip this milestone without a conformance exception.
+    #[serde(default)]
+    pub skippable: bool,
+    /// Whether no other milestone may follow it (e.g. `order_cancellation`); implies off the main path.
+    #[serde(default)]
+    pub terminal: bool,
     /// Human description shown on the milestone span.
     pub description: Option<String>,
 }

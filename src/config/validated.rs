@@ -4,6 +4,7 @@
 //! class, a `close_on` milestone) is resolved to an index, every regex and glob compiled, every default filled
 //! in, so the engine never parses or looks anything up by name on the per-span path.
 
+use super::operations::{ApiConfig, ConformanceConfig, Dimension, KpiConfig, MetricsConfig, SlaConfig};
 use super::raw::*;
 use super::ConfigError;
 use globset::{GlobBuilder, GlobMatcher};
@@ -26,6 +27,12 @@ pub struct Config {
     pub exporter: Option<ExporterConfig>,
     pub storage: StorageConfig,
     pub pipeline: PipelineConfig,
+    pub dimensions: Vec<Dimension>,
+    pub sla: SlaConfig,
+    pub conformance: ConformanceConfig,
+    pub kpis: KpiConfig,
+    pub api: ApiConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -91,7 +98,9 @@ impl KeyPattern {
     /// The key captured from `value`, if the pattern matches and captures something non-empty.
     pub fn capture<'a>(&self, value: &'a str) -> Option<&'a str> {
         let id = self.regex.captures(value)?.name("id")?.as_str();
-        (!id.is_empty()).then_some(id)
+        // A route template such as `http.route` = `/api/orders/{id}` names a placeholder, not an order.
+        let placeholder = id.starts_with('{') && id.ends_with('}') || id.starts_with(':');
+        (!id.is_empty() && !placeholder).then_some(id)
     }
 }
 
@@ -111,6 +120,10 @@ pub struct Milestone {
     pub name: String,
     pub owner: String,
     pub off_path: bool,
+    /// The main path may skip it without a conformance exception.
+    pub skippable: bool,
+    /// No milestone may follow it; terminal milestones are off the main path.
+    pub terminal: bool,
     pub description: Option<String>,
 }
 
@@ -280,12 +293,12 @@ pub struct PipelineConfig {
 }
 
 /// Collects the first validation error with its key path.
-struct Checker<'a> {
-    file: &'a str,
+pub(super) struct Checker<'a> {
+    pub(super) file: &'a str,
 }
 
 impl Checker<'_> {
-    fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         ConfigError::Invalid { file: self.file.to_string(), key: key.into(), reason: reason.into() }
     }
 
@@ -302,7 +315,7 @@ impl Checker<'_> {
             .map_err(|e| self.err(key, format!("invalid glob: {e}")))
     }
 
-    fn positive(&self, key: &str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    pub(super) fn positive(&self, key: &str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
         match value {
             Some(0) => Err(self.err(key, "must be greater than zero")),
             Some(v) => Ok(v),
@@ -445,7 +458,7 @@ pub fn template_to_regex(template: &str) -> Result<String, String> {
     Ok(out)
 }
 
-fn socket_addr(check: &Checker, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+pub(super) fn socket_addr(check: &Checker, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     let normalised = value.strip_prefix("localhost:").map(|port| format!("127.0.0.1:{port}"));
     normalised
         .as_deref()
@@ -520,7 +533,9 @@ impl Config {
             milestones.push(Milestone {
                 name: m.name.clone(),
                 owner: m.owner.clone(),
-                off_path: m.off_path,
+                off_path: m.off_path || m.terminal,
+                skippable: m.skippable,
+                terminal: m.terminal,
                 description: m.description.clone(),
             });
         }
@@ -730,7 +745,12 @@ impl Config {
             return Err(check.err("order_traces.idle_close_after", "must be greater than zero"));
         }
 
-        let exporter = raw.exporters.otlp.as_ref().map(|e| exporter_config_checked(&check, e)).transpose()?;
+        let exporter = raw
+            .exporters
+            .otlp
+            .as_ref()
+            .map(|e| exporter_config_checked(&check, "exporters.otlp", "/v1/traces", e))
+            .transpose()?;
 
         let storage = StorageConfig {
             directory: PathBuf::from(raw.storage.directory.clone().unwrap_or_else(|| "./ordertrail-data".into())),
@@ -739,6 +759,13 @@ impl Config {
             queue_size: check.positive("pipeline.queue_size", raw.pipeline.queue_size, 256)?,
             max_group_commit: check.positive("pipeline.max_group_commit", raw.pipeline.max_group_commit, 64)?,
         };
+
+        let dimensions = super::operations::dimensions(&check, &raw.dimensions)?;
+        let sla = super::operations::sla(&check, &raw.sla, &taxonomy, &dimensions)?;
+        let conformance = super::operations::conformance(&check, &raw.conformance, &taxonomy)?;
+        let kpis = super::operations::kpis(&raw.kpis);
+        let api = super::operations::api(&check, &raw.api)?;
+        let metrics = super::operations::metrics(&check, &raw.telemetry.metrics)?;
 
         Ok(Config {
             source: file.to_string(),
@@ -750,17 +777,29 @@ impl Config {
             exporter,
             storage,
             pipeline,
+            dimensions,
+            sla,
+            conformance,
+            kpis,
+            api,
+            metrics,
         })
     }
 }
 
 /// Validates an exporter section; also used for `--export-endpoint` on the command line.
 pub fn exporter_from_raw(file: &str, raw: &RawOtlpExporter) -> Result<ExporterConfig, ConfigError> {
-    exporter_config_checked(&Checker { file }, raw)
+    exporter_config_checked(&Checker { file }, "exporters.otlp", "/v1/traces", raw)
 }
 
-fn exporter_config_checked(check: &Checker, raw: &RawOtlpExporter) -> Result<ExporterConfig, ConfigError> {
-    let key = "exporters.otlp";
+/// Validates an OTLP client section found under `key`; `signal_path` (`/v1/traces`, `/v1/metrics`) completes
+/// HTTP endpoints that name only the host.
+pub(super) fn exporter_config_checked(
+    check: &Checker,
+    key: &str,
+    signal_path: &str,
+    raw: &RawOtlpExporter,
+) -> Result<ExporterConfig, ConfigError> {
     let protocol = match raw.protocol.as_deref().unwrap_or("grpc") {
         "grpc" => ExportProtocol::Grpc,
         "http/protobuf" => ExportProtocol::HttpProtobuf,
@@ -777,10 +816,10 @@ fn exporter_config_checked(check: &Checker, raw: &RawOtlpExporter) -> Result<Exp
         ExportProtocol::Grpc => endpoint,
         ExportProtocol::HttpProtobuf => {
             let trimmed = endpoint.trim_end_matches('/');
-            if trimmed.ends_with("/v1/traces") {
+            if trimmed.ends_with(signal_path) {
                 trimmed.to_string()
             } else {
-                format!("{trimmed}/v1/traces")
+                format!("{trimmed}{signal_path}")
             }
         }
     };
@@ -864,7 +903,7 @@ fn exporter_config_checked(check: &Checker, raw: &RawOtlpExporter) -> Result<Exp
     })
 }
 
-fn is_snake_name(name: &str) -> bool {
+pub(super) fn is_snake_name(name: &str) -> bool {
     !name.is_empty()
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
@@ -886,6 +925,10 @@ mod tests {
         assert_eq!(&exact.captures("/api/v1/orders/7/release").unwrap()["id"], "7");
         assert!(exact.captures("/api/v1/orders/7/cancel").is_none());
         assert!(template_to_regex("/api/orders").is_err());
+        let pattern = KeyPattern { source: PatternSource::SpanName, regex: re.clone() };
+        assert_eq!(pattern.capture("/api/orders/{id}/release"), None, "a route template is not an order");
+        assert_eq!(pattern.capture("/api/orders/:id/release"), None);
+        assert_eq!(pattern.capture("/api/orders/SO-1/release"), Some("SO-1"));
         assert!(template_to_regex("/api/{order}").is_err());
     }
 }

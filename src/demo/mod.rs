@@ -12,6 +12,8 @@ use std::time::Duration;
 /// The demo compresses an order's days into seconds, so an order with no news for this long counts as idle and
 /// its root span is emitted before the demo ends.
 const DEMO_IDLE_CLOSE: Duration = Duration::from_secs(3);
+/// See where it is set.
+const DEMO_SLA_DETECTION_DELAY: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -49,14 +51,20 @@ pub async fn run(options: DemoOptions) -> Result<String, DemoError> {
         export_endpoint: options.export_endpoint.clone(),
         export_protocol: options.export_protocol.clone(),
         data_dir: Some(data_dir.clone()),
+        api_http_listen: Some("127.0.0.1:0".into()),
+        api_grpc_listen: Some("127.0.0.1:0".into()),
     })?;
     config.order_traces.idle_close_after = DEMO_IDLE_CLOSE;
+    // The simulator replays two days of spans in a second, from seven services whose batches arrive in any
+    // order; SLA clocks give each milestone this long to arrive before judging it overdue.
+    config.sla.detection_delay = DEMO_SLA_DETECTION_DELAY;
     if let Some(exporter) = config.exporter.as_mut() {
         // A demo should show its result promptly rather than wait out the production retry budget.
         exporter.retry.max_elapsed_time = Some(Duration::from_secs(20));
         exporter.retry.initial_interval = Duration::from_millis(500);
     }
-    let wait = config.correlation.inherit_wait + DEMO_IDLE_CLOSE + Duration::from_millis(800);
+    let wait =
+        config.correlation.inherit_wait.max(DEMO_SLA_DETECTION_DELAY) + DEMO_IDLE_CLOSE + Duration::from_millis(800);
     let config_for_render = config.clone();
     let server = Server::start(config).await?;
     let grpc = server.grpc_addr.expect("the demo enables gRPC");
@@ -73,7 +81,7 @@ pub async fn run(options: DemoOptions) -> Result<String, DemoError> {
     let mut text = String::new();
     for key in &simulated.order_ids {
         if let Some(order) = pipeline.order(key).await {
-            text.push_str(&timeline::render(&config_for_render, &order));
+            text.push_str(&timeline::render(&config_for_render, &order, crate::pipeline::unix_nanos_now()));
             text.push('\n');
         }
     }

@@ -633,7 +633,7 @@ fn ship_and_invoice(systems: &Systems, order: &HappyOrder, packed: SystemTime, p
     let shipment = format!("SH-{number}");
 
     book_carrier(systems, &format!("DL-{number}"), &shipment, order.carrier, packed + minutes(25));
-    confirm_pickup(systems, &shipment, Some(number), pickup);
+    confirm_pickup(systems, &shipment, Some((number, order.quantity)), pickup);
     send_asn(systems, &shipment, &format!("ASN-{number}"), number, pickup + minutes(8));
 
     let invoiced = pickup + minutes(45);
@@ -813,10 +813,12 @@ fn book_carrier(systems: &Systems, delivery: &str, shipment: &str, carrier: &'st
 
 /// Records the carrier's pickup, which knows only the shipment (step 9). The consolidated shipment
 /// has no tracking number of a single order, so `number` is optional.
-fn confirm_pickup(systems: &Systems, shipment: &str, number: Option<u32>, at: SystemTime) {
+fn confirm_pickup(systems: &Systems, shipment: &str, single_order: Option<(u32, i64)>, at: SystemTime) {
     let mut attributes = vec![KeyValue::new("shipment.id", shipment.to_owned())];
-    if let Some(number) = number {
+    // A shipment that carries one order reports that order's shipped quantity, which gives its fill rate.
+    if let Some((number, quantity)) = single_order {
         attributes.push(KeyValue::new("carrier.tracking_number", format!("NF{:010}", u64::from(number) * 7_919)));
+        attributes.push(KeyValue::new("order.quantity.shipped", quantity));
     }
     systems.tms.record(&root(), "shipment.pickup.confirm", SpanKind::Internal, at, millis(150), attributes);
 }

@@ -12,20 +12,29 @@ fn clock(unix_nanos: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_nanos(unix_nanos)).to_string()
 }
 
-/// One order: where it is, who owns the next action, its milestones and exceptions.
-pub fn render(config: &Config, order: &OrderRecord) -> String {
+/// One order: where it is, who owns the next action, its milestones, exceptions and SLA clocks.
+pub fn render(config: &Config, order: &OrderRecord, now: u64) -> String {
     let mut s = String::new();
-    let (stage, next) = stage_and_next(config, order);
+    let view = crate::query::order_view(config, order, now);
+    let (stage, _) = stage_and_next(config, order);
     let _ = writeln!(s, "order {}  trace_id {}", order.key, hex::encode(order_trace_id(&order.key)));
     let state = match (&order.close_reason, order.is_closed()) {
         (Some(reason), true) => format!("closed ({reason})"),
         _ => "open".to_string(),
     };
+    let next = match &view.next {
+        None => "none".to_string(),
+        Some(n) => {
+            let blocked =
+                n.blocked_by.as_ref().map(|b| format!(", blocked by {}: {}", b.class, b.reason)).unwrap_or_default();
+            format!("{}, next action owned by {}{blocked}", n.milestone, n.owner)
+        }
+    };
     let _ = writeln!(
         s,
-        "  {state}; stage: {}; next: {}",
+        "  {state}; stage: {}; SLA {}; next: {next}",
         stage.map_or("none", |m| m.name.as_str()),
-        next.map_or("none".to_string(), |m| format!("{} (owner {})", m.name, m.owner))
+        view.sla_status
     );
     for milestone in &config.taxonomy.milestones {
         let Some(m) = order.milestone(&milestone.name) else { continue };
@@ -58,6 +67,17 @@ pub fn render(config: &Config, order: &OrderRecord) -> String {
             e.reason,
             e.count,
             e.service
+        );
+    }
+    for sla in &view.slas {
+        let late = sla
+            .lateness_ms
+            .map(|ms| format!(", {} late", humantime::format_duration(Duration::from_millis(ms))))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  sla {:<30} {:<8} {} -> {} due {}{late}",
+            sla.target, sla.status, sla.from, sla.to, sla.deadline
         );
     }
     s

@@ -20,6 +20,8 @@ type ScopeGroup = (Arc<ScopeContext>, Vec<Span>);
 /// Spans to export, grouped by the resource and scope they came with.
 #[derive(Debug, Default)]
 pub struct Output {
+    /// What happened to orders while producing these spans.
+    pub events: Vec<super::events::Event>,
     /// Holding the `Arc`s keeps their addresses unique for as long as they serve as grouping keys.
     groups: Vec<(Arc<ResourceContext>, Vec<ScopeGroup>)>,
     index: HashMap<(usize, usize), (usize, usize)>,
@@ -53,8 +55,15 @@ impl Output {
         self.spans
     }
 
+    /// Whether there are no spans to export (events do not count).
     pub fn is_empty(&self) -> bool {
         self.spans == 0
+    }
+
+    /// The spans as OTLP `ResourceSpans`, and the events.
+    pub fn into_parts(mut self) -> (Vec<ResourceSpans>, Vec<super::events::Event>) {
+        let events = std::mem::take(&mut self.events);
+        (self.into_resource_spans(), events)
     }
 
     /// The spans as OTLP `ResourceSpans`.
@@ -120,7 +129,7 @@ fn label_attributes(config: &Config, labels: &Labels, orders: &[String], out: &m
     }
 }
 
-fn link(trace_id: &[u8], span_id: &[u8], kind: &str) -> Link {
+pub fn link(trace_id: &[u8], span_id: &[u8], kind: &str) -> Link {
     Link {
         trace_id: trace_id.to_vec(),
         span_id: span_id.to_vec(),
@@ -159,6 +168,33 @@ pub fn enriched_original(config: &Config, input: &SpanInput, labels: &Labels, or
     for order in orders {
         span.links.push(link(&ids::order_trace_id(order), &ids::root_span_id(order), "order_trace"));
     }
+    span
+}
+
+pub fn attr_string(key: &str, value: &str) -> KeyValue {
+    string(key, value.to_string())
+}
+
+pub fn attr_int(key: &str, value: i64) -> KeyValue {
+    int(key, value)
+}
+
+pub fn error_status(message: String) -> Status {
+    Status { code: StatusCode::Error as i32, message }
+}
+
+/// A span ordertrail creates to report a finding (an SLA breach, a conformance exception) under the order's
+/// root; its id derives from the finding's signature, so a finding re-reported after a restart has the same id.
+pub fn finding_span(order: &str, signature: &str, name: String, start: u64, end: u64) -> Span {
+    let mut span = own_span(
+        ids::order_trace_id(order),
+        ids::finding_span_id(order, signature),
+        Some(ids::root_span_id(order)),
+        name,
+        start,
+        end,
+    );
+    span.attributes = vec![string(keys::ORDER_ID, order.to_string()), string("order.finding", signature.to_string())];
     span
 }
 
@@ -206,6 +242,13 @@ pub fn milestone_span(config: &Config, order: &OrderRecord, m: usize) -> Option<
         attributes.push(string(keys::EXCEPTION_OWNER, latest.owner.clone()));
         attributes.push(string(keys::EXCEPTION_REASON, latest.reason.clone()));
         attributes.push(int("order.exception.count", exceptions.iter().map(|e| e.count as i64).sum()));
+    }
+    for sla in order.slas.iter().filter(|s| s.to == milestone.name && s.reached_at_unix_nanos.is_some()) {
+        attributes.push(string("order.sla.target", sla.target.clone()));
+        attributes.push(string("order.sla.status", sla.status().as_str()));
+        if let Some(late) = sla.lateness_nanos {
+            attributes.push(int("order.sla.lateness_ms", (late / 1_000_000) as i64));
+        }
     }
     match &state.reached {
         Some(reach) => {

@@ -50,6 +50,12 @@ pub fn milestone_span_id(order_key: &str, milestone: &str) -> SpanId {
     non_zero(hash[..8].try_into().expect("8 of 32 bytes"))
 }
 
+/// The span id of the span that reports an SLA breach (or a conformance finding) named `what` of an order.
+pub fn finding_span_id(order_key: &str, what: &str) -> SpanId {
+    let hash = digest(&[b"ordertrail/finding/v1", order_key.as_bytes(), what.as_bytes()]);
+    non_zero(hash[..8].try_into().expect("8 of 32 bytes"))
+}
+
 /// The span id under which a technical span is re-emitted into an order trace.
 pub fn correlated_span_id(order_key: &str, trace_id: &[u8], span_id: &[u8]) -> SpanId {
     let hash = digest(&[b"ordertrail/correlated/v1", order_key.as_bytes(), trace_id, span_id]);

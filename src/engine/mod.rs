@@ -4,9 +4,11 @@
 //! export in an [`Output`]; the state changes to persist are taken with [`Engine::take_changes`]. Everything it
 //! holds is bounded by the configuration, with a counter in [`EngineStats`] wherever a bound turns data away.
 
+mod accountability;
 pub mod attributes;
 pub mod correlate;
 pub mod emit;
+pub mod events;
 pub mod ids;
 pub mod labels;
 
@@ -18,7 +20,7 @@ use labels::Labels;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// The resource a span came with, shared by all spans of one `ResourceSpans`.
@@ -94,6 +96,24 @@ pub struct EngineStats {
     pub aliases_refused: u64,
     pub traces_evicted: u64,
     pub exceptions_recorded: u64,
+    pub sla_breaches: u64,
+    pub conformance_findings: u64,
+    /// Spans reporting SLA breaches and conformance findings.
+    pub finding_spans_emitted: u64,
+    /// Spans correlated and uncorrelated by `service.name` and route (`http.route`, else the span name), bounded
+    /// by `telemetry.metrics.max_coverage_routes`; the rest count under `other`/`other`.
+    pub coverage: BTreeMap<(String, String), Coverage>,
+    /// Open orders by current stage (gauge), recounted at most once a second.
+    pub open_orders_by_stage: BTreeMap<String, u64>,
+    /// Running SLA clocks (gauge).
+    pub pending_deadlines: u64,
+}
+
+/// Correlated and uncorrelated span counts of one route.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Coverage {
+    pub correlated: u64,
+    pub uncorrelated: u64,
 }
 
 /// State changes to persist after a call.
@@ -122,8 +142,18 @@ pub struct Engine {
     own_resource: Arc<ResourceContext>,
     own_scope: Arc<ScopeContext>,
     next_idle_scan: u64,
+    next_stage_count: u64,
+    /// Running SLA clocks by when they are checked: (due, order key, target index).
+    deadlines: BTreeSet<(u64, String, usize)>,
+    /// When each running clock is checked, to find its entry in `deadlines`.
+    due: HashMap<(String, usize), u64>,
+    /// The first tick after startup; breach checks hold for the detection delay after it.
+    first_tick: Option<u64>,
     stats: EngineStats,
 }
+
+/// How often open orders are recounted by stage: a linear scan, so not on every tick.
+const STAGE_COUNT_INTERVAL_NANOS: u64 = 1_000_000_000;
 
 fn nanos(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -162,6 +192,10 @@ impl Engine {
             own_resource,
             own_scope,
             next_idle_scan: 0,
+            next_stage_count: 0,
+            deadlines: BTreeSet::new(),
+            due: HashMap::new(),
+            first_tick: None,
             stats: EngineStats::default(),
             config,
         };
@@ -175,6 +209,7 @@ impl Engine {
             if order.is_closed() {
                 engine.closed.push_back(order.key.clone());
             }
+            engine.index_deadlines(&order);
             engine.orders.insert(order.key.clone(), order);
         }
         for alias in aliases {
@@ -220,6 +255,12 @@ impl Engine {
             self.pass_uncorrelated(input, out);
         }
         self.traces.expire(now);
+        self.check_deadlines(now, out);
+        self.stats.pending_deadlines = self.deadlines.len() as u64;
+        if now >= self.next_stage_count {
+            self.next_stage_count = now.saturating_add(STAGE_COUNT_INTERVAL_NANOS);
+            self.count_stages();
+        }
         if now >= self.next_idle_scan {
             let idle = nanos(self.config.order_traces.idle_close_after);
             // Scanning every order is linear, so it runs at a tenth of the idle period, between 100 ms and 60 s.
@@ -327,8 +368,42 @@ impl Engine {
         self.correlate(input, &orders, now, out);
     }
 
+    fn count_stages(&mut self) {
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for order in self.orders.values().filter(|o| !o.is_closed()) {
+            let stage = emit::stage_and_next(&self.config, order).0.map_or("none", |m| m.name.as_str());
+            match counts.get_mut(stage) {
+                Some(n) => *n += 1,
+                None => {
+                    counts.insert(stage.to_string(), 1);
+                }
+            }
+        }
+        self.stats.open_orders_by_stage = counts;
+    }
+
+    /// Counts a span for correlation coverage under its service and route.
+    fn count_coverage(&mut self, input: &SpanInput, correlated: bool) {
+        let route = attributes::find(&input.span.attributes, "http.route")
+            .and_then(attributes::scalar_string)
+            .unwrap_or(std::borrow::Cow::Borrowed(input.span.name.as_str()));
+        let coverage = &mut self.stats.coverage;
+        let key = (input.resource.service_name.clone(), route.into_owned());
+        let entry = if coverage.contains_key(&key) || coverage.len() + 1 < self.config.metrics.max_coverage_routes {
+            coverage.entry(key).or_default()
+        } else {
+            coverage.entry(("other".to_string(), "other".to_string())).or_default()
+        };
+        if correlated {
+            entry.correlated += 1;
+        } else {
+            entry.uncorrelated += 1;
+        }
+    }
+
     fn pass_uncorrelated(&mut self, input: SpanInput, out: &mut Output) {
         self.stats.spans_uncorrelated += 1;
+        self.count_coverage(&input, false);
         if self.config.order_traces.passthrough {
             out.push(&input.resource, &input.scope, input.span);
         }
@@ -360,10 +435,11 @@ impl Engine {
                 self.stats.orders_created += 1;
             }
             accepted.push(key.clone());
-            let newly_reached = self.record(key, &input, &labels, now);
+            let newly_reached = self.record(key, &input, &labels, now, out);
             out.push(&input.resource, &input.scope, emit::correlated_span(&config, &input, &labels, key));
             self.stats.order_spans_emitted += 1;
             if let Some(m) = newly_reached {
+                self.on_reached(key, m, now, out);
                 self.emit_milestone(key, m, out);
                 if config.order_traces.close_on.contains(&m) {
                     let reason = format!("milestone:{}", config.taxonomy.milestones[m].name);
@@ -377,6 +453,7 @@ impl Engine {
             return;
         }
         self.stats.spans_correlated += 1;
+        self.count_coverage(&input, true);
         if config.order_traces.passthrough {
             let span = emit::enriched_original(&config, &input, &labels, &accepted);
             out.push(&input.resource, &input.scope, span);
@@ -384,10 +461,11 @@ impl Engine {
     }
 
     /// Updates the order's record with one span; returns the milestone the span newly reached.
-    fn record(&mut self, key: &str, input: &SpanInput, labels: &Labels, now: u64) -> Option<usize> {
+    fn record(&mut self, key: &str, input: &SpanInput, labels: &Labels, now: u64, out: &mut Output) -> Option<usize> {
         let config = &self.config;
         let order = self.orders.get_mut(key).expect("order inserted by the caller");
         let span = &input.span;
+        record_dimensions(config, input, order);
         let start = if span.start_time_unix_nano > 0 { span.start_time_unix_nano } else { now };
         let end = span.end_time_unix_nano.max(start);
         order.span_count += 1;
@@ -434,6 +512,15 @@ impl Engine {
         for finding in labels.exception.iter().chain(&labels.findings) {
             self.stats.exceptions_recorded += 1;
             let class = config.taxonomy.classes[finding.class].name.clone();
+            out.events.push(events::Event::ExceptionRecorded {
+                order: key.to_string(),
+                class: class.clone(),
+                owner: finding.owner.clone(),
+                milestone: milestone_name.clone(),
+                signature: finding.signature.clone(),
+                reason: finding.reason.clone(),
+                dimensions: order.dimensions.clone(),
+            });
             let existing = order
                 .exceptions
                 .iter_mut()
@@ -506,10 +593,46 @@ impl Engine {
         }
         let order = &self.orders[key];
         out.push(&self.own_resource, &self.own_scope, emit::root_span(&config, order));
+        out.events.push(events::Event::OrderClosed {
+            order: key.to_string(),
+            reason: order.close_reason.clone().unwrap_or_default(),
+            fill_ratio: order.fill_ratio(),
+            dimensions: order.dimensions.clone(),
+        });
         self.stats.root_spans_emitted += 1;
         self.stats.orders_closed += 1;
         self.closed.push_back(key.to_string());
         self.dirty_orders.insert(key.to_string());
+    }
+}
+
+/// Records the order's dimensions (first value wins) and quantities from one span.
+fn record_dimensions(config: &Config, input: &SpanInput, order: &mut OrderRecord) {
+    for dimension in &config.dimensions {
+        if order.dimensions.contains_key(&dimension.name) {
+            continue;
+        }
+        let span_value = dimension.attributes.iter().find_map(|a| attributes::find(&input.span.attributes, a));
+        let resource_attributes = input.resource.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let value = span_value
+            .or_else(|| dimension.resource_attributes.iter().find_map(|a| attributes::find(resource_attributes, a)));
+        if let Some(value) = value.and_then(attributes::scalar_string).filter(|v| !v.trim().is_empty()) {
+            // Values are labels and filters, so an overlong value is cut rather than allowed to bloat every record.
+            let value: String = value.trim().chars().take(128).collect();
+            order.dimensions.insert(dimension.name.clone(), value);
+        }
+    }
+    let quantity = |keys: &[String]| {
+        keys.iter()
+            .find_map(|k| attributes::find(&input.span.attributes, k))
+            .and_then(attributes::number)
+            .filter(|q| q.is_finite() && *q >= 0.0)
+    };
+    if let Some(ordered) = quantity(&config.kpis.ordered_quantity_attributes) {
+        order.ordered_quantity = Some(ordered);
+    }
+    if let Some(shipped) = quantity(&config.kpis.shipped_quantity_attributes) {
+        order.shipped_quantity = Some(order.shipped_quantity.map_or(shipped, |s| s.max(shipped)));
     }
 }
 

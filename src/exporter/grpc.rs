@@ -21,46 +21,63 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, ExportError> {
     std::fs::read(path).map_err(|e| ExportError::Setup(format!("cannot read {}: {e}", path.display())))
 }
 
+/// The channel to the backend with the exporter's endpoint, timeouts and TLS, shared by the trace and metrics
+/// clients. It connects lazily, so a backend that is down at startup does not stop ordertrail.
+pub(crate) fn channel(config: &ExporterConfig) -> Result<Channel, ExportError> {
+    let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
+        .map_err(|e| ExportError::Setup(format!("endpoint `{}`: {e}", config.endpoint)))?
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout)
+        .tcp_nodelay(true);
+    if let Some(tls) = &config.tls {
+        let mut tls_config = ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = &tls.ca_file {
+            tls_config = tls_config.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            tls_config = tls_config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(name) = &tls.server_name_override {
+            tls_config = tls_config.domain_name(name.clone());
+        }
+        endpoint = endpoint.tls_config(tls_config).map_err(|e| ExportError::Setup(format!("tls: {e}")))?;
+    }
+    Ok(endpoint.connect_lazy())
+}
+
+/// The configured headers as gRPC metadata, sent with every request.
+pub(crate) fn metadata(config: &ExporterConfig) -> Result<MetadataMap, ExportError> {
+    let mut metadata = MetadataMap::new();
+    for (name, value) in &config.headers {
+        let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
+            .map_err(|e| ExportError::Setup(format!("header `{name}`: {e}")))?;
+        let value =
+            MetadataValue::try_from(value.as_str()).map_err(|e| ExportError::Setup(format!("header `{name}`: {e}")))?;
+        metadata.insert(key, value);
+    }
+    Ok(metadata)
+}
+
+/// A request carrying the configured metadata and the exporter's timeout.
+pub(crate) fn request<T>(message: T, metadata: &MetadataMap, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    *request.metadata_mut() = metadata.clone();
+    request.set_timeout(timeout);
+    request
+}
+
 impl GrpcClient {
     pub fn new(config: &ExporterConfig) -> Result<GrpcClient, ExportError> {
-        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
-            .map_err(|e| ExportError::Setup(format!("endpoint `{}`: {e}", config.endpoint)))?
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .tcp_nodelay(true);
-        if let Some(tls) = &config.tls {
-            let mut tls_config = ClientTlsConfig::new().with_native_roots();
-            if let Some(ca) = &tls.ca_file {
-                tls_config = tls_config.ca_certificate(Certificate::from_pem(read(ca)?));
-            }
-            if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-                tls_config = tls_config.identity(Identity::from_pem(read(cert)?, read(key)?));
-            }
-            if let Some(name) = &tls.server_name_override {
-                tls_config = tls_config.domain_name(name.clone());
-            }
-            endpoint = endpoint.tls_config(tls_config).map_err(|e| ExportError::Setup(format!("tls: {e}")))?;
-        }
-        let mut client = TraceServiceClient::new(endpoint.connect_lazy()).max_decoding_message_size(16 * 1024 * 1024);
+        let mut client = TraceServiceClient::new(channel(config)?).max_decoding_message_size(16 * 1024 * 1024);
         if config.gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);
         }
         client = client.accept_compressed(CompressionEncoding::Gzip);
-        let mut metadata = MetadataMap::new();
-        for (name, value) in &config.headers {
-            let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
-                .map_err(|e| ExportError::Setup(format!("header `{name}`: {e}")))?;
-            let value = MetadataValue::try_from(value.as_str())
-                .map_err(|e| ExportError::Setup(format!("header `{name}`: {e}")))?;
-            metadata.insert(key, value);
-        }
-        Ok(GrpcClient { client, metadata, timeout: config.timeout })
+        Ok(GrpcClient { client, metadata: metadata(config)?, timeout: config.timeout })
     }
 
     pub async fn send(&self, batch: Vec<ResourceSpans>) -> Result<(), ExportError> {
-        let mut request = tonic::Request::new(ExportTraceServiceRequest { resource_spans: batch });
-        *request.metadata_mut() = self.metadata.clone();
-        request.set_timeout(self.timeout);
+        let request = request(ExportTraceServiceRequest { resource_spans: batch }, &self.metadata, self.timeout);
         let mut client = self.client.clone();
         match client.export(request).await {
             Ok(response) => {
@@ -77,7 +94,7 @@ impl GrpcClient {
 }
 
 /// The OTLP specification's retryable gRPC codes; everything else is permanent.
-fn classify(status: tonic::Status) -> ExportError {
+pub(crate) fn classify(status: tonic::Status) -> ExportError {
     use tonic::Code::*;
     let message = format!("{:?}: {}", status.code(), status.message());
     match status.code() {

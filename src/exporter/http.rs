@@ -20,35 +20,51 @@ fn setup(e: impl std::fmt::Display) -> ExportError {
     ExportError::Setup(e.to_string())
 }
 
+/// The reqwest client with the exporter's timeouts and TLS, shared by the trace and metrics clients.
+pub(crate) fn client(config: &ExporterConfig) -> Result<reqwest::Client, ExportError> {
+    let mut builder = reqwest::Client::builder().timeout(config.timeout).connect_timeout(config.timeout);
+    if let Some(tls) = &config.tls {
+        if let Some(ca) = &tls.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| setup(format!("cannot read {}: {e}", ca.display())))?;
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).map_err(setup)?);
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            let mut pem = std::fs::read(cert).map_err(|e| setup(format!("cannot read {}: {e}", cert.display())))?;
+            pem.extend(std::fs::read(key).map_err(|e| setup(format!("cannot read {}: {e}", key.display())))?);
+            builder = builder.identity(reqwest::Identity::from_pem(&pem).map_err(setup)?);
+        }
+    }
+    builder.build().map_err(setup)
+}
+
+/// The configured headers, sent with every request.
+pub(crate) fn headers(config: &ExporterConfig) -> Result<reqwest::header::HeaderMap, ExportError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in &config.headers {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(setup)?;
+        headers.insert(name, reqwest::header::HeaderValue::from_str(value).map_err(setup)?);
+    }
+    Ok(headers)
+}
+
 impl HttpClient {
+    /// A client that posts to `config.endpoint` as it is, so the caller's configuration carries the signal's path
+    /// (`/v1/traces`, `/v1/metrics`).
     pub fn new(config: &ExporterConfig) -> Result<HttpClient, ExportError> {
-        let mut builder = reqwest::Client::builder().timeout(config.timeout).connect_timeout(config.timeout);
-        if let Some(tls) = &config.tls {
-            if let Some(ca) = &tls.ca_file {
-                let pem = std::fs::read(ca).map_err(|e| setup(format!("cannot read {}: {e}", ca.display())))?;
-                builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).map_err(setup)?);
-            }
-            if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-                let mut pem = std::fs::read(cert).map_err(|e| setup(format!("cannot read {}: {e}", cert.display())))?;
-                pem.extend(std::fs::read(key).map_err(|e| setup(format!("cannot read {}: {e}", key.display())))?);
-                builder = builder.identity(reqwest::Identity::from_pem(&pem).map_err(setup)?);
-            }
-        }
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in &config.headers {
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(setup)?;
-            headers.insert(name, reqwest::header::HeaderValue::from_str(value).map_err(setup)?);
-        }
         Ok(HttpClient {
-            client: builder.build().map_err(setup)?,
+            client: client(config)?,
             endpoint: config.endpoint.clone(),
-            headers,
+            headers: headers(config)?,
             gzip: config.gzip,
         })
     }
 
     pub async fn send(&self, batch: Vec<ResourceSpans>) -> Result<(), ExportError> {
-        let body = ExportTraceServiceRequest { resource_spans: batch }.encode_to_vec();
+        self.post(ExportTraceServiceRequest { resource_spans: batch }.encode_to_vec()).await
+    }
+
+    /// Posts one encoded OTLP request, compressed if configured, and sorts a failure into retryable or permanent.
+    pub(crate) async fn post(&self, body: Vec<u8>) -> Result<(), ExportError> {
         let mut request = self
             .client
             .post(&self.endpoint)

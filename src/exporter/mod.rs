@@ -1,8 +1,8 @@
 //! The OTLP exporter: batches spans by size and time, sends them over gRPC or HTTP with a bounded number of
 //! requests in flight, and retries retryable failures with exponential backoff and jitter.
 
-mod grpc;
-mod http;
+pub(crate) mod grpc;
+pub(crate) mod http;
 
 use crate::config::{ExportProtocol, ExporterConfig, RetryConfig};
 use crate::telemetry::Counters;

@@ -99,8 +99,12 @@ impl Sink {
 
 /// The default configuration on loopback port 0, exporting to `sink`, with short waits for tests.
 pub fn test_config(sink: SocketAddr, data_dir: &Path, extra_yaml: &str) -> Config {
-    let yaml =
-        format!("{}\n{extra_yaml}", config::DEFAULT_CONFIG_YAML.replace("inherit_wait: 2s", "inherit_wait: 500ms"));
+    test_config_from(config::DEFAULT_CONFIG_YAML, sink, data_dir, extra_yaml)
+}
+
+/// `base_yaml` (a variant of the default configuration) on loopback port 0, exporting to `sink`.
+pub fn test_config_from(base_yaml: &str, sink: SocketAddr, data_dir: &Path, extra_yaml: &str) -> Config {
+    let yaml = format!("{}\n{extra_yaml}", base_yaml.replace("inherit_wait: 2s", "inherit_wait: 500ms"));
     let mut config = config::parse(&yaml, "test config").unwrap();
     config
         .apply(&Overrides {
@@ -109,6 +113,8 @@ pub fn test_config(sink: SocketAddr, data_dir: &Path, extra_yaml: &str) -> Confi
             export_endpoint: Some(format!("http://{sink}")),
             export_protocol: None,
             data_dir: Some(data_dir.to_path_buf()),
+            api_http_listen: Some("127.0.0.1:0".into()),
+            api_grpc_listen: Some("127.0.0.1:0".into()),
         })
         .unwrap();
     let exporter = config.exporter.as_mut().unwrap();
@@ -171,4 +177,22 @@ pub fn attr(span: &Span, key: &str) -> Option<String> {
 
 pub fn trace_of(order: &str) -> Vec<u8> {
     ordertrail::engine::ids::order_trace_id(order).to_vec()
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > end {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -1,0 +1,246 @@
+//! The gRPC side: `ordertrail.v1.OrderService`, `grpc.health.v1.Health` (for Kubernetes gRPC probes) and server
+//! reflection (for grpcurl without proto files).
+
+use super::proto::order_service_server::{OrderService, OrderServiceServer};
+use super::proto::{self};
+use super::{ApiError, ApiState};
+use crate::query::{self, parse_rfc3339, ExceptionFilter, OrderFilter};
+use prost_types::Timestamp;
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        match e {
+            ApiError::NotFound(_) => Status::not_found(e.to_string()),
+            ApiError::InvalidArgument(_) => Status::invalid_argument(e.to_string()),
+            ApiError::Unavailable => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+fn ts(text: &str) -> Option<Timestamp> {
+    let nanos = parse_rfc3339(text)?;
+    Some(Timestamp { seconds: (nanos / 1_000_000_000) as i64, nanos: (nanos % 1_000_000_000) as i32 })
+}
+
+fn opt_ts(text: &Option<String>) -> Option<Timestamp> {
+    text.as_deref().and_then(ts)
+}
+
+fn from_ts(field: &str, t: Option<Timestamp>) -> Result<Option<u64>, Status> {
+    match t {
+        None => Ok(None),
+        Some(t) if t.seconds < 0 || !(0..1_000_000_000).contains(&t.nanos) => {
+            Err(Status::invalid_argument(format!("{field} must be a valid time after 1970")))
+        }
+        Some(t) => Ok(Some((t.seconds as u64).saturating_mul(1_000_000_000).saturating_add(t.nanos as u64))),
+    }
+}
+
+fn non_empty(value: String) -> Option<String> {
+    (!value.is_empty()).then_some(value)
+}
+
+fn span_ref(r: &query::SpanRef) -> proto::SpanRef {
+    proto::SpanRef { trace_id: r.trace_id.clone(), span_id: r.span_id.clone() }
+}
+
+fn next_action(n: &query::NextAction) -> proto::NextAction {
+    proto::NextAction {
+        milestone: n.milestone.clone(),
+        owner: n.owner.clone(),
+        milestone_owner: n.milestone_owner.clone(),
+        blocked_by: n.blocked_by.as_ref().map(|b| proto::Blocker {
+            class: b.class.clone(),
+            owner: b.owner.clone(),
+            reason: b.reason.clone(),
+            since: ts(&b.since),
+        }),
+        deadline: opt_ts(&n.deadline),
+        overdue: n.overdue,
+    }
+}
+
+fn order(v: query::OrderView) -> proto::Order {
+    proto::Order {
+        order_id: v.order_id,
+        trace_id: v.trace_id,
+        trace_url: v.trace_url.unwrap_or_default(),
+        status: v.status,
+        close_reason: v.close_reason.unwrap_or_default(),
+        stage: v.stage.unwrap_or_default(),
+        next: v.next.as_ref().map(next_action),
+        sla_status: v.sla_status,
+        dimensions: v.dimensions.into_iter().collect(),
+        first_seen: ts(&v.first_seen),
+        last_seen: ts(&v.last_seen),
+        span_count: v.span_count,
+        open_exceptions: v.open_exceptions,
+        milestones: v
+            .milestones
+            .into_iter()
+            .map(|m| proto::Milestone {
+                first_work_at: opt_ts(&m.first_work_at),
+                reached_at: opt_ts(&m.reached_at),
+                deadline: opt_ts(&m.deadline),
+                source: m.source.as_ref().map(span_ref),
+                name: m.name,
+                owner: m.owner,
+                state: m.state,
+                off_path: m.off_path,
+                duration_ms: m.duration_ms,
+                sla_status: m.sla_status.unwrap_or_default(),
+                system: m.system.unwrap_or_default(),
+                actor: m.actor.unwrap_or_default(),
+                span_count: m.span_count,
+            })
+            .collect(),
+        exceptions: v
+            .exceptions
+            .into_iter()
+            .map(|e| proto::OrderException {
+                first_seen: ts(&e.first_seen),
+                last_seen: ts(&e.last_seen),
+                resolved_at: opt_ts(&e.resolved_at),
+                source: Some(span_ref(&e.source)),
+                class: e.class,
+                owner: e.owner,
+                milestone: e.milestone.unwrap_or_default(),
+                reason: e.reason,
+                signature: e.signature,
+                status: e.status,
+                count: e.count,
+                system: e.system,
+                actor: e.actor.unwrap_or_default(),
+            })
+            .collect(),
+        slas: v
+            .slas
+            .into_iter()
+            .map(|s| proto::Sla {
+                started_at: ts(&s.started_at),
+                deadline: ts(&s.deadline),
+                breached_at: opt_ts(&s.breached_at),
+                reached_at: opt_ts(&s.reached_at),
+                target: s.target,
+                from: s.from,
+                to: s.to,
+                allowed_ms: s.allowed_ms,
+                status: s.status,
+                lateness_ms: s.lateness_ms,
+            })
+            .collect(),
+        ordered_quantity: v.ordered_quantity,
+        shipped_quantity: v.shipped_quantity,
+        fill_ratio: v.fill_ratio,
+    }
+}
+
+#[tonic::async_trait]
+impl OrderService for ApiState {
+    async fn get_order(&self, request: Request<proto::GetOrderRequest>) -> Result<Response<proto::Order>, Status> {
+        let view = ApiState::get_order(self, &request.into_inner().order_id).await?;
+        Ok(Response::new(order(view)))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<proto::ListOrdersRequest>,
+    ) -> Result<Response<proto::ListOrdersResponse>, Status> {
+        let r = request.into_inner();
+        let filter = OrderFilter {
+            stage: non_empty(r.stage),
+            sla_status: non_empty(r.sla_status),
+            owner: non_empty(r.owner),
+            exception_class: non_empty(r.exception_class),
+            customer: non_empty(r.customer),
+            status: non_empty(r.status),
+            since: from_ts("since", r.since)?,
+            until: from_ts("until", r.until)?,
+        };
+        let page = ApiState::list_orders(self, filter, r.page_size as usize, r.page_token).await?;
+        Ok(Response::new(proto::ListOrdersResponse {
+            orders: page
+                .orders
+                .into_iter()
+                .map(|o| proto::OrderSummary {
+                    next: o.next.as_ref().map(next_action),
+                    first_seen: ts(&o.first_seen),
+                    last_seen: ts(&o.last_seen),
+                    order_id: o.order_id,
+                    trace_id: o.trace_id,
+                    trace_url: o.trace_url.unwrap_or_default(),
+                    status: o.status,
+                    stage: o.stage.unwrap_or_default(),
+                    sla_status: o.sla_status,
+                    open_exceptions: o.open_exceptions,
+                    exception_classes: o.exception_classes,
+                    dimensions: o.dimensions.into_iter().collect(),
+                })
+                .collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn list_exceptions(
+        &self,
+        request: Request<proto::ListExceptionsRequest>,
+    ) -> Result<Response<proto::ListExceptionsResponse>, Status> {
+        let r = request.into_inner();
+        let filter = ExceptionFilter {
+            class: non_empty(r.class),
+            owner: non_empty(r.owner),
+            milestone: non_empty(r.milestone),
+            include_resolved: r.include_resolved,
+            since: from_ts("since", r.since)?,
+            until: from_ts("until", r.until)?,
+        };
+        let summary = ApiState::list_exceptions(self, filter, r.max_groups as usize).await?;
+        Ok(Response::new(proto::ListExceptionsResponse {
+            groups: summary
+                .groups
+                .into_iter()
+                .map(|g| proto::ExceptionGroup {
+                    oldest_open_since: opt_ts(&g.oldest_open_since),
+                    class: g.class,
+                    owner: g.owner,
+                    open: g.open,
+                    resolved: g.resolved,
+                    orders: g.orders,
+                    occurrences: g.occurrences,
+                    by_milestone: g.by_milestone.into_iter().collect(),
+                    sample_orders: g.sample_orders,
+                })
+                .collect(),
+            groups_omitted: summary.groups_omitted,
+        }))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcApiError {
+    #[error("grpc reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("grpc api server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), GrpcApiError> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<OrderServiceServer<ApiState>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(super::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(OrderServiceServer::new(state))
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! The HTTP side: the order API as JSON, the OpenAPI document, `/healthz`, `/readyz` and `/metrics`.
+
+use super::{ApiError, ApiState};
+use crate::query::{parse_rfc3339, ExceptionFilter, OrderFilter};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+/// The OpenAPI 3.1 description of this API.
+pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            ApiError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        };
+        let body = serde_json::json!({ "code": status.as_u16(), "status": code, "message": self.to_string() });
+        (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Response {
+    match serde_json::to_string(value) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn time(field: &str, value: Option<&String>) -> Result<Option<u64>, ApiError> {
+    value
+        .map(|v| {
+            parse_rfc3339(v).ok_or_else(|| ApiError::InvalidArgument(format!("{field} `{v}` is not an RFC 3339 time")))
+        })
+        .transpose()
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+/// Query parameters of `GET /v1/orders`; unknown parameters are refused so that a typo does not silently widen
+/// the answer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrdersQuery {
+    stage: Option<String>,
+    sla_status: Option<String>,
+    owner: Option<String>,
+    exception_class: Option<String>,
+    customer: Option<String>,
+    status: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    page_size: Option<usize>,
+    page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExceptionsQuery {
+    class: Option<String>,
+    owner: Option<String>,
+    milestone: Option<String>,
+    include_resolved: Option<bool>,
+    since: Option<String>,
+    until: Option<String>,
+    max_groups: Option<usize>,
+}
+
+async fn get_order(State(state): State<ApiState>, Path(order_id): Path<String>) -> Response {
+    respond(state.get_order(&order_id).await)
+}
+
+/// The answer as JSON, or the error with its status.
+fn respond<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(value) => json(&value),
+        Err(e) => e.into_response(),
+    }
+}
+
+type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+/// The parsed query, or INVALID_ARGUMENT naming what could not be parsed (an unknown parameter, a bad number).
+fn parsed<T>(query: QueryResult<T>) -> Result<T, ApiError> {
+    query.map(|Query(q)| q).map_err(|e| ApiError::InvalidArgument(e.body_text()))
+}
+
+async fn list_orders(State(state): State<ApiState>, query: QueryResult<OrdersQuery>) -> Response {
+    let request = async {
+        let q = parsed(query)?;
+        let filter = OrderFilter {
+            stage: non_empty(q.stage),
+            sla_status: non_empty(q.sla_status),
+            owner: non_empty(q.owner),
+            exception_class: non_empty(q.exception_class),
+            customer: non_empty(q.customer),
+            status: non_empty(q.status),
+            since: time("since", q.since.as_ref())?,
+            until: time("until", q.until.as_ref())?,
+        };
+        state.list_orders(filter, q.page_size.unwrap_or(0), q.page_token.unwrap_or_default()).await
+    };
+    respond(request.await)
+}
+
+async fn list_exceptions(State(state): State<ApiState>, query: QueryResult<ExceptionsQuery>) -> Response {
+    let request = async {
+        let q = parsed(query)?;
+        let filter = ExceptionFilter {
+            class: non_empty(q.class),
+            owner: non_empty(q.owner),
+            milestone: non_empty(q.milestone),
+            include_resolved: q.include_resolved.unwrap_or(false),
+            since: time("since", q.since.as_ref())?,
+            until: time("until", q.until.as_ref())?,
+        };
+        state.list_exceptions(filter, q.max_groups.unwrap_or(0)).await
+    };
+    respond(request.await)
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    if state.is_ready().await {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+/// OpenMetrics (with exemplars) when the scraper asks for it, as Prometheus does when exemplar storage is on;
+/// the classic text format otherwise.
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let registry = state.metrics.registry();
+    if accept.contains("application/openmetrics-text") {
+        let body = registry.render_openmetrics();
+        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+    } else {
+        let body = registry.render_prometheus();
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/orders", get(list_orders))
+        .route("/v1/orders/{order_id}", get(get_order))
+        .route("/v1/exceptions", get(list_exceptions))
+        .route("/openapi.yaml", get(openapi))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

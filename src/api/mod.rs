@@ -1,0 +1,129 @@
+//! The order API, served over gRPC (`ordertrail.v1.OrderService`, defined in `proto/ordertrail/v1/`) and over
+//! HTTP/JSON (described by the OpenAPI document it serves), plus health, readiness and `/metrics`.
+//!
+//! Both transports call the same three functions here, which ask the engine thread through the pipeline and
+//! build their answers with the pure `query` module; only `grpc.rs` knows tonic and only `http.rs` knows axum.
+
+pub mod grpc;
+pub mod http;
+
+use crate::config::Config;
+use crate::metrics::OrderMetrics;
+use crate::pipeline::{unix_nanos_now, PipelineHandle};
+use crate::query::{self, ExceptionFilter, ExceptionSummary, OrderFilter, OrderPage, OrderView, QueryError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The generated gRPC code of `proto/ordertrail/v1/orders.proto`.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("ordertrail.v1");
+    /// The compiled descriptors, served by gRPC reflection so that grpcurl needs no proto files.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ordertrail_v1_descriptor.bin"));
+}
+
+/// How long an API call waits for the engine thread before answering UNAVAILABLE.
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Affected orders listed per exception group.
+const EXCEPTION_SAMPLE_SIZE: usize = 20;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ApiError {
+    #[error("order `{0}` not found")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("the engine did not answer in time")]
+    Unavailable,
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> ApiError {
+        ApiError::InvalidArgument(e.to_string())
+    }
+}
+
+/// What the API listeners share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub pipeline: PipelineHandle,
+    pub config: Arc<Config>,
+    pub metrics: Arc<OrderMetrics>,
+    /// False before startup completes and once shutdown begins.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl ApiState {
+    async fn engine<T: Send + 'static>(
+        &self,
+        question: impl FnOnce(&crate::engine::Engine) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        tokio::time::timeout(ENGINE_TIMEOUT, self.pipeline.inspect(question))
+            .await
+            .ok()
+            .flatten()
+            .ok_or(ApiError::Unavailable)
+    }
+
+    pub async fn get_order(&self, order_id: &str) -> Result<OrderView, ApiError> {
+        if order_id.is_empty() {
+            return Err(ApiError::InvalidArgument("order_id must not be empty".into()));
+        }
+        let order = tokio::time::timeout(ENGINE_TIMEOUT, self.pipeline.order(order_id))
+            .await
+            .map_err(|_| ApiError::Unavailable)?
+            .ok_or_else(|| ApiError::NotFound(order_id.to_string()))?;
+        Ok(query::order_view(&self.config, &order, unix_nanos_now()))
+    }
+
+    pub async fn list_orders(
+        &self,
+        filter: OrderFilter,
+        page_size: usize,
+        token: String,
+    ) -> Result<OrderPage, ApiError> {
+        check_choice("stage", filter.stage.as_deref(), &self.stage_names())?;
+        check_choice("sla_status", filter.sla_status.as_deref(), &["breached", "late", "on_time", "none"])?;
+        check_choice("status", filter.status.as_deref(), &["open", "closed"])?;
+        let size = query::page_size(&self.config, page_size)?;
+        let now = unix_nanos_now();
+        self.engine(move |engine| query::list_orders(engine.config(), engine.orders(), &filter, size, &token, now))
+            .await?
+            .map_err(ApiError::from)
+    }
+
+    pub async fn list_exceptions(
+        &self,
+        filter: ExceptionFilter,
+        max_groups: usize,
+    ) -> Result<ExceptionSummary, ApiError> {
+        let groups = query::page_size(&self.config, max_groups)?;
+        self.engine(move |engine| query::list_exceptions(engine.orders(), &filter, groups, EXCEPTION_SAMPLE_SIZE)).await
+    }
+
+    /// Ready when startup completed, shutdown has not begun, and the engine answers.
+    pub async fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+            && tokio::time::timeout(Duration::from_secs(2), self.pipeline.inspect(|_| ()))
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+    }
+
+    fn stage_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.config.taxonomy.milestones.iter().map(|m| m.name.as_str()).collect();
+        names.push("none");
+        names
+    }
+}
+
+fn check_choice(field: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), ApiError> {
+    match value {
+        Some(v) if !allowed.contains(&v) => {
+            Err(ApiError::InvalidArgument(format!("{field} `{v}` is not one of {}", allowed.join(", "))))
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,51 @@
+//! What happened to orders, as plain data: the pipeline logs these and the metrics layer counts them, so the
+//! engine itself neither logs nor touches a metric.
+
+use crate::config::MilestoneId;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A milestone was reached for the first time.
+    MilestoneReached {
+        order: String,
+        milestone: MilestoneId,
+        /// The main-path milestone reached most recently before it, if any.
+        previous: Option<MilestoneId>,
+        /// Time since `previous` was reached, or since the order's first span (source clock).
+        duration_nanos: u64,
+        dimensions: BTreeMap<String, String>,
+    },
+    /// An exception was recorded, new or repeated.
+    ExceptionRecorded {
+        order: String,
+        class: String,
+        owner: String,
+        milestone: Option<String>,
+        signature: String,
+        reason: String,
+        dimensions: BTreeMap<String, String>,
+    },
+    /// An SLA target's deadline passed without its milestone; reported once per order and target.
+    SlaBreached {
+        order: String,
+        /// Index into `config.sla.targets`.
+        target: usize,
+        deadline_unix_nanos: u64,
+        detected_unix_nanos: u64,
+        owner: String,
+        dimensions: BTreeMap<String, String>,
+    },
+    /// An SLA target's milestone arrived, in time or late.
+    SlaSettled {
+        order: String,
+        target: usize,
+        /// From the `from` milestone to the `to` milestone (source clock): the KPI value.
+        duration_nanos: u64,
+        /// How late it arrived; `None` when in time.
+        lateness_nanos: Option<u64>,
+        dimensions: BTreeMap<String, String>,
+    },
+    /// An order closed and its root span was emitted.
+    OrderClosed { order: String, reason: String, fill_ratio: Option<f64>, dimensions: BTreeMap<String, String> },
+}

@@ -1,0 +1,396 @@
+//! The metrics ordertrail publishes: what happened to orders (milestone transitions, SLA durations and breaches,
+//! exceptions, open orders by stage, fill rate, correlation coverage) and how the pipeline itself is doing.
+//!
+//! Engine events are counted as they come out of each batch; the pipeline's atomic counters and the engine's
+//! gauges are mirrored after each batch, so `/metrics` and the OTLP push read the same registry.
+
+use super::{Counter, Exemplar, Gauge, Histogram, Registry};
+use crate::config::Config;
+use crate::engine::events::Event;
+use crate::engine::{ids, EngineStats};
+use crate::telemetry::Counters;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+/// Business durations run from minutes to weeks.
+const DURATION_BUCKETS: [f64; 13] =
+    [60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0, 86400.0, 172800.0, 345600.0, 604800.0];
+const RATIO_BUCKETS: [f64; 8] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0];
+
+/// Metric label values of the configured dimensions, each bounded to its `max_metric_values` distinct values.
+struct DimensionLabels {
+    /// (dimension name, bound) of the dimensions that label metrics.
+    dimensions: Vec<(String, usize)>,
+    seen: Mutex<BTreeMap<String, BTreeSet<String>>>,
+}
+
+impl DimensionLabels {
+    fn values(&self, dimensions: &BTreeMap<String, String>) -> Vec<String> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        self.dimensions
+            .iter()
+            .map(|(name, bound)| {
+                let Some(value) = dimensions.get(name) else { return String::new() };
+                let known = seen.entry(name.clone()).or_default();
+                if known.contains(value) || known.len() < *bound {
+                    known.insert(value.clone());
+                    value.clone()
+                } else {
+                    "other".to_string()
+                }
+            })
+            .collect()
+    }
+}
+
+/// A counter mirrored from one of the pipeline's atomic counters.
+type PipelineCounter = (Counter, fn(&Counters) -> u64);
+/// A counter mirrored from one of the engine's counters.
+type EngineCounter = (Counter, fn(&EngineStats) -> u64);
+
+pub struct OrderMetrics {
+    registry: Registry,
+    config: Arc<Config>,
+    dimensions: DimensionLabels,
+    transition: Histogram,
+    sla_duration: Histogram,
+    sla_lateness: Histogram,
+    sla_breaches: Counter,
+    exceptions: Counter,
+    orders_closed: Counter,
+    fill_ratio: Histogram,
+    open_orders: Gauge,
+    pending_deadlines: Gauge,
+    coverage: Counter,
+    pipeline: Vec<PipelineCounter>,
+    engine: Vec<EngineCounter>,
+    pending_spans: Gauge,
+    series_overflow: Counter,
+}
+
+fn labels<'a>(fixed: &[&'a str], dims: &'a [String]) -> Vec<&'a str> {
+    fixed.iter().copied().chain(dims.iter().map(String::as_str)).collect()
+}
+
+impl OrderMetrics {
+    pub fn new(config: Arc<Config>) -> OrderMetrics {
+        let registry = Registry::new(config.metrics.max_series_per_metric);
+        let dims: Vec<(String, usize)> = config
+            .dimensions
+            .iter()
+            .filter(|d| d.metric_label)
+            .map(|d| (d.name.clone(), d.max_metric_values))
+            .collect();
+        let dim_names: Vec<&str> = dims.iter().map(|(n, _)| n.as_str()).collect();
+        let with =
+            |fixed: &[&'static str]| -> Vec<&str> { fixed.iter().copied().chain(dim_names.iter().copied()).collect() };
+        let r = &registry;
+        let pipeline: Vec<PipelineCounter> = vec![
+            (r.counter("ordertrail_receiver_requests_accepted", "OTLP export requests accepted.", &[]), |c| {
+                Counters::get(&c.requests_accepted)
+            }),
+            (
+                r.counter(
+                    "ordertrail_receiver_requests_refused",
+                    "Requests refused because the pipeline was full (retryable).",
+                    &[],
+                ),
+                |c| Counters::get(&c.requests_refused_busy),
+            ),
+            (
+                r.counter("ordertrail_receiver_requests_malformed", "Requests whose body could not be decoded.", &[]),
+                |c| Counters::get(&c.requests_malformed),
+            ),
+            (r.counter("ordertrail_receiver_spans_accepted", "Spans accepted by the receivers.", &[]), |c| {
+                Counters::get(&c.spans_received)
+            }),
+            (r.counter("ordertrail_receiver_spans_rejected", "Spans rejected for invalid ids.", &[]), |c| {
+                Counters::get(&c.spans_rejected)
+            }),
+            (r.counter("ordertrail_store_commit_failures", "State commits that failed.", &[]), |c| {
+                Counters::get(&c.store_commit_failures)
+            }),
+            (r.counter("ordertrail_exporter_spans_queued", "Spans handed to the exporter.", &[]), |c| {
+                Counters::get(&c.export_spans_queued)
+            }),
+            (r.counter("ordertrail_exporter_spans_sent", "Spans the backend acknowledged.", &[]), |c| {
+                Counters::get(&c.export_spans_sent)
+            }),
+            (
+                r.counter(
+                    "ordertrail_exporter_spans_failed",
+                    "Spans given up on after a permanent error or the retry budget.",
+                    &[],
+                ),
+                |c| Counters::get(&c.export_spans_failed),
+            ),
+            (r.counter("ordertrail_exporter_retries", "Export attempts retried.", &[]), |c| {
+                Counters::get(&c.export_retries)
+            }),
+        ];
+        let engine: Vec<EngineCounter> = vec![
+            (
+                r.counter(
+                    "ordertrail_spans_inherited",
+                    "Spans that inherited their order from their technical trace.",
+                    &[],
+                ),
+                |s| s.spans_inherited,
+            ),
+            (
+                r.counter(
+                    "ordertrail_pending_overflow",
+                    "Spans passed on without waiting because the wait buffer was full.",
+                    &[],
+                ),
+                |s| s.pending_overflow,
+            ),
+            (r.counter("ordertrail_order_spans_emitted", "Spans emitted into order traces.", &[]), |s| {
+                s.order_spans_emitted
+            }),
+            (r.counter("ordertrail_orders_created", "Orders first seen.", &[]), |s| s.orders_created),
+            (
+                r.counter(
+                    "ordertrail_orders_refused",
+                    "New orders refused because max_orders open orders are held.",
+                    &[],
+                ),
+                |s| s.orders_refused,
+            ),
+            (
+                r.counter("ordertrail_orders_evicted", "Closed orders evicted from memory (still in the store).", &[]),
+                |s| s.orders_evicted,
+            ),
+            (r.counter("ordertrail_aliases_learned", "Alias values learned.", &[]), |s| s.aliases_learned),
+            (
+                r.counter(
+                    "ordertrail_aliases_refused",
+                    "Alias values not learned because max_aliases is reached.",
+                    &[],
+                ),
+                |s| s.aliases_refused,
+            ),
+            (
+                r.counter(
+                    "ordertrail_traces_evicted",
+                    "Technical traces forgotten early because max_tracked_traces is reached.",
+                    &[],
+                ),
+                |s| s.traces_evicted,
+            ),
+        ];
+        OrderMetrics {
+            transition: r.histogram(
+                "ordertrail_milestone_transition_seconds",
+                "Time from the previous main-path milestone (or the order's first span) to this milestone.",
+                "seconds",
+                &with(&["milestone", "from"]),
+                &DURATION_BUCKETS,
+            ),
+            sla_duration: r.histogram(
+                "ordertrail_sla_duration_seconds",
+                "Time from an SLA target's `from` milestone to its `to` milestone: the KPIs order release time, pick-pack-ship time, shipment confirmation latency and invoice completion.",
+                "seconds",
+                &with(&["target"]),
+                &DURATION_BUCKETS,
+            ),
+            sla_lateness: r.histogram(
+                "ordertrail_sla_lateness_seconds",
+                "How late a milestone arrived after its SLA deadline.",
+                "seconds",
+                &with(&["target"]),
+                &DURATION_BUCKETS,
+            ),
+            sla_breaches: r.counter(
+                "ordertrail_sla_breaches",
+                "SLA deadlines that passed without their milestone, once per order and target.",
+                &with(&["target", "milestone", "owner"]),
+            ),
+            exceptions: r.counter(
+                "ordertrail_exceptions",
+                "Exceptions recorded on orders, counting repeats.",
+                &with(&["class", "owner", "milestone"]),
+            ),
+            orders_closed: r.counter("ordertrail_orders_closed", "Orders closed, by reason.", &["reason"]),
+            fill_ratio: r.histogram(
+                "ordertrail_order_fill_ratio",
+                "Shipped over ordered quantity of closed orders that report both.",
+                "ratio",
+                &with(&[]),
+                &RATIO_BUCKETS,
+            ),
+            open_orders: r.gauge("ordertrail_open_orders", "Open orders by current stage.", &["stage"]),
+            pending_deadlines: r.gauge("ordertrail_sla_clocks_running", "SLA clocks running.", &[]),
+            coverage: r.counter(
+                "ordertrail_spans",
+                "Spans by service, route and whether they found an order: the correlation coverage of each API.",
+                &["service", "route", "correlation"],
+            ),
+            pending_spans: r.gauge("ordertrail_spans_waiting", "Spans waiting to inherit an order.", &[]),
+            series_overflow: r.counter(
+                "ordertrail_metric_series_overflow",
+                "Observations recorded in an overflow series because a metric reached max_series_per_metric.",
+                &[],
+            ),
+            pipeline,
+            engine,
+            dimensions: DimensionLabels { dimensions: dims, seen: Mutex::new(BTreeMap::new()) },
+            registry,
+            config,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Counts what the engine reported for one batch; `now` stamps the exemplars.
+    pub fn observe(&self, events: &[Event], now: u64) {
+        let taxonomy = &self.config.taxonomy;
+        for event in events {
+            match event {
+                Event::MilestoneReached { order, milestone, previous, duration_nanos, dimensions } => {
+                    let dims = self.dimensions.values(dimensions);
+                    let name = &taxonomy.milestones[*milestone].name;
+                    let from = previous.map_or("start", |p| taxonomy.milestones[p].name.as_str());
+                    let exemplar = Exemplar {
+                        trace_id: ids::order_trace_id(order),
+                        span_id: ids::milestone_span_id(order, name),
+                        timestamp_unix_nanos: now,
+                    };
+                    self.transition.observe(&labels(&[name, from], &dims), seconds(*duration_nanos), Some(exemplar));
+                }
+                Event::SlaSettled { order, target, duration_nanos, lateness_nanos, dimensions } => {
+                    let dims = self.dimensions.values(dimensions);
+                    let t = &self.config.sla.targets[*target];
+                    let exemplar = Exemplar {
+                        trace_id: ids::order_trace_id(order),
+                        span_id: ids::milestone_span_id(order, &taxonomy.milestones[t.to].name),
+                        timestamp_unix_nanos: now,
+                    };
+                    let l = labels(&[&t.name], &dims);
+                    self.sla_duration.observe(&l, seconds(*duration_nanos), Some(exemplar.clone()));
+                    if let Some(late) = lateness_nanos {
+                        self.sla_lateness.observe(&l, seconds(*late), Some(exemplar));
+                    }
+                }
+                Event::SlaBreached { target, owner, dimensions, .. } => {
+                    let dims = self.dimensions.values(dimensions);
+                    let t = &self.config.sla.targets[*target];
+                    let milestone = &taxonomy.milestones[t.to].name;
+                    self.sla_breaches.add(&labels(&[&t.name, milestone, owner], &dims), 1);
+                }
+                Event::ExceptionRecorded { class, owner, milestone, dimensions, .. } => {
+                    let dims = self.dimensions.values(dimensions);
+                    let milestone = milestone.as_deref().unwrap_or("");
+                    self.exceptions.add(&labels(&[class, owner, milestone], &dims), 1);
+                }
+                Event::OrderClosed { order, reason, fill_ratio, dimensions } => {
+                    // `milestone:<name>` and `idle` are few; the order key never becomes a label.
+                    self.orders_closed.add(&[reason], 1);
+                    if let Some(ratio) = fill_ratio {
+                        let dims = self.dimensions.values(dimensions);
+                        let exemplar = Exemplar {
+                            trace_id: ids::order_trace_id(order),
+                            span_id: ids::root_span_id(order),
+                            timestamp_unix_nanos: now,
+                        };
+                        self.fill_ratio.observe(&labels(&[], &dims), *ratio, Some(exemplar));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Mirrors the pipeline's counters and the engine's counters and gauges.
+    pub fn sync(&self, counters: &Counters, pending_spans: usize) {
+        for (counter, read) in &self.pipeline {
+            counter.set_total(&[], read(counters));
+        }
+        let stats = counters.engine_stats();
+        for (counter, read) in &self.engine {
+            counter.set_total(&[], read(&stats));
+        }
+        for ((service, route), c) in &stats.coverage {
+            self.coverage.set_total(&[service, route, "correlated"], c.correlated);
+            self.coverage.set_total(&[service, route, "uncorrelated"], c.uncorrelated);
+        }
+        self.open_orders
+            .replace_all(stats.open_orders_by_stage.iter().map(|(s, n)| (vec![s.clone()], *n as f64)).collect());
+        self.pending_deadlines.set(&[], stats.pending_deadlines as f64);
+        self.pending_spans.set(&[], pending_spans as f64);
+        self.series_overflow.set_total(&[], self.registry.overflowed());
+    }
+}
+
+fn seconds(nanos: u64) -> f64 {
+    nanos as f64 / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::default_config;
+
+    fn dims(segment: &str, warehouse: &str) -> BTreeMap<String, String> {
+        [("segment", segment), ("warehouse", warehouse), ("customer", "C-1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn events_become_labelled_series_with_the_order_trace_as_exemplar() {
+        let metrics = OrderMetrics::new(Arc::new(default_config()));
+        let events = vec![
+            Event::MilestoneReached {
+                order: "SO-1".into(),
+                milestone: 4,
+                previous: Some(3),
+                duration_nanos: 90 * 60 * 1_000_000_000,
+                dimensions: dims("key-account", "WH-EAST"),
+            },
+            Event::SlaBreached {
+                order: "SO-1".into(),
+                target: 1,
+                deadline_unix_nanos: 1,
+                detected_unix_nanos: 2,
+                owner: "transport-logistics".into(),
+                dimensions: dims("key-account", "WH-EAST"),
+            },
+        ];
+        metrics.observe(&events, 1_795_000_000_000_000_000);
+        let text = metrics.registry().render_openmetrics();
+        let trace = hex::encode(ids::order_trace_id("SO-1"));
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("ordertrail_milestone_transition_seconds_bucket") && l.contains("le=\"7200.0\""))
+            .expect("bucket line");
+        assert!(line.contains("milestone=\"pick_release\",from=\"inventory_allocation\",segment=\"key-account\",warehouse=\"WH-EAST\""), "{line}");
+        assert!(line.contains(&format!("trace_id=\"{trace}\"")), "{line}");
+        assert!(text.contains("ordertrail_sla_breaches_total{target=\"pick_pack_ship\",milestone=\"shipment_confirmation\",owner=\"transport-logistics\",segment=\"key-account\",warehouse=\"WH-EAST\"} 1"), "{text}");
+        assert!(!text.contains("C-1"), "the customer dimension is not a metric label");
+    }
+
+    #[test]
+    fn dimension_values_beyond_their_bound_are_reported_as_other() {
+        let metrics = OrderMetrics::new(Arc::new(default_config()));
+        // The default config allows 20 segment values.
+        for i in 0..25 {
+            let event = Event::ExceptionRecorded {
+                order: format!("SO-{i}"),
+                class: "policy".into(),
+                owner: "x".into(),
+                milestone: None,
+                signature: "s".into(),
+                reason: "r".into(),
+                dimensions: dims(&format!("seg-{i}"), "WH"),
+            };
+            metrics.observe(&[event], 0);
+        }
+        let text = metrics.registry().render_prometheus();
+        assert!(text.contains("segment=\"seg-19\""));
+        assert!(!text.contains("segment=\"seg-20\""));
+        assert!(text.contains("segment=\"other\",warehouse=\"WH\"} 5"), "{text}");
+    }
+}
