@@ -71,6 +71,16 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         orders: usize,
     },
+    /// Send the simulated distributor's spans (the seed scenario and happy orders) to a running ordertrail or
+    /// collector over OTLP/gRPC, through the OpenTelemetry SDK.
+    Simulate {
+        /// OTLP/gRPC endpoint to send to.
+        #[arg(long, default_value = "http://127.0.0.1:4317")]
+        endpoint: String,
+        /// Orders that go through without trouble, besides the seed scenario.
+        #[arg(long, default_value_t = 5)]
+        orders: usize,
+    },
 }
 
 fn init_logging(default: &str) {
@@ -152,6 +162,18 @@ fn main() -> anyhow::Result<()> {
                 happy_orders: orders,
             }))?;
             print!("{text}");
+            Ok(())
+        }
+        Command::Simulate { endpoint, orders } => {
+            init_logging("warn");
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let simulated =
+                runtime.block_on(ordertrail::demo::simulator::run(&ordertrail::demo::simulator::SimulatorOptions {
+                    endpoint,
+                    happy_orders: orders,
+                    ..Default::default()
+                }))?;
+            println!("{}", simulated.order_ids.join("\n"));
             Ok(())
         }
     }

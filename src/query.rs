@@ -6,7 +6,7 @@
 //! translate these views. Every list is bounded by its page size, and pages are cut by an opaque token.
 
 use crate::config::Config;
-use crate::engine::emit::stage_and_next;
+use crate::engine::emit::{blocking_exception, stage_and_next};
 use crate::engine::ids::order_trace_id;
 use crate::order_state::{ExceptionState, OrderRecord, SlaStatus};
 use serde::Serialize;
@@ -217,11 +217,7 @@ fn next_action(config: &Config, order: &OrderRecord, now: u64) -> Option<NextAct
         .filter(|s| s.to == next.name && s.reached_at_unix_nanos.is_none())
         .map(|s| s.deadline_unix_nanos)
         .min();
-    // An SLA breach is a consequence of the block, not its cause, so it never names the owner.
-    let blocker = order
-        .open_exceptions()
-        .filter(|e| e.milestone.as_deref() == Some(&next.name) && !e.signature.starts_with("sla:"))
-        .min_by_key(|e| e.first_seen_unix_nanos);
+    let blocker = blocking_exception(order, &next.name);
     Some(NextAction {
         milestone: next.name.clone(),
         owner: blocker.map_or(&next.owner, |b| &b.owner).clone(),

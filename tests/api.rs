@@ -6,11 +6,17 @@ mod common;
 use common::*;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{Context, KeyValue};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use ordertrail::api::proto::order_service_client::OrderServiceClient;
 use ordertrail::api::proto::{GetOrderRequest, ListExceptionsRequest, ListOrdersRequest};
 use ordertrail::demo::simulator::{self, SimulatorOptions};
 use serde_json::Value;
 use std::time::Duration;
+use tonic::codec::CompressionEncoding;
 
 const SEED_ORDER: &str = "SO-10042";
 
@@ -273,4 +279,81 @@ async fn a_pending_deadline_survives_a_restart_and_its_breach_is_reported_once()
     assert_eq!(breaches.len(), 1);
     server.shutdown(Duration::from_secs(5)).await;
     assert_eq!(breach_spans(&sink, "SO-R1").len(), 1, "exactly one breach span across three runs");
+}
+
+/// An OTLP/gRPC metrics backend that keeps every request.
+#[derive(Clone, Default)]
+struct MetricsBackend {
+    requests: std::sync::Arc<std::sync::Mutex<Vec<ExportMetricsServiceRequest>>>,
+}
+
+#[tonic::async_trait]
+impl MetricsService for MetricsBackend {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.requests.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: None }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_pushed_over_otlp_with_the_order_trace_as_exemplar() {
+    let backend = MetricsBackend::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(MetricsServiceServer::new(backend.clone()).accept_compressed(CompressionEncoding::Gzip))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let (_sink, sink_addr) = Sink::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = ordertrail::config::DEFAULT_CONFIG_YAML.replace(
+        "telemetry:\n  metrics:\n",
+        &format!("telemetry:\n  metrics:\n    otlp:\n      endpoint: http://{metrics_addr}\n      interval: 200ms\n"),
+    );
+    let server = start_server(test_config_from(&yaml, sink_addr, dir.path(), "")).await;
+    let portal = sdk_provider("customer-portal", server.grpc_addr.unwrap());
+    let erp = sdk_provider("erp", server.grpc_addr.unwrap());
+    record(&portal, &Context::new(), "order.create", SpanKind::Server, vec![KeyValue::new("order.id", "SO-M1")]);
+    flush(&portal).await;
+    record(&erp, &Context::new(), "credit.check", SpanKind::Internal, vec![KeyValue::new("order.id", "SO-M1")]);
+    flush(&erp).await;
+
+    let trace = trace_of("SO-M1");
+    let exemplar_trace = eventually("a pushed transition histogram with an exemplar", Duration::from_secs(10), || {
+        let requests = backend.requests.lock().unwrap().clone();
+        async move {
+            requests
+                .iter()
+                .rev()
+                .flat_map(|r| &r.resource_metrics)
+                .flat_map(|rm| &rm.scope_metrics)
+                .flat_map(|sm| &sm.metrics)
+                .find_map(|m| match &m.data {
+                    Some(Data::Histogram(h)) if m.name == "ordertrail_milestone_transition_seconds" => {
+                        h.data_points.iter().flat_map(|p| &p.exemplars).map(|e| e.trace_id.clone()).next()
+                    }
+                    _ => None,
+                })
+        }
+    })
+    .await;
+    assert_eq!(exemplar_trace, trace);
+    let requests = backend.requests.lock().unwrap().clone();
+    let last = requests.last().unwrap();
+    let resource = last.resource_metrics[0].resource.as_ref().unwrap();
+    assert!(resource.attributes.iter().any(|kv| kv.key == "service.name"));
+    let accepted = last.resource_metrics[0].scope_metrics[0]
+        .metrics
+        .iter()
+        .find(|m| m.name == "ordertrail_receiver_spans_accepted")
+        .expect("pipeline counters are pushed too");
+    match &accepted.data {
+        Some(Data::Sum(sum)) => assert!(sum.is_monotonic && !sum.data_points.is_empty()),
+        other => panic!("a monotonic sum, got {other:?}"),
+    }
+    server.shutdown(Duration::from_secs(5)).await;
 }

@@ -36,6 +36,14 @@ fn bad_files_name_file_key_and_reason_and_fail() {
         ),
         ("tests/testdata/bad-exporter.yaml", "exporters.otlp.endpoint", "must be an http:// or https:// URL"),
         ("tests/testdata/does-not-exist.yaml", "", "cannot read config file"),
+        ("tests/testdata/bad-sla-calendar.yaml", "sla.targets[0].calendar", "calendar `office` is not defined"),
+        ("tests/testdata/bad-time-zone.yaml", "sla.calendars.office", "unknown time zone `Europe/Atlantis`"),
+        ("tests/testdata/bad-sla-milestone.yaml", "sla.targets[0].to", "`wave_release` is not a milestone"),
+        (
+            "tests/testdata/bad-sla-override.yaml",
+            "sla.targets[0].overrides[0].dimension",
+            "`region` is not a dimension",
+        ),
     ];
     for (file, key, reason) in cases {
         let (ok, text) = validate(file);

@@ -303,8 +303,12 @@ pub fn root_span(config: &Config, order: &OrderRecord) -> Span {
         attributes.push(string("order.stage", stage.name.clone()));
     }
     if let Some(next) = next {
+        let blocker = blocking_exception(order, &next.name);
         attributes.push(string("order.next_milestone", next.name.clone()));
-        attributes.push(string("order.next_owner", next.owner.clone()));
+        attributes.push(string("order.next_owner", blocker.map_or(&next.owner, |b| &b.owner).clone()));
+        if let Some(b) = blocker {
+            attributes.push(string("order.next_blocked_by", format!("{}: {}", b.class, b.reason)));
+        }
     }
     span.attributes = attributes;
     span.status = Some(if open.is_empty() && next.is_none() {
@@ -318,6 +322,15 @@ pub fn root_span(config: &Config, order: &OrderRecord) -> Span {
         Status { code: StatusCode::Error as i32, message: parts.join("; ") }
     });
     span
+}
+
+/// The oldest open exception on milestone `awaited`, which blocks it and so owns the next action. An SLA breach
+/// is a consequence of the block, not its cause, so it never counts.
+pub fn blocking_exception<'o>(order: &'o OrderRecord, awaited: &str) -> Option<&'o crate::order_state::ExceptionState> {
+    order
+        .open_exceptions()
+        .filter(|e| e.milestone.as_deref() == Some(awaited) && !e.signature.starts_with("sla:"))
+        .min_by_key(|e| e.first_seen_unix_nanos)
 }
 
 /// The furthest main-path milestone reached, and the first main-path milestone after it not yet reached.

@@ -449,6 +449,10 @@ def check(spans: list[dict], a: argparse.Namespace) -> tuple[list[str], dict[str
         failures.append(
             f"{len(bad_order)} span(s) lack {a.order_attr}={a.order!r}: {shown}"
         )
+    names = {str(s.get("name")) for s in spans}
+    for expected in a.expect_span:
+        if expected not in names:
+            failures.append(f"no span named {expected!r} in the trace")
     if len(milestones) < a.min_milestones:
         failures.append(
             f"expected at least {a.min_milestones} distinct {a.milestone_attr} values, "
@@ -494,6 +498,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--root-name", default=None, help="expected root span name (default 'order ORDER')")
     p.add_argument("--min-spans", type=int, default=5)
     p.add_argument("--min-milestones", type=int, default=3)
+    p.add_argument("--expect-span", action="append", default=[],
+                   help="a span name the trace must contain (repeatable), e.g. an SLA breach span")
     p.add_argument("--order-attr", default="order.id")
     p.add_argument("--milestone-attr", default="order.milestone")
     p.add_argument("--allow-root-parent", action="store_true",
