@@ -13,7 +13,7 @@ use ordertrail::config::{self, Overrides};
 use ordertrail::engine::StateChanges;
 use ordertrail::order_state::OrderRecord;
 use ordertrail::server::Server;
-use ordertrail::store::{OrderStore, RedbStore};
+use ordertrail::store::{Durability, OrderStore, RedbStore};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -162,7 +162,7 @@ async fn pipeline_throughput(total_spans: u64, spans_per_request: usize, senders
 
 fn store_group_commit(commits: usize, orders_per_commit: usize) {
     let dir = std::env::temp_dir().join(format!("ordertrail-bench-store-{}", std::process::id()));
-    let mut store = RedbStore::open(&dir).unwrap();
+    let mut store = RedbStore::open(&dir, Durability::Durable).unwrap();
     let started = Instant::now();
     for c in 0..commits {
         let orders = (0..orders_per_commit)
@@ -172,7 +172,7 @@ fn store_group_commit(commits: usize, orders_per_commit: usize) {
                 order
             })
             .collect();
-        store.commit(&StateChanges { orders, aliases: vec![] }).unwrap();
+        store.commit(&StateChanges { orders, aliases: vec![], pending: vec![] }, &[]).unwrap();
     }
     let elapsed = started.elapsed();
     println!(

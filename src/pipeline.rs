@@ -8,16 +8,20 @@
 use crate::config::Config;
 use crate::engine::events::Event;
 use crate::engine::{Engine, Output};
+use crate::memory::MemoryLimiter;
 use crate::metrics::OrderMetrics;
 use crate::order_state::OrderRecord;
-use crate::store::{OrderStore, StoreError};
+use crate::store::{Durability, ExportQueue, OrderStore, QueuedExport, StoreError};
 use crate::telemetry::Counters;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use prost::Message;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// How often the engine's clock advances when no request arrives: bounds how late a waiting span or an idle
 /// order is handled.
@@ -31,6 +35,20 @@ pub enum IngestError {
     ShuttingDown,
     #[error("state could not be stored: {0}")]
     Store(String),
+    #[error("the export queue is full ({0} bytes queued), retry later")]
+    ExportQueueFull(u64),
+    #[error("memory is above the limit, retry later")]
+    MemoryLimit,
+}
+
+/// Where the spans to export go.
+pub enum ExportSink {
+    /// No exporter is configured: spans are labelled and recorded only.
+    None,
+    /// A bounded channel to the exporter (memory durability).
+    Memory(mpsc::Sender<Vec<ResourceSpans>>),
+    /// The store's persistent export queue, in the same commit as the state; `wake` tells the exporter.
+    Queue { wake: Arc<Notify>, max_bytes: u64, max_spans_per_entry: usize },
 }
 
 /// A read-only question answered on the engine thread, so that it sees a consistent state.
@@ -50,11 +68,16 @@ enum Command {
 pub struct PipelineHandle {
     tx: SyncSender<Command>,
     counters: Arc<Counters>,
+    memory: Option<Arc<MemoryLimiter>>,
 }
 
 impl PipelineHandle {
     /// Hands a request to the engine and waits until its state is committed.
     pub async fn ingest(&self, batch: Vec<ResourceSpans>) -> Result<(), IngestError> {
+        if self.memory.as_ref().is_some_and(|m| m.over_limit()) {
+            Counters::add(&self.counters.requests_refused_memory, 1);
+            return Err(IngestError::MemoryLimit);
+        }
         let (reply, answer) = oneshot::channel();
         match self.tx.try_send(Command::Ingest { batch, reply }) {
             Ok(()) => {}
@@ -112,6 +135,7 @@ impl PipelineHandle {
 pub struct Pipeline {
     handle: PipelineHandle,
     thread: Option<JoinHandle<()>>,
+    store_healthy: Arc<AtomicBool>,
 }
 
 pub fn unix_nanos_now() -> u64 {
@@ -119,31 +143,50 @@ pub fn unix_nanos_now() -> u64 {
 }
 
 impl Pipeline {
-    /// Loads state from `store` and starts the engine thread. Spans to export go to `export`, if any.
+    /// Loads state from `store` and starts the engine thread. Spans to export go to `export`.
     pub fn start(
         config: Arc<Config>,
         store: Box<dyn OrderStore>,
-        export: Option<mpsc::Sender<Vec<ResourceSpans>>>,
+        export: ExportSink,
         counters: Arc<Counters>,
         metrics: Arc<OrderMetrics>,
     ) -> Result<Pipeline, StoreError> {
         let state = store.load()?;
-        tracing::info!(orders = state.orders.len(), aliases = state.aliases.len(), "order state loaded");
-        let engine = Engine::new(config.clone(), state.orders, state.aliases);
+        tracing::info!(
+            orders = state.orders.len(),
+            aliases = state.aliases.len(),
+            waiting_traces = state.pending.len(),
+            queued_exports = store.export_queue().queued_entries(),
+            "order state loaded"
+        );
+        let mut engine = Engine::new(config.clone(), state.orders, state.aliases);
+        let mut carried = Output::default();
+        engine.restore_pending(state.pending, unix_nanos_now(), &mut carried);
         let (tx, rx) = sync_channel(config.pipeline.queue_size);
+        let memory = config.pipeline.memory_soft_limit.map(|limit| Arc::new(MemoryLimiter::start(limit)));
         let worker = Worker {
             engine,
+            queue: store.export_queue(),
             store,
             export,
+            durability: config.storage.durability,
             counters: counters.clone(),
             metrics,
             max_group: config.pipeline.max_group_commit,
+            carried: Some(carried),
+            store_healthy: Arc::new(AtomicBool::new(true)),
         };
+        let store_healthy = worker.store_healthy.clone();
         let thread = std::thread::Builder::new()
             .name("ordertrail-engine".into())
             .spawn(move || worker.run(rx))
             .map_err(|e| StoreError::Open { path: "engine thread".into(), reason: e.to_string() })?;
-        Ok(Pipeline { handle: PipelineHandle { tx, counters }, thread: Some(thread) })
+        Ok(Pipeline { handle: PipelineHandle { tx, counters, memory }, thread: Some(thread), store_healthy })
+    }
+
+    /// False while the last state commit failed (a full disk, say); readiness reports it.
+    pub fn store_healthy(&self) -> Arc<AtomicBool> {
+        self.store_healthy.clone()
     }
 
     pub fn handle(&self) -> PipelineHandle {
@@ -163,10 +206,15 @@ impl Pipeline {
 struct Worker {
     engine: Engine,
     store: Box<dyn OrderStore>,
-    export: Option<mpsc::Sender<Vec<ResourceSpans>>>,
+    queue: Arc<dyn ExportQueue>,
+    export: ExportSink,
+    durability: Durability,
     counters: Arc<Counters>,
     metrics: Arc<OrderMetrics>,
     max_group: usize,
+    /// Output produced while restoring state, sent with the first group.
+    carried: Option<Output>,
+    store_healthy: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -193,13 +241,27 @@ impl Worker {
     /// Handles one group of commands; returns false on shutdown.
     fn step(&mut self, group: Vec<Command>) -> bool {
         let now = unix_nanos_now();
-        let mut out = Output::default();
+        let mut out = self.carried.take().unwrap_or_default();
         let mut acks = Vec::new();
         let mut flushes = Vec::new();
         let mut shutdown = false;
+        let queue_limit = match &self.export {
+            ExportSink::Queue { max_bytes, .. } => Some(*max_bytes),
+            _ => None,
+        };
         for command in group {
             match command {
                 Command::Ingest { batch, reply } => {
+                    // A full queue on disk means the backend is behind: refusing here, before any state changes,
+                    // lets the sender retry the same request later.
+                    if let Some(limit) = queue_limit {
+                        let queued = self.queue.queued_bytes();
+                        if queued >= limit {
+                            Counters::add(&self.counters.requests_refused_queue_full, 1);
+                            let _ = reply.send(Err(IngestError::ExportQueueFull(queued)));
+                            continue;
+                        }
+                    }
                     self.engine.process(batch, now, &mut out);
                     acks.push(reply);
                 }
@@ -222,31 +284,46 @@ impl Worker {
             }
         }
         self.engine.tick(now, &mut out);
-        if shutdown {
+        // With durable storage, spans still waiting for their order are on disk and wait on after a restart;
+        // in memory mode they are passed on now rather than lost.
+        if shutdown && self.durability == Durability::Memory {
             self.engine.flush_pending(&mut out);
         }
         let changes = self.engine.take_changes();
-        let result = self.store.commit(&changes).map_err(|e| {
+        let span_count = out.span_count();
+        let (spans, events) = out.into_parts();
+        let exports = match &self.export {
+            ExportSink::Queue { max_spans_per_entry, .. } if span_count > 0 => {
+                queue_entries(spans.clone(), *max_spans_per_entry)
+            }
+            _ => Vec::new(),
+        };
+        let result = self.store.commit(&changes, &exports).map_err(|e| {
             Counters::add(&self.counters.store_commit_failures, 1);
             tracing::error!(error = %e, "state commit failed; the requests in this group are refused");
             IngestError::Store(e.to_string())
         });
+        self.store_healthy.store(result.is_ok(), Ordering::Relaxed);
         if let Ok(mut stats) = self.counters.engine.lock() {
             *stats = self.engine.stats().clone();
         }
-        let span_count = out.span_count();
-        let (spans, events) = out.into_parts();
         log_events(self.engine.config(), &events);
         self.metrics.observe(&events, now);
         self.metrics.sync(&self.counters, self.engine.pending_spans());
-        if span_count > 0 {
+        self.metrics.set_export_queue(self.queue.queued_entries(), self.queue.queued_bytes());
+        if span_count > 0 && result.is_ok() {
             Counters::add(&self.counters.export_spans_queued, span_count as u64);
-            if let Some(export) = &self.export {
-                // Waiting here when the exporter's queue is full fills our own queue in turn, which makes the
-                // receivers answer UNAVAILABLE: back-pressure reaches the senders instead of growing memory.
-                if export.blocking_send(spans).is_err() {
-                    tracing::warn!("exporter stopped; spans of this group were not exported");
+            match &self.export {
+                ExportSink::Queue { wake, .. } => wake.notify_one(),
+                ExportSink::Memory(export) => {
+                    // Waiting here when the exporter's queue is full fills our own queue in turn, which makes
+                    // the receivers answer UNAVAILABLE: back-pressure reaches the senders instead of growing
+                    // memory.
+                    if export.blocking_send(spans).is_err() {
+                        tracing::warn!("exporter stopped; spans of this group were not exported");
+                    }
                 }
+                ExportSink::None => {}
             }
         }
         for ack in acks {
@@ -257,6 +334,43 @@ impl Worker {
         }
         !shutdown
     }
+}
+
+/// Splits the spans of one group into export requests of at most `max_spans` spans, encoded for the queue.
+fn queue_entries(spans: Vec<ResourceSpans>, max_spans: usize) -> Vec<QueuedExport> {
+    let mut entries = Vec::new();
+    let mut current: Vec<ResourceSpans> = Vec::new();
+    let mut count = 0usize;
+    let mut finish = |current: &mut Vec<ResourceSpans>, count: &mut usize| {
+        if *count > 0 {
+            let request = ExportTraceServiceRequest { resource_spans: std::mem::take(current) };
+            entries.push(QueuedExport { spans: *count as u32, request: request.encode_to_vec() });
+            *count = 0;
+        }
+    };
+    for rs in spans {
+        let (resource, schema_url) = (rs.resource, rs.schema_url);
+        for ss in rs.scope_spans {
+            let (scope, scope_schema) = (ss.scope, ss.schema_url);
+            let mut spans = ss.spans;
+            while !spans.is_empty() {
+                let room = max_spans.saturating_sub(count).max(1);
+                let rest = if spans.len() > room { spans.split_off(room) } else { Vec::new() };
+                count += spans.len();
+                current.push(ResourceSpans {
+                    resource: resource.clone(),
+                    schema_url: schema_url.clone(),
+                    scope_spans: vec![ScopeSpans { scope: scope.clone(), schema_url: scope_schema.clone(), spans }],
+                });
+                if count >= max_spans {
+                    finish(&mut current, &mut count);
+                }
+                spans = rest;
+            }
+        }
+    }
+    finish(&mut current, &mut count);
+    entries
 }
 
 /// Structured log lines for what operations must hear about without looking at a dashboard.
@@ -288,5 +402,37 @@ fn log_events(config: &Config, events: &[Event]) {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    fn resource_spans(scopes: &[usize]) -> ResourceSpans {
+        ResourceSpans {
+            scope_spans: scopes
+                .iter()
+                .map(|n| ScopeSpans { spans: vec![Span::default(); *n], ..Default::default() })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn output_is_split_into_queue_entries_of_bounded_size_without_losing_a_span() {
+        let entries = queue_entries(vec![resource_spans(&[3, 4]), resource_spans(&[5])], 5);
+        let sizes: Vec<u32> = entries.iter().map(|e| e.spans).collect();
+        assert_eq!(sizes, [5, 5, 2]);
+        let decoded: usize = entries
+            .iter()
+            .map(|e| ExportTraceServiceRequest::decode(e.request.as_slice()).unwrap())
+            .flat_map(|r| r.resource_spans)
+            .flat_map(|rs| rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        assert_eq!(decoded, 12);
+        assert!(queue_entries(Vec::new(), 5).is_empty());
     }
 }

@@ -4,9 +4,9 @@ use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::exporter::{ExportError, Exporter};
 use crate::metrics::{MetricsPusher, OrderMetrics};
-use crate::pipeline::{Pipeline, PipelineHandle};
+use crate::pipeline::{ExportSink, Pipeline, PipelineHandle};
 use crate::receiver;
-use crate::store::{RedbStore, StoreError};
+use crate::store::{Durability, OrderStore, RedbStore, StoreError};
 use crate::telemetry::Counters;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 #[derive(Debug, thiserror::Error)]
@@ -78,16 +78,28 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         let config = Arc::new(config);
         let counters = Arc::new(Counters::default());
-        let store = RedbStore::open(&config.storage.directory)?;
-        let exporter = config.exporter.clone().map(|e| Exporter::start(e, counters.clone())).transpose()?;
+        let store = RedbStore::open(&config.storage.directory, config.storage.durability)?;
+        if config.storage.durability == Durability::Memory {
+            tracing::warn!("storage.durability is memory: a crash may lose acknowledged spans");
+        }
+        let (exporter, sink) = match (&config.exporter, config.storage.durability) {
+            (None, _) => (None, ExportSink::None),
+            (Some(e), Durability::Durable) => {
+                let wake = Arc::new(Notify::new());
+                let exporter =
+                    Exporter::start_from_queue(e.clone(), counters.clone(), store.export_queue(), wake.clone())?;
+                let sink =
+                    ExportSink::Queue { wake, max_bytes: e.max_queue_bytes, max_spans_per_entry: e.send_batch_size };
+                (Some(exporter), sink)
+            }
+            (Some(e), Durability::Memory) => {
+                let exporter = Exporter::start(e.clone(), counters.clone())?;
+                let sink = ExportSink::Memory(exporter.sender().expect("memory exporter has a channel"));
+                (Some(exporter), sink)
+            }
+        };
         let metrics = Arc::new(OrderMetrics::new(config.clone()));
-        let pipeline = Pipeline::start(
-            config.clone(),
-            Box::new(store),
-            exporter.as_ref().map(Exporter::sender),
-            counters.clone(),
-            metrics.clone(),
-        )?;
+        let pipeline = Pipeline::start(config.clone(), Box::new(store), sink, counters.clone(), metrics.clone())?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut grpc_addr = None;
@@ -120,6 +132,7 @@ impl Server {
             config: config.clone(),
             metrics: metrics.clone(),
             ready: ready.clone(),
+            store_healthy: pipeline.store_healthy(),
         };
         let mut api_http_addr = None;
         if let Some(endpoint) = config.api.http {

@@ -11,6 +11,10 @@ pub struct Counters {
     pub requests_accepted: AtomicU64,
     /// Requests refused because the pipeline queue was full (answered UNAVAILABLE / 503).
     pub requests_refused_busy: AtomicU64,
+    /// Requests refused because the persistent export queue reached `sending_queue.max_bytes`.
+    pub requests_refused_queue_full: AtomicU64,
+    /// Requests refused because resident memory was above the limit.
+    pub requests_refused_memory: AtomicU64,
     /// Requests whose body could not be decoded (answered INVALID_ARGUMENT / 400).
     pub requests_malformed: AtomicU64,
     /// Spans accepted by the receivers.

@@ -153,6 +153,8 @@ async fn a_full_pipeline_answers_unavailable_instead_of_growing() {
     let dir = tempfile::tempdir().unwrap();
     let extra = "pipeline:\n  queue_size: 1\n  max_group_commit: 1\n";
     let mut config = test_config(sink_addr, dir.path(), extra);
+    // In memory mode the exporter's bounded channel is what fills; the durable queue has its own test below.
+    config.storage.durability = ordertrail::store::Durability::Memory;
     let exporter = config.exporter.as_mut().unwrap();
     exporter.queue_size = 1;
     exporter.num_consumers = 1;
@@ -183,6 +185,38 @@ async fn a_full_pipeline_answers_unavailable_instead_of_growing() {
     assert!(!outcomes.contains(&"other error"), "{outcomes:?}");
     assert!(ordertrail::telemetry::Counters::get(&server.counters().requests_refused_busy) > 0);
     // Shutdown with a short deadline must not hang on the stuck exporter.
+    tokio::time::timeout(Duration::from_secs(20), server.shutdown(Duration::from_millis(500)))
+        .await
+        .expect("shutdown honours its deadline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_export_queue_on_disk_answers_unavailable_and_counts_it() {
+    // The backend is stuck, so everything to export accumulates in the persistent queue until its bound.
+    let (_sink, sink_addr) = Sink::start(Some(Duration::from_secs(60))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(sink_addr, dir.path(), "");
+    let exporter = config.exporter.as_mut().unwrap();
+    exporter.max_queue_bytes = 1024 * 1024;
+    exporter.num_consumers = 1;
+    exporter.timeout = Duration::from_secs(60);
+    let server = start_server(config).await;
+    let mut client = TraceServiceClient::connect(format!("http://{}", server.grpc_addr.unwrap())).await.unwrap();
+    let mut refused = None;
+    for i in 0..40u8 {
+        let mut big = request(&format!("SO-Q{i}"), 20 + i, &[vec![20 + i; 8]]);
+        // Each span is re-emitted into its order trace and passed on, so 200 KB of input queues about 400 KB.
+        big.resource_spans[0].scope_spans[0].spans[0].name = "q".repeat(200 * 1024);
+        if let Err(status) = client.export(big).await {
+            refused = Some((i, status));
+            break;
+        }
+    }
+    let (after, status) = refused.expect("the bounded queue refuses eventually");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("export queue is full"), "{status:?}");
+    assert!(after >= 2, "the first requests fit in 1 MiB");
+    assert!(ordertrail::telemetry::Counters::get(&server.counters().requests_refused_queue_full) > 0);
     tokio::time::timeout(Duration::from_secs(20), server.shutdown(Duration::from_millis(500)))
         .await
         .expect("shutdown honours its deadline");

@@ -52,6 +52,8 @@ pub struct ApiState {
     pub metrics: Arc<OrderMetrics>,
     /// False before startup completes and once shutdown begins.
     pub ready: Arc<AtomicBool>,
+    /// False while the last state commit failed (a full disk, say).
+    pub store_healthy: Arc<AtomicBool>,
 }
 
 impl ApiState {
@@ -102,14 +104,19 @@ impl ApiState {
         self.engine(move |engine| query::list_exceptions(engine.orders(), &filter, groups, EXCEPTION_SAMPLE_SIZE)).await
     }
 
-    /// Ready when startup completed, shutdown has not begun, and the engine answers.
-    pub async fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-            && tokio::time::timeout(Duration::from_secs(2), self.pipeline.inspect(|_| ()))
-                .await
-                .ok()
-                .flatten()
-                .is_some()
+    /// Ready when startup completed, shutdown has not begun, the last state commit succeeded, and the engine
+    /// answers; otherwise the reason.
+    pub async fn readiness(&self) -> Result<(), &'static str> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("starting or stopping");
+        }
+        if !self.store_healthy.load(Ordering::Relaxed) {
+            return Err("the store cannot commit (is the disk full?)");
+        }
+        match tokio::time::timeout(Duration::from_secs(2), self.pipeline.inspect(|_| ())).await {
+            Ok(Some(())) => Ok(()),
+            _ => Err("the engine does not answer"),
+        }
     }
 
     fn stage_names(&self) -> Vec<&str> {

@@ -585,7 +585,8 @@ pub struct RawRetry {
     /// Largest backoff (default `30s`).
     #[serde(default, with = "humantime_serde")]
     pub max_interval: Option<Duration>,
-    /// Give up on a batch after this long (default `300s`); `0s` retries forever.
+    /// Give up on a batch after this long and count it as failed; `0s` (the default) retries until the backend
+    /// accepts it, holding the queue, which pushes back on senders instead of dropping.
     #[serde(default, with = "humantime_serde")]
     pub max_elapsed_time: Option<Duration>,
 }
@@ -598,6 +599,9 @@ pub struct RawSendingQueue {
     pub queue_size: Option<usize>,
     /// Concurrent export requests (default 4).
     pub num_consumers: Option<usize>,
+    /// Largest export queue on disk, in bytes, with `storage.durability: durable` (default 1 GiB); when it is
+    /// full, senders get a retryable error until the backend catches up.
+    pub max_bytes: Option<u64>,
 }
 
 /// Durable state.
@@ -606,6 +610,9 @@ pub struct RawSendingQueue {
 pub struct RawStorage {
     /// Data directory of the embedded store (default `./ordertrail-data`).
     pub directory: Option<String>,
+    /// `durable` (default): a request is acknowledged once its state and the spans to export are on disk, and
+    /// the export queue lives on disk. `memory`: faster, but a crash may lose acknowledged spans.
+    pub durability: Option<String>,
 }
 
 /// Pipeline bounds.
@@ -616,4 +623,9 @@ pub struct RawPipeline {
     pub queue_size: Option<usize>,
     /// Requests the engine takes together into one state commit (default 64).
     pub max_group_commit: Option<usize>,
+    /// Resident memory, in MiB, above which senders get a retryable error until it falls again, as the
+    /// collector's memory limiter (default: no limit). Set it below the container limit.
+    pub memory_limit_mib: Option<u64>,
+    /// Headroom below `memory_limit_mib` at which refusing starts (default a fifth of the limit).
+    pub memory_spike_limit_mib: Option<u64>,
 }

@@ -279,17 +279,22 @@ pub struct ExporterConfig {
     pub retry: RetryConfig,
     pub queue_size: usize,
     pub num_consumers: usize,
+    /// Bound of the persistent export queue.
+    pub max_queue_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     pub directory: PathBuf,
+    pub durability: crate::store::Durability,
 }
 
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub queue_size: usize,
     pub max_group_commit: usize,
+    /// Refuse requests while resident memory is above this many bytes.
+    pub memory_soft_limit: Option<u64>,
 }
 
 /// Collects the first validation error with its key path.
@@ -754,10 +759,31 @@ impl Config {
 
         let storage = StorageConfig {
             directory: PathBuf::from(raw.storage.directory.clone().unwrap_or_else(|| "./ordertrail-data".into())),
+            durability: match raw.storage.durability.as_deref().unwrap_or("durable") {
+                "durable" => crate::store::Durability::Durable,
+                "memory" => crate::store::Durability::Memory,
+                other => {
+                    return Err(check.err("storage.durability", format!("`{other}` is not one of durable, memory")))
+                }
+            },
+        };
+        let memory_soft_limit = match raw.pipeline.memory_limit_mib {
+            None => None,
+            Some(limit) if limit < 64 => {
+                return Err(check.err("pipeline.memory_limit_mib", "must be at least 64 MiB"));
+            }
+            Some(limit) => {
+                let spike = raw.pipeline.memory_spike_limit_mib.unwrap_or(limit / 5);
+                if spike >= limit {
+                    return Err(check.err("pipeline.memory_spike_limit_mib", "must be below memory_limit_mib"));
+                }
+                Some((limit - spike) * 1024 * 1024)
+            }
         };
         let pipeline = PipelineConfig {
             queue_size: check.positive("pipeline.queue_size", raw.pipeline.queue_size, 256)?,
             max_group_commit: check.positive("pipeline.max_group_commit", raw.pipeline.max_group_commit, 64)?,
+            memory_soft_limit,
         };
 
         let dimensions = super::operations::dimensions(&check, &raw.dimensions)?;
@@ -879,7 +905,7 @@ pub(super) fn exporter_config_checked(
         max_elapsed_time: match retry.max_elapsed_time {
             Some(d) if d.is_zero() => None,
             Some(d) => Some(d),
-            None => Some(Duration::from_secs(300)),
+            None => None,
         },
     };
     if retry.initial_interval.is_zero() || retry.max_interval < retry.initial_interval {
@@ -900,6 +926,13 @@ pub(super) fn exporter_config_checked(
         retry,
         queue_size: check.positive(&format!("{key}.sending_queue.queue_size"), queue.queue_size, 64)?,
         num_consumers: check.positive(&format!("{key}.sending_queue.num_consumers"), queue.num_consumers, 4)?,
+        max_queue_bytes: match queue.max_bytes {
+            Some(b) if b < 1024 * 1024 => {
+                return Err(check.err(format!("{key}.sending_queue.max_bytes"), "must be at least 1 MiB"));
+            }
+            Some(b) => b,
+            None => 1024 * 1024 * 1024,
+        },
     })
 }
 

@@ -192,6 +192,11 @@ impl PendingSpans {
         Ok(())
     }
 
+    /// The spans of `trace` waiting now, if any.
+    pub fn waiting(&self, trace: &TraceId) -> Option<&[SpanInput]> {
+        self.traces.get(trace).map(|(_, spans)| spans.as_slice())
+    }
+
     /// The spans of `trace` that were waiting, now that its orders are known.
     pub fn release(&mut self, trace: &TraceId) -> Vec<SpanInput> {
         // The deadline entry stays in the queue and is skipped when it comes due.

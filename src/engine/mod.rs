@@ -19,7 +19,7 @@ pub use emit::Output;
 use labels::Labels;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span, TracesData};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
@@ -107,6 +107,8 @@ pub struct EngineStats {
     pub open_orders_by_stage: BTreeMap<String, u64>,
     /// Running SLA clocks (gauge).
     pub pending_deadlines: u64,
+    /// Stored waiting spans that could not be decoded at startup (damage on disk).
+    pub pending_undecodable: u64,
 }
 
 /// Correlated and uncorrelated span counts of one route.
@@ -121,11 +123,14 @@ pub struct Coverage {
 pub struct StateChanges {
     pub orders: Vec<OrderRecord>,
     pub aliases: Vec<AliasRecord>,
+    /// Spans waiting to inherit an order, per technical trace id: the encoded spans still waiting, or `None`
+    /// when none wait any more.
+    pub pending: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl StateChanges {
     pub fn is_empty(&self) -> bool {
-        self.orders.is_empty() && self.aliases.is_empty()
+        self.orders.is_empty() && self.aliases.is_empty() && self.pending.is_empty()
     }
 }
 
@@ -139,6 +144,10 @@ pub struct Engine {
     pending: PendingSpans,
     dirty_orders: HashSet<String>,
     dirty_aliases: HashSet<(usize, String)>,
+    /// Technical traces whose waiting spans changed since the last `take_changes`.
+    dirty_pending: HashSet<ids::TraceId>,
+    /// Technical traces with waiting spans in the store.
+    persisted_pending: HashSet<ids::TraceId>,
     own_resource: Arc<ResourceContext>,
     own_scope: Arc<ScopeContext>,
     next_idle_scan: u64,
@@ -189,6 +198,8 @@ impl Engine {
             pending: PendingSpans::new(c.max_pending_spans, nanos(c.inherit_wait)),
             dirty_orders: HashSet::new(),
             dirty_aliases: HashSet::new(),
+            dirty_pending: HashSet::new(),
+            persisted_pending: HashSet::new(),
             own_resource,
             own_scope,
             next_idle_scan: 0,
@@ -252,6 +263,7 @@ impl Engine {
     /// Advances time: spans whose wait ran out pass on uncorrelated, idle orders close.
     pub fn tick(&mut self, now: u64, out: &mut Output) {
         for input in self.pending.expire(now) {
+            self.note_pending_change(&input);
             self.pass_uncorrelated(input, out);
         }
         self.traces.expire(now);
@@ -281,7 +293,35 @@ impl Engine {
     /// received is lost.
     pub fn flush_pending(&mut self, out: &mut Output) {
         for input in self.pending.expire(u64::MAX) {
+            self.note_pending_change(&input);
             self.pass_uncorrelated(input, out);
+        }
+    }
+
+    /// Puts back the spans that were waiting when the process stopped (`StateChanges::pending` as stored); they
+    /// wait `inherit_wait` afresh from `now`. Spans that cannot wait (the buffer is full) pass on uncorrelated.
+    pub fn restore_pending(&mut self, stored: Vec<Vec<u8>>, now: u64, out: &mut Output) {
+        for blob in stored {
+            let Ok(data) = <TracesData as prost::Message>::decode(blob.as_slice()) else {
+                // The store wrote these bytes itself, so this is damage on disk; it is counted, not fatal.
+                self.stats.pending_undecodable += 1;
+                continue;
+            };
+            for input in flatten(data.resource_spans) {
+                let Ok(trace) = <ids::TraceId>::try_from(input.span.trace_id.as_slice()) else { continue };
+                self.persisted_pending.insert(trace);
+                self.dirty_pending.insert(trace);
+                if let Err(input) = self.pending.hold(trace, input, now) {
+                    self.stats.pending_overflow += 1;
+                    self.pass_uncorrelated(*input, out);
+                }
+            }
+        }
+    }
+
+    fn note_pending_change(&mut self, input: &SpanInput) {
+        if let Ok(trace) = <ids::TraceId>::try_from(input.span.trace_id.as_slice()) {
+            self.dirty_pending.insert(trace);
         }
     }
 
@@ -297,7 +337,22 @@ impl Engine {
                 value,
             })
             .collect();
-        StateChanges { orders, aliases }
+        let mut pending = Vec::new();
+        for trace in std::mem::take(&mut self.dirty_pending) {
+            match self.pending.waiting(&trace) {
+                Some(spans) if !spans.is_empty() => {
+                    pending.push((trace.to_vec(), Some(encode_waiting(spans))));
+                    self.persisted_pending.insert(trace);
+                }
+                _ => {
+                    // Spans held and released between two commits never reach the store at all.
+                    if self.persisted_pending.remove(&trace) {
+                        pending.push((trace.to_vec(), None));
+                    }
+                }
+            }
+        }
+        StateChanges { orders, aliases, pending }
     }
 
     fn process_span(&mut self, input: SpanInput, now: u64, out: &mut Output) {
@@ -332,12 +387,15 @@ impl Engine {
                 return;
             }
             match trace_id {
-                Some(trace) => {
-                    if let Err(input) = self.pending.hold(trace, input, now) {
+                Some(trace) => match self.pending.hold(trace, input, now) {
+                    Ok(()) => {
+                        self.dirty_pending.insert(trace);
+                    }
+                    Err(input) => {
                         self.stats.pending_overflow += 1;
                         self.pass_uncorrelated(*input, out);
                     }
-                }
+                },
                 None => self.pass_uncorrelated(input, out),
             }
             return;
@@ -360,7 +418,11 @@ impl Engine {
             if self.traces.remember(trace, &orders, now) {
                 self.stats.traces_evicted += 1;
             }
-            for waiting in self.pending.release(&trace) {
+            let released = self.pending.release(&trace);
+            if !released.is_empty() {
+                self.dirty_pending.insert(trace);
+            }
+            for waiting in released {
                 self.stats.spans_inherited += 1;
                 self.correlate(waiting, &orders, now, out);
             }
@@ -604,6 +666,25 @@ impl Engine {
         self.closed.push_back(key.to_string());
         self.dirty_orders.insert(key.to_string());
     }
+}
+
+/// Encodes waiting spans as OTLP `TracesData`, one `ResourceSpans` per span, for the store.
+fn encode_waiting(spans: &[SpanInput]) -> Vec<u8> {
+    let data = TracesData {
+        resource_spans: spans
+            .iter()
+            .map(|input| ResourceSpans {
+                resource: input.resource.resource.clone(),
+                schema_url: input.resource.schema_url.clone(),
+                scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
+                    scope: input.scope.scope.clone(),
+                    schema_url: input.scope.schema_url.clone(),
+                    spans: vec![input.span.clone()],
+                }],
+            })
+            .collect(),
+    };
+    prost::Message::encode_to_vec(&data)
 }
 
 /// Records the order's dimensions (first value wins) and quantities from one span.

@@ -1,17 +1,30 @@
-//! The OTLP exporter: batches spans by size and time, sends them over gRPC or HTTP with a bounded number of
-//! requests in flight, and retries retryable failures with exponential backoff and jitter.
+//! The OTLP exporter: sends spans over gRPC or HTTP with a bounded number of requests in flight, and retries
+//! retryable failures with exponential backoff and jitter.
+//!
+//! It reads from one of two places. With durable storage, from the persistent export queue the pipeline appends to
+//! in the same transaction as the state: an entry is removed only once the backend accepted it, so a crash or an
+//! outage loses nothing, and the queue's bound on disk pushes back on senders. With memory storage, from a bounded
+//! channel, batching by size and time.
 
 pub(crate) mod grpc;
 pub(crate) mod http;
 
 use crate::config::{ExportProtocol, ExporterConfig, RetryConfig};
+use crate::store::{ExportQueue, QueuedExport};
 use crate::telemetry::Counters;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use prost::Message;
 use rand::Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
+
+/// Entries read from the persistent queue at a time.
+const QUEUE_READ_AHEAD: usize = 64;
+/// How often an idle exporter looks at the queue even without a wake-up, as a safety net.
+const QUEUE_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -41,26 +54,47 @@ impl Client {
     }
 }
 
-/// The running exporter; `input` takes groups of spans, `shutdown` drains them.
+/// The running exporter; `shutdown` drains what it can within a deadline.
 pub struct Exporter {
-    input: mpsc::Sender<Vec<ResourceSpans>>,
+    /// Where the pipeline hands spans over, in memory mode.
+    input: Option<mpsc::Sender<Vec<ResourceSpans>>>,
+    stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
+fn client(config: &ExporterConfig) -> Result<Client, ExportError> {
+    Ok(match config.protocol {
+        ExportProtocol::Grpc => Client::Grpc(grpc::GrpcClient::new(config)?),
+        ExportProtocol::HttpProtobuf => Client::Http(http::HttpClient::new(config)?),
+    })
+}
+
 impl Exporter {
-    /// Builds the client and starts the batching task. Connection happens lazily, so a backend that is down at
-    /// startup does not stop ordertrail; its spans wait in the queue and are retried.
+    /// Builds the client and starts batching from an in-memory channel. Connection happens lazily, so a backend
+    /// that is down at startup does not stop ordertrail; its spans wait in the queue and are retried.
     pub fn start(config: ExporterConfig, counters: Arc<Counters>) -> Result<Exporter, ExportError> {
-        let client = match config.protocol {
-            ExportProtocol::Grpc => Client::Grpc(grpc::GrpcClient::new(&config)?),
-            ExportProtocol::HttpProtobuf => Client::Http(http::HttpClient::new(&config)?),
-        };
+        let client = client(&config)?;
         let (input, rx) = mpsc::channel(config.queue_size);
+        let (stop, _) = watch::channel(false);
         let task = tokio::spawn(batch_loop(config, client, rx, counters));
-        Ok(Exporter { input, task })
+        Ok(Exporter { input: Some(input), stop, task })
     }
 
-    pub fn sender(&self) -> mpsc::Sender<Vec<ResourceSpans>> {
+    /// Builds the client and starts sending from the persistent queue; `wake` is notified after each append.
+    pub fn start_from_queue(
+        config: ExporterConfig,
+        counters: Arc<Counters>,
+        queue: Arc<dyn ExportQueue>,
+        wake: Arc<Notify>,
+    ) -> Result<Exporter, ExportError> {
+        let client = client(&config)?;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(queue_loop(config, client, queue, wake, stopped, counters));
+        Ok(Exporter { input: None, stop, task })
+    }
+
+    /// The channel the pipeline hands spans to, in memory mode.
+    pub fn sender(&self) -> Option<mpsc::Sender<Vec<ResourceSpans>>> {
         self.input.clone()
     }
 
@@ -72,6 +106,7 @@ impl Exporter {
     /// Sends what is queued and waits for requests in flight, for at most `deadline`.
     pub async fn shutdown(self, deadline: Duration) {
         drop(self.input);
+        let _ = self.stop.send(true);
         let abort = self.task.abort_handle();
         if tokio::time::timeout(deadline, self.task).await.is_err() {
             abort.abort();
@@ -130,6 +165,109 @@ async fn batch_loop(
     let _ = in_flight.acquire_many(config.num_consumers as u32).await;
 }
 
+/// Sends the persistent queue's entries in order, several at a time, and removes each once delivered. At
+/// shutdown it keeps going until the queue is empty or the caller's deadline aborts it; what is left stays on
+/// disk for the next start.
+async fn queue_loop(
+    config: ExporterConfig,
+    client: Client,
+    queue: Arc<dyn ExportQueue>,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+    counters: Arc<Counters>,
+) {
+    let in_flight = Arc::new(Semaphore::new(config.num_consumers));
+    let retry = Arc::new(config.retry.clone());
+    let mut cursor: Option<u64> = None;
+    loop {
+        let reader = queue.clone();
+        let read = tokio::task::spawn_blocking(move || reader.read_after(cursor, QUEUE_READ_AHEAD)).await;
+        let entries = match read {
+            Ok(Ok(entries)) => entries,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the export queue; retrying");
+                tokio::time::sleep(QUEUE_POLL).await;
+                continue;
+            }
+            Err(_) => break,
+        };
+        if entries.is_empty() {
+            if *stop.borrow() {
+                break;
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(QUEUE_POLL) => {}
+            }
+            continue;
+        }
+        for group in batches(entries, config.send_batch_size) {
+            let permit = in_flight.clone().acquire_owned().await.expect("semaphore is never closed");
+            cursor = group.last().map(|(n, _)| *n);
+            let (client, retry, counters, queue) = (client.clone(), retry.clone(), counters.clone(), queue.clone());
+            tokio::spawn(async move {
+                send_entries(&client, group, &retry, &counters, queue).await;
+                drop(permit);
+            });
+        }
+    }
+    let _ = in_flight.acquire_many(config.num_consumers as u32).await;
+}
+
+/// Consecutive entries grouped into requests of at most `max_spans` spans (an entry is never split).
+fn batches(entries: Vec<(u64, QueuedExport)>, max_spans: usize) -> Vec<Vec<(u64, QueuedExport)>> {
+    let mut out: Vec<Vec<(u64, QueuedExport)>> = Vec::new();
+    let mut spans = 0;
+    for entry in entries {
+        let n = entry.1.spans as usize;
+        match out.last_mut() {
+            Some(group) if spans + n <= max_spans => group.push(entry),
+            _ => {
+                out.push(vec![entry]);
+                spans = 0;
+            }
+        }
+        spans += n;
+    }
+    out
+}
+
+async fn send_entries(
+    client: &Client,
+    group: Vec<(u64, QueuedExport)>,
+    retry: &RetryConfig,
+    counters: &Counters,
+    queue: Arc<dyn ExportQueue>,
+) {
+    let numbers: Vec<u64> = group.iter().map(|(n, _)| *n).collect();
+    let mut batch = Vec::new();
+    let mut count = 0u64;
+    for (number, entry) in &group {
+        match ExportTraceServiceRequest::decode(entry.request.as_slice()) {
+            Ok(request) => {
+                batch.extend(request.resource_spans);
+                count += u64::from(entry.spans);
+            }
+            Err(e) => {
+                // The pipeline encoded it, so this is damage on disk: counted as failed, never retried forever.
+                Counters::add(&counters.export_spans_failed, u64::from(entry.spans));
+                tracing::error!(entry = number, error = %e, "undecodable export queue entry dropped");
+            }
+        }
+    }
+    if !batch.is_empty() {
+        send_with_retry(client, batch, count, retry, counters).await;
+    }
+    // Delivered, permanently refused or out of retry budget: in each case the entry's fate is settled and
+    // counted, so it leaves the queue.
+    match tokio::task::spawn_blocking(move || queue.remove(&numbers)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot remove delivered entries from the export queue"),
+        Err(e) => tracing::error!(error = %e, "export queue removal did not run"),
+    }
+}
+
 /// The backoff before retry `attempt` (0-based): exponential, capped, with ±50 % jitter so that many senders
 /// recovering from one outage do not retry in step.
 pub fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
@@ -178,6 +316,14 @@ async fn send_with_retry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_entries_are_batched_up_to_the_span_limit_without_splitting() {
+        let entry = |n: u64, spans: u32| (n, QueuedExport { spans, request: Vec::new() });
+        let groups = batches(vec![entry(1, 600), entry(2, 600), entry(3, 900), entry(4, 5000), entry(5, 10)], 2048);
+        let numbers: Vec<Vec<u64>> = groups.iter().map(|g| g.iter().map(|(n, _)| *n).collect()).collect();
+        assert_eq!(numbers, [vec![1, 2], vec![3], vec![4], vec![5]]);
+    }
 
     #[test]
     fn backoff_grows_exponentially_with_jitter_and_is_capped() {

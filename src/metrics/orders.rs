@@ -66,6 +66,8 @@ pub struct OrderMetrics {
     engine: Vec<EngineCounter>,
     pending_spans: Gauge,
     series_overflow: Counter,
+    queue_entries: Gauge,
+    queue_bytes: Gauge,
 }
 
 fn labels<'a>(fixed: &[&'a str], dims: &'a [String]) -> Vec<&'a str> {
@@ -96,6 +98,22 @@ impl OrderMetrics {
                     &[],
                 ),
                 |c| Counters::get(&c.requests_refused_busy),
+            ),
+            (
+                r.counter(
+                    "ordertrail_receiver_requests_refused_queue_full",
+                    "Requests refused because the persistent export queue was full (retryable).",
+                    &[],
+                ),
+                |c| Counters::get(&c.requests_refused_queue_full),
+            ),
+            (
+                r.counter(
+                    "ordertrail_receiver_requests_refused_memory",
+                    "Requests refused because memory was above pipeline.memory_limit_mib (retryable).",
+                    &[],
+                ),
+                |c| Counters::get(&c.requests_refused_memory),
             ),
             (
                 r.counter("ordertrail_receiver_requests_malformed", "Requests whose body could not be decoded.", &[]),
@@ -232,6 +250,8 @@ impl OrderMetrics {
                 "Observations recorded in an overflow series because a metric reached max_series_per_metric.",
                 &[],
             ),
+            queue_entries: r.gauge("ordertrail_export_queue_entries", "Export requests waiting in the persistent queue.", &[]),
+            queue_bytes: r.gauge("ordertrail_export_queue_bytes", "Bytes of the persistent export queue.", &[]),
             pipeline,
             engine,
             dimensions: DimensionLabels { dimensions: dims, seen: Mutex::new(BTreeMap::new()) },
@@ -300,6 +320,12 @@ impl OrderMetrics {
                 }
             }
         }
+    }
+
+    /// The persistent export queue's size (gauges).
+    pub fn set_export_queue(&self, entries: u64, bytes: u64) {
+        self.queue_entries.set(&[], entries as f64);
+        self.queue_bytes.set(&[], bytes as f64);
     }
 
     /// Mirrors the pipeline's counters and the engine's counters and gauges.

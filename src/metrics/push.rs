@@ -210,6 +210,7 @@ mod tests {
             },
             queue_size: 1,
             num_consumers: 1,
+            max_queue_bytes: 1024 * 1024,
         }
     }
 

@@ -1,11 +1,14 @@
 //! Durable order state behind a trait, so that a PostgreSQL implementation can replace the embedded one.
 //!
-//! Only this module touches the disk. The engine hands over whole order records and aliases to write; the store
-//! writes one group of them in one transaction, so a commit is all or nothing.
+//! Only this module touches the disk. The engine hands over whole order records, aliases and waiting spans to
+//! write, and the pipeline the spans to export; the store writes one group of them in one transaction, so a commit
+//! is all or nothing: after a crash, state and the export queue agree.
 
 mod redb_store;
 
 pub use redb_store::RedbStore;
+
+use std::sync::Arc;
 
 use crate::engine::StateChanges;
 use crate::order_state::{AliasRecord, OrderRecord};
@@ -29,14 +32,51 @@ pub enum StoreError {
 pub struct LoadedState {
     pub orders: Vec<OrderRecord>,
     pub aliases: Vec<AliasRecord>,
+    /// Spans that were waiting to inherit an order, as encoded by the engine, one entry per technical trace.
+    pub pending: Vec<Vec<u8>>,
+}
+
+/// How hard a commit tries to reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is on disk when it returns (one fsync per group): nothing acknowledged is lost.
+    Durable,
+    /// Commits reach the disk soon after they return; a crash may lose the last moments. Spans to export wait
+    /// in memory instead of on disk.
+    Memory,
 }
 
 /// A durable home for order state.
 pub trait OrderStore: Send {
-    /// Reads all orders and aliases.
+    /// Reads all orders, aliases and waiting spans.
     fn load(&self) -> Result<LoadedState, StoreError>;
-    /// Writes the changes durably in one transaction; on success they survive a crash.
-    fn commit(&mut self, changes: &StateChanges) -> Result<(), StoreError>;
+    /// Writes the changes and appends `exports` (encoded export requests) to the export queue, in one
+    /// transaction; on success they survive a crash.
+    fn commit(&mut self, changes: &StateChanges, exports: &[QueuedExport]) -> Result<(), StoreError>;
     /// One order, read from disk.
     fn order(&self, key: &str) -> Result<Option<OrderRecord>, StoreError>;
+    /// The persistent export queue the exporter reads from.
+    fn export_queue(&self) -> Arc<dyn ExportQueue>;
+}
+
+/// One export request waiting in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedExport {
+    /// Spans in the request, for batching without decoding.
+    pub spans: u32,
+    /// An encoded `ExportTraceServiceRequest`.
+    pub request: Vec<u8>,
+}
+
+/// The persistent export queue, shared by the pipeline (which appends through `OrderStore::commit`) and the
+/// exporter (which reads and removes what was delivered). Entries are numbered in the order they were appended.
+pub trait ExportQueue: Send + Sync {
+    /// Up to `max` entries with numbers above `after` (all when `after` is `None`), in order.
+    fn read_after(&self, after: Option<u64>, max: usize) -> Result<Vec<(u64, QueuedExport)>, StoreError>;
+    /// Removes delivered (or undeliverable) entries.
+    fn remove(&self, entries: &[u64]) -> Result<(), StoreError>;
+    /// Bytes queued, for the bound on disk use.
+    fn queued_bytes(&self) -> u64;
+    /// Entries queued.
+    fn queued_entries(&self) -> u64;
 }

@@ -4,18 +4,96 @@
 //! copy-on-write B-tree, and one `commit()` is one fsync, which is what group commit needs. ARCHITECTURE.md has the
 //! measured figures behind the choice.
 
-use super::{LoadedState, OrderStore, StoreError};
+use super::{Durability, ExportQueue, LoadedState, OrderStore, QueuedExport, StoreError};
 use crate::engine::StateChanges;
 use crate::order_state::{AliasRecord, OrderRecord};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("orders");
 /// Keyed by `kind` + NUL + `value`.
 const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
+/// Spans waiting to inherit an order, keyed by technical trace id.
+const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
+/// The export queue: entry number → span count (4 bytes, little endian) followed by the encoded request.
+const EXPORTS: TableDefinition<u64, &[u8]> = TableDefinition::new("exports");
 
 pub struct RedbStore {
-    db: Database,
+    db: Arc<Database>,
+    durability: Durability,
+    queue: Arc<RedbExportQueue>,
+}
+
+/// The export queue's handle on the database, shared with the exporter.
+pub struct RedbExportQueue {
+    db: Arc<Database>,
+    next: AtomicU64,
+    bytes: AtomicU64,
+    entries: AtomicU64,
+}
+
+fn encode_entry(export: &QueuedExport) -> Vec<u8> {
+    let mut value = Vec::with_capacity(4 + export.request.len());
+    value.extend_from_slice(&export.spans.to_le_bytes());
+    value.extend_from_slice(&export.request);
+    value
+}
+
+fn decode_entry(number: u64, value: &[u8]) -> Result<QueuedExport, StoreError> {
+    let (count, request) = value.split_at_checked(4).ok_or_else(|| StoreError::Corrupt {
+        key: format!("exports/{number}"),
+        reason: "entry shorter than its header".into(),
+    })?;
+    let spans = u32::from_le_bytes(count.try_into().expect("four bytes"));
+    Ok(QueuedExport { spans, request: request.to_vec() })
+}
+
+impl ExportQueue for RedbExportQueue {
+    fn read_after(&self, after: Option<u64>, max: usize) -> Result<Vec<(u64, QueuedExport)>, StoreError> {
+        let tx = self.db.begin_read().map_err(read_err)?;
+        let table = tx.open_table(EXPORTS).map_err(read_err)?;
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        let mut out = Vec::new();
+        for entry in table.range(start..).map_err(read_err)?.take(max) {
+            let (number, value) = entry.map_err(read_err)?;
+            out.push((number.value(), decode_entry(number.value(), value.value())?));
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, entries: &[u64]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write().map_err(write_err)?;
+        // A removal lost in a crash only means a batch is sent again, so it does not wait for its own fsync; the
+        // next state commit makes it durable.
+        tx.set_durability(redb::Durability::Eventual);
+        let (mut bytes, mut removed) = (0u64, 0u64);
+        {
+            let mut table = tx.open_table(EXPORTS).map_err(write_err)?;
+            for number in entries {
+                if let Some(old) = table.remove(number).map_err(write_err)? {
+                    bytes += old.value().len() as u64;
+                    removed += 1;
+                }
+            }
+        }
+        tx.commit().map_err(write_err)?;
+        self.bytes.fetch_sub(bytes.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.entries.fetch_sub(removed.min(self.entries.load(Ordering::Relaxed)), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn queued_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn queued_entries(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
 }
 
 fn alias_key(kind: &str, value: &str) -> String {
@@ -24,18 +102,41 @@ fn alias_key(kind: &str, value: &str) -> String {
 
 impl RedbStore {
     /// Opens (creating if needed) `ordertrail.redb` in `directory`.
-    pub fn open(directory: &Path) -> Result<RedbStore, StoreError> {
+    pub fn open(directory: &Path, durability: Durability) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(directory)
             .map_err(|source| StoreError::CreateDir { path: directory.display().to_string(), source })?;
         let path = directory.join("ordertrail.redb");
-        let db = Database::create(&path)
-            .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?;
-        // Create the tables up front so that readers never see them missing.
-        let tx = db.begin_write().map_err(|e| StoreError::Write(e.to_string()))?;
-        tx.open_table(ORDERS).map_err(|e| StoreError::Write(e.to_string()))?;
-        tx.open_table(ALIASES).map_err(|e| StoreError::Write(e.to_string()))?;
-        tx.commit().map_err(|e| StoreError::Write(e.to_string()))?;
-        Ok(RedbStore { db })
+        let open_err = |reason: String| StoreError::Open { path: path.display().to_string(), reason };
+        let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
+        // Create the tables up front so that readers never see them missing; a file that is not a redb database
+        // or is damaged fails here, at startup, with its path.
+        let tx = db.begin_write().map_err(|e| open_err(e.to_string()))?;
+        tx.open_table(ORDERS).map_err(|e| open_err(e.to_string()))?;
+        tx.open_table(ALIASES).map_err(|e| open_err(e.to_string()))?;
+        tx.open_table(PENDING).map_err(|e| open_err(e.to_string()))?;
+        tx.open_table(EXPORTS).map_err(|e| open_err(e.to_string()))?;
+        tx.commit().map_err(|e| open_err(e.to_string()))?;
+        let db = Arc::new(db);
+        // Counting the queue once at startup keeps the bound exact afterwards without a read per request.
+        let (mut next, mut bytes, entries);
+        {
+            (next, bytes) = (0u64, 0u64);
+            let tx = db.begin_read().map_err(read_err)?;
+            let table = tx.open_table(EXPORTS).map_err(read_err)?;
+            entries = table.len().map_err(read_err)?;
+            for entry in table.iter().map_err(read_err)? {
+                let (number, value) = entry.map_err(read_err)?;
+                next = number.value() + 1;
+                bytes += value.value().len() as u64;
+            }
+        }
+        let queue = Arc::new(RedbExportQueue {
+            db: db.clone(),
+            next: AtomicU64::new(next),
+            bytes: AtomicU64::new(bytes),
+            entries: AtomicU64::new(entries),
+        });
+        Ok(RedbStore { db, durability, queue })
     }
 }
 
@@ -69,15 +170,39 @@ impl OrderStore for RedbStore {
                 .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })?;
             state.aliases.push(AliasRecord { kind: kind.to_string(), value: alias.to_string(), orders });
         }
+        let pending = tx.open_table(PENDING).map_err(read_err)?;
+        for entry in pending.iter().map_err(read_err)? {
+            let (_, value) = entry.map_err(read_err)?;
+            state.pending.push(value.value().to_vec());
+        }
         Ok(state)
     }
 
-    fn commit(&mut self, changes: &StateChanges) -> Result<(), StoreError> {
-        if changes.is_empty() {
+    fn commit(&mut self, changes: &StateChanges, exports: &[QueuedExport]) -> Result<(), StoreError> {
+        if changes.is_empty() && exports.is_empty() {
             return Ok(());
         }
-        let tx = self.db.begin_write().map_err(write_err)?;
+        let mut tx = self.db.begin_write().map_err(write_err)?;
+        if self.durability == Durability::Memory {
+            tx.set_durability(redb::Durability::Eventual);
+        }
+        let first = self.queue.next.load(Ordering::Relaxed);
+        let mut added_bytes = 0u64;
         {
+            let mut queue = tx.open_table(EXPORTS).map_err(write_err)?;
+            for (i, export) in exports.iter().enumerate() {
+                let value = encode_entry(export);
+                added_bytes += value.len() as u64;
+                queue.insert(first + i as u64, value.as_slice()).map_err(write_err)?;
+            }
+            let mut pending = tx.open_table(PENDING).map_err(write_err)?;
+            for (trace, spans) in &changes.pending {
+                match spans {
+                    Some(bytes) => pending.insert(trace.as_slice(), bytes.as_slice()).map(|_| ()),
+                    None => pending.remove(trace.as_slice()).map(|_| ()),
+                }
+                .map_err(write_err)?;
+            }
             let mut orders = tx.open_table(ORDERS).map_err(write_err)?;
             for order in &changes.orders {
                 let bytes = serde_json::to_vec(order).map_err(write_err)?;
@@ -89,7 +214,12 @@ impl OrderStore for RedbStore {
                 aliases.insert(alias_key(&alias.kind, &alias.value).as_str(), bytes.as_slice()).map_err(write_err)?;
             }
         }
-        tx.commit().map_err(write_err)
+        tx.commit().map_err(write_err)?;
+        // Only a committed append moves the counters, so a failed commit leaves the numbering without gaps.
+        self.queue.next.store(first + exports.len() as u64, Ordering::Relaxed);
+        self.queue.bytes.fetch_add(added_bytes, Ordering::Relaxed);
+        self.queue.entries.fetch_add(exports.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     fn order(&self, key: &str) -> Result<Option<OrderRecord>, StoreError> {
@@ -101,6 +231,10 @@ impl OrderStore for RedbStore {
                 .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() }),
             None => Ok(None),
         }
+    }
+
+    fn export_queue(&self) -> Arc<dyn ExportQueue> {
+        self.queue.clone()
     }
 }
 
@@ -114,7 +248,7 @@ mod tests {
         let mut order = OrderRecord::new("SO-1".into());
         order.span_count = 3;
         {
-            let mut store = RedbStore::open(dir.path()).unwrap();
+            let mut store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
             let changes = StateChanges {
                 orders: vec![order.clone()],
                 aliases: vec![AliasRecord {
@@ -122,15 +256,52 @@ mod tests {
                     value: "SH-1".into(),
                     orders: vec!["SO-1".into()],
                 }],
+                pending: vec![(vec![7; 16], Some(b"waiting".to_vec()))],
             };
-            store.commit(&changes).unwrap();
+            store.commit(&changes, &[]).unwrap();
         }
-        let store = RedbStore::open(dir.path()).unwrap();
+        let store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
         let state = store.load().unwrap();
         assert_eq!(state.orders, vec![order.clone()]);
         assert_eq!(state.aliases[0].value, "SH-1");
         assert_eq!(store.order("SO-1").unwrap(), Some(order));
         assert_eq!(store.order("SO-2").unwrap(), None);
+        assert_eq!(state.pending, vec![b"waiting".to_vec()]);
+    }
+
+    fn export(n: u32) -> QueuedExport {
+        QueuedExport { spans: n, request: vec![n as u8; 10] }
+    }
+
+    #[test]
+    fn the_export_queue_keeps_order_and_count_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
+            store.commit(&StateChanges::default(), &[export(1), export(2)]).unwrap();
+            store.commit(&StateChanges::default(), &[export(3)]).unwrap();
+            let queue = store.export_queue();
+            assert_eq!((queue.queued_entries(), queue.queued_bytes()), (3, 42));
+            let first = queue.read_after(None, 2).unwrap();
+            assert_eq!(first.iter().map(|(n, e)| (*n, e.spans)).collect::<Vec<_>>(), [(0, 1), (1, 2)]);
+            assert_eq!(queue.read_after(Some(1), 10).unwrap()[0].1, export(3));
+            queue.remove(&[0]).unwrap();
+            assert_eq!((queue.queued_entries(), queue.queued_bytes()), (2, 28));
+        }
+        let mut store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
+        let queue = store.export_queue();
+        assert_eq!((queue.queued_entries(), queue.queued_bytes()), (2, 28));
+        store.commit(&StateChanges::default(), &[export(4)]).unwrap();
+        let numbers: Vec<u64> = queue.read_after(None, 10).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(numbers, [1, 2, 3], "numbering continues after the last entry");
+    }
+
+    #[test]
+    fn a_damaged_store_file_is_a_clear_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ordertrail.redb"), vec![0x5a; 8192]).unwrap();
+        let err = RedbStore::open(dir.path(), Durability::Durable).err().unwrap().to_string();
+        assert!(err.starts_with("cannot open store") && err.contains("ordertrail.redb"), "{err}");
     }
 
     #[test]
@@ -138,7 +309,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("not-a-dir");
         std::fs::write(&file, b"x").unwrap();
-        let err = RedbStore::open(&file).err().unwrap().to_string();
+        let err = RedbStore::open(&file, Durability::Durable).err().unwrap().to_string();
         assert!(err.starts_with("cannot create data directory"), "{err}");
     }
 }

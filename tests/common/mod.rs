@@ -28,7 +28,12 @@ pub struct Received {
 pub struct Sink {
     pub spans: Arc<Mutex<Vec<Received>>>,
     delay: Option<Duration>,
+    /// Stops the server, for outage tests.
+    stop: Arc<Mutex<Option<SinkServer>>>,
 }
+
+/// A running sink server: its stop signal and task.
+type SinkServer = (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>);
 
 #[tonic::async_trait]
 impl TraceService for Sink {
@@ -62,9 +67,39 @@ impl TraceService for Sink {
 }
 
 impl Sink {
+    /// Starts a sink on `addr`, which may be the address of a sink stopped before (an outage ending).
+    pub async fn start_at(addr: SocketAddr) -> Sink {
+        let sink = Sink::default();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let service = TraceServiceServer::new(sink.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        *sink.stop.lock().unwrap() = Some((stop, task));
+        sink
+    }
+
+    /// Stops the sink and waits until its port is closed (an outage beginning).
+    pub async fn stop(&self) {
+        let stop = self.stop.lock().unwrap().take();
+        if let Some((stop, task)) = stop {
+            let _ = stop.send(());
+            // Graceful shutdown waits for open connections, which the exporter keeps alive; aborting the task
+            // closes them too, as a backend going down would.
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// Starts a sink on a free loopback port.
     pub async fn start(delay: Option<Duration>) -> (Sink, SocketAddr) {
-        let sink = Sink { spans: Arc::default(), delay };
+        let sink = Sink { spans: Arc::default(), delay, stop: Arc::default() };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let service = TraceServiceServer::new(sink.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
