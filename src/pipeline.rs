@@ -175,6 +175,7 @@ impl Pipeline {
             max_group: config.pipeline.max_group_commit,
             carried: Some(carried),
             store_healthy: Arc::new(AtomicBool::new(true)),
+            unsaved_exports: Vec::new(),
         };
         let store_healthy = worker.store_healthy.clone();
         let thread = std::thread::Builder::new()
@@ -215,6 +216,9 @@ struct Worker {
     /// Output produced while restoring state, sent with the first group.
     carried: Option<Output>,
     store_healthy: Arc<AtomicBool>,
+    /// Export entries of groups whose commit failed, committed first by the next successful commit. While there
+    /// are any, new requests are refused, which keeps this bounded by what was in flight when the store failed.
+    unsaved_exports: Vec<QueuedExport>,
 }
 
 impl Worker {
@@ -252,6 +256,12 @@ impl Worker {
         for command in group {
             match command {
                 Command::Ingest { batch, reply } => {
+                    // Until a failed commit has been retried successfully, nothing new is taken on.
+                    if !self.unsaved_exports.is_empty() {
+                        Counters::add(&self.counters.requests_refused_busy, 1);
+                        let _ = reply.send(Err(IngestError::Store("the store is failing; retrying".into())));
+                        continue;
+                    }
                     // A full queue on disk means the backend is behind: refusing here, before any state changes,
                     // lets the sender retry the same request later.
                     if let Some(limit) = queue_limit {
@@ -292,17 +302,23 @@ impl Worker {
         let changes = self.engine.take_changes();
         let span_count = out.span_count();
         let (spans, events) = out.into_parts();
-        let exports = match &self.export {
-            ExportSink::Queue { max_spans_per_entry, .. } if span_count > 0 => {
-                queue_entries(spans.clone(), *max_spans_per_entry)
+        let mut exports = std::mem::take(&mut self.unsaved_exports);
+        if let ExportSink::Queue { max_spans_per_entry, .. } = &self.export {
+            if span_count > 0 {
+                exports.extend(queue_entries(spans.clone(), *max_spans_per_entry));
             }
-            _ => Vec::new(),
-        };
+        }
         let result = self.store.commit(&changes, &exports).map_err(|e| {
             Counters::add(&self.counters.store_commit_failures, 1);
             tracing::error!(error = %e, "state commit failed; the requests in this group are refused");
             IngestError::Store(e.to_string())
         });
+        if result.is_err() {
+            // The output and the state changes stay in memory and go into the next commit, which the next tick
+            // attempts: what the engine already did is not done again, so dropping it here would lose it.
+            self.engine.commit_failed(changes);
+            self.unsaved_exports = exports;
+        }
         self.store_healthy.store(result.is_ok(), Ordering::Relaxed);
         if let Ok(mut stats) = self.counters.engine.lock() {
             *stats = self.engine.stats().clone();
@@ -311,11 +327,15 @@ impl Worker {
         self.metrics.observe(&events, now);
         self.metrics.sync(&self.counters, self.engine.pending_spans());
         self.metrics.set_export_queue(self.queue.queued_entries(), self.queue.queued_bytes());
-        if span_count > 0 && result.is_ok() {
+        if span_count > 0 {
             Counters::add(&self.counters.export_spans_queued, span_count as u64);
+        }
+        if span_count > 0 || result.is_ok() {
             match &self.export {
-                ExportSink::Queue { wake, .. } => wake.notify_one(),
-                ExportSink::Memory(export) => {
+                ExportSink::Queue { wake, .. } if result.is_ok() => wake.notify_one(),
+                ExportSink::Queue { .. } => {}
+                ExportSink::Memory(export) if span_count > 0 => {
+                    // Memory mode promises no durability, so its output goes out even when the commit failed.
                     // Waiting here when the exporter's queue is full fills our own queue in turn, which makes
                     // the receivers answer UNAVAILABLE: back-pressure reaches the senders instead of growing
                     // memory.
@@ -323,7 +343,7 @@ impl Worker {
                         tracing::warn!("exporter stopped; spans of this group were not exported");
                     }
                 }
-                ExportSink::None => {}
+                ExportSink::Memory(_) | ExportSink::None => {}
             }
         }
         for ack in acks {
@@ -408,7 +428,105 @@ fn log_events(config: &Config, events: &[Event]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::StateChanges;
+    use crate::store::{LoadedState, RedbStore};
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::trace::v1::Span;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A real store whose next commits fail, as on a full disk.
+    struct FailingStore {
+        inner: RedbStore,
+        failures_left: Arc<AtomicUsize>,
+    }
+
+    impl OrderStore for FailingStore {
+        fn load(&self) -> Result<LoadedState, StoreError> {
+            self.inner.load()
+        }
+        fn commit(&mut self, changes: &StateChanges, exports: &[QueuedExport]) -> Result<(), StoreError> {
+            if self.failures_left.load(Ordering::SeqCst) > 0 {
+                self.failures_left.fetch_sub(1, Ordering::SeqCst);
+                return Err(StoreError::Write("no space left on device".into()));
+            }
+            self.inner.commit(changes, exports)
+        }
+        fn order(&self, key: &str) -> Result<Option<OrderRecord>, StoreError> {
+            self.inner.order(key)
+        }
+        fn export_queue(&self) -> Arc<dyn ExportQueue> {
+            self.inner.export_queue()
+        }
+    }
+
+    fn keyed_batch(order: &str, span: u8) -> Vec<ResourceSpans> {
+        let attribute = KeyValue {
+            key: "order.id".into(),
+            value: Some(AnyValue { value: Some(Value::StringValue(order.into())) }),
+            ..Default::default()
+        };
+        let span = Span {
+            trace_id: vec![span; 16],
+            span_id: vec![span; 8],
+            name: "credit.check".into(),
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes: vec![attribute],
+            ..Default::default()
+        };
+        vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+            ..Default::default()
+        }]
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_keeps_its_output_and_state_for_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(crate::config::default_config());
+        let failures_left = Arc::new(AtomicUsize::new(3));
+        let store = FailingStore {
+            inner: RedbStore::open(dir.path(), Durability::Durable).unwrap(),
+            failures_left: failures_left.clone(),
+        };
+        let queue = store.export_queue();
+        let counters = Arc::new(Counters::default());
+        let metrics = Arc::new(OrderMetrics::new(config.clone()));
+        let sink = ExportSink::Queue { wake: Arc::new(Notify::new()), max_bytes: 1 << 30, max_spans_per_entry: 100 };
+        let pipeline = Pipeline::start(config, Box::new(store), sink, counters.clone(), metrics).unwrap();
+        let handle = pipeline.handle();
+
+        // The commit of this request fails: the sender is told to retry, and nothing new is taken on meanwhile.
+        let first = handle.ingest(keyed_batch("SO-DISK", 1)).await;
+        assert!(matches!(first, Err(IngestError::Store(_))), "{first:?}");
+        assert!(!pipeline.store_healthy().load(Ordering::SeqCst));
+        // Ticks retry the commit until the store recovers (three failures, 100 ms apart).
+        let mut recovered = false;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if failures_left.load(Ordering::SeqCst) == 0 && pipeline.store_healthy().load(Ordering::SeqCst) {
+                recovered = true;
+                break;
+            }
+        }
+        assert!(recovered, "the commit is retried until it succeeds");
+        handle.ingest(keyed_batch("SO-DISK", 2)).await.unwrap();
+        handle.flush().await;
+        assert!(Counters::get(&counters.store_commit_failures) >= 3);
+
+        // The first request's output reached the queue although its commit failed at first: its copy in the
+        // order trace, the enriched original and the milestone span, then the second request's spans.
+        let entries = queue.read_after(None, 100).unwrap();
+        let spans: u32 = entries.iter().map(|(_, e)| e.spans).sum();
+        assert!(spans >= 4, "{spans} spans queued");
+        pipeline.shutdown().await;
+        // The queue handle shares the database, which must be closed before it is opened again.
+        drop(queue);
+        let reopened = RedbStore::open(dir.path(), Durability::Durable).unwrap();
+        let order = reopened.order("SO-DISK").unwrap().expect("the order was committed after all");
+        assert_eq!(order.span_count, 2);
+        assert!(order.milestone("credit_approval").unwrap().span_emitted);
+    }
 
     fn resource_spans(scopes: &[usize]) -> ResourceSpans {
         ResourceSpans {

@@ -355,6 +355,26 @@ impl Engine {
         StateChanges { orders, aliases, pending }
     }
 
+    /// Takes back changes whose commit failed, so that the next `take_changes` offers them again (with whatever
+    /// changed since). The engine's memory is ahead of the store until a commit succeeds.
+    pub fn commit_failed(&mut self, changes: StateChanges) {
+        for order in changes.orders {
+            self.dirty_orders.insert(order.key);
+        }
+        for alias in changes.aliases {
+            if let Some(kind) = self.config.correlation.aliases.iter().position(|a| a.kind == alias.kind) {
+                self.dirty_aliases.insert((kind, alias.value));
+            }
+        }
+        for (trace, _) in changes.pending {
+            if let Ok(trace) = <ids::TraceId>::try_from(trace.as_slice()) {
+                // Whether or not the failed write would have put or deleted the row, the store may hold it.
+                self.persisted_pending.insert(trace);
+                self.dirty_pending.insert(trace);
+            }
+        }
+    }
+
     fn process_span(&mut self, input: SpanInput, now: u64, out: &mut Output) {
         let config = self.config.clone();
         let mut orders = Vec::new();
