@@ -26,12 +26,13 @@ pub fn heap_in_use() -> Option<u64> {
     tikv_jemalloc_ctl::stats::allocated::read().ok().map(|b| b as u64)
 }
 
-/// Resident memory of this process in bytes, from `/proc/self/statm`; `None` where that file does not exist.
+/// Resident memory of this process in bytes, from `VmRSS` in `/proc/self/status` (in kB there, so the page
+/// size does not matter); `None` where that file does not exist.
 pub fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // Linux reports pages of 4 KiB on every platform ordertrail is built for.
-    Some(pages * 4096)
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 impl MemoryLimiter {

@@ -167,6 +167,10 @@ pub struct SlaState {
     /// Whether the breach span was emitted.
     #[serde(default)]
     pub breach_span_emitted: bool,
+    /// When the clock stopped without its milestone because the order closed or was cancelled (ordertrail's
+    /// clock); a stopped clock never breaches.
+    #[serde(default)]
+    pub stopped_at_unix_nanos: Option<u64>,
 }
 
 /// Where an SLA clock stands.
@@ -181,6 +185,8 @@ pub enum SlaStatus {
     Breached,
     /// `to` was reached after the deadline.
     Late,
+    /// The order closed or was cancelled before `to` and before the deadline.
+    Stopped,
 }
 
 impl SlaStatus {
@@ -190,12 +196,16 @@ impl SlaStatus {
             SlaStatus::Met => "met",
             SlaStatus::Breached => "breached",
             SlaStatus::Late => "late",
+            SlaStatus::Stopped => "stopped",
         }
     }
 }
 
 impl SlaState {
     pub fn status(&self) -> SlaStatus {
+        if self.stopped_at_unix_nanos.is_some() && self.breached_at_unix_nanos.is_none() {
+            return SlaStatus::Stopped;
+        }
         match (self.reached_at_unix_nanos, self.breached_at_unix_nanos.is_some() || self.lateness_nanos.is_some()) {
             (None, false) => SlaStatus::Pending,
             (None, true) => SlaStatus::Breached,

@@ -216,8 +216,9 @@ struct Worker {
     /// Output produced while restoring state, sent with the first group.
     carried: Option<Output>,
     store_healthy: Arc<AtomicBool>,
-    /// Export entries of groups whose commit failed, committed first by the next successful commit. While there
-    /// are any, new requests are refused, which keeps this bounded by what was in flight when the store failed.
+    /// Export entries of groups whose commit failed, committed first by the next successful commit. While a
+    /// commit is failing, new requests are refused, which keeps this bounded by what was in flight when the store
+    /// failed.
     unsaved_exports: Vec<QueuedExport>,
 }
 
@@ -256,8 +257,9 @@ impl Worker {
         for command in group {
             match command {
                 Command::Ingest { batch, reply } => {
-                    // Until a failed commit has been retried successfully, nothing new is taken on.
-                    if !self.unsaved_exports.is_empty() {
+                    // Until a failed commit has been retried successfully, nothing new is taken on: the engine is
+                    // ahead of the store, and a sender told to retry would otherwise be processed twice.
+                    if !self.store_healthy.load(Ordering::Relaxed) {
                         Counters::add(&self.counters.requests_refused_busy, 1);
                         let _ = reply.send(Err(IngestError::Store("the store is failing; retrying".into())));
                         continue;

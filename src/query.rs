@@ -29,6 +29,11 @@ fn millis(nanos: u64) -> u64 {
     nanos / 1_000_000
 }
 
+/// A deadline, unless it is "never" (a calendar with no working time left within three years).
+fn deadline_text(nanos: u64) -> Option<String> {
+    (nanos != u64::MAX).then(|| rfc3339(nanos))
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct OrderView {
     pub order_id: String,
@@ -155,9 +160,11 @@ pub struct SlaView {
     pub from: String,
     pub to: String,
     pub started_at: String,
-    pub deadline: String,
+    /// Absent when the calendar leaves no working time within three years.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
     pub allowed_ms: u64,
-    /// `pending`, `met`, `breached` or `late`.
+    /// `pending`, `met`, `breached`, `late` or `stopped` (the order closed or was cancelled first).
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breached_at: Option<String>,
@@ -228,7 +235,7 @@ fn next_action(config: &Config, order: &OrderRecord, now: u64) -> Option<NextAct
             reason: b.reason.clone(),
             since: rfc3339(b.first_seen_unix_nanos),
         }),
-        deadline: deadline.map(rfc3339),
+        deadline: deadline.and_then(deadline_text),
         overdue: deadline.is_some_and(|d| d <= now),
     })
 }
@@ -271,7 +278,7 @@ pub fn order_view(config: &Config, order: &OrderRecord, now: u64) -> OrderView {
                 first_work_at: state.map(|s| rfc3339(s.first_work_unix_nanos)),
                 reached_at: reach.map(|r| rfc3339(r.at_unix_nanos)),
                 duration_ms,
-                deadline: sla.map(|s| rfc3339(s.deadline_unix_nanos)),
+                deadline: sla.and_then(|s| deadline_text(s.deadline_unix_nanos)),
                 sla_status: sla.map(|s| s.status().as_str().to_string()),
                 system: reach.map(|r| r.service.clone()),
                 actor: reach.and_then(|r| r.actor.clone()),
@@ -304,7 +311,7 @@ pub fn order_view(config: &Config, order: &OrderRecord, now: u64) -> OrderView {
                 from: s.from.clone(),
                 to: s.to.clone(),
                 started_at: rfc3339(s.started_at_unix_nanos),
-                deadline: rfc3339(s.deadline_unix_nanos),
+                deadline: deadline_text(s.deadline_unix_nanos),
                 allowed_ms: millis(s.allowed_nanos),
                 status: s.status().as_str().into(),
                 breached_at: s.breached_at_unix_nanos.map(rfc3339),
@@ -456,9 +463,14 @@ pub fn list_orders<'a>(
         })
         .filter(|o| matches(config, o, filter, now))
         .collect();
-    selected.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+    // This runs on the engine thread: partitioning around the page's end is linear, and only the page itself is
+    // sorted, instead of every matching order for every page.
     let more = selected.len() > page_size;
-    selected.truncate(page_size);
+    if more {
+        selected.select_nth_unstable_by(page_size, |a, b| sort_key(a).cmp(&sort_key(b)));
+        selected.truncate(page_size);
+    }
+    selected.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     let next_page_token =
         if more { selected.last().map(|o| encode_token(o)).unwrap_or_default() } else { String::new() };
     let orders = selected
@@ -672,6 +684,7 @@ mod tests {
             reached_at_unix_nanos: None,
             lateness_nanos: None,
             breach_span_emitted: false,
+            stopped_at_unix_nanos: None,
         });
         o
     }

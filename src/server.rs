@@ -78,7 +78,11 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         let config = Arc::new(config);
         let counters = Arc::new(Counters::default());
-        let store = RedbStore::open(&config.storage.directory, config.storage.durability)?;
+        let store = RedbStore::open_with_cache(
+            &config.storage.directory,
+            config.storage.durability,
+            config.storage.cache_bytes,
+        )?;
         if config.storage.durability == Durability::Memory {
             tracing::warn!("storage.durability is memory: a crash may lose acknowledged spans");
         }

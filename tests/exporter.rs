@@ -108,3 +108,83 @@ async fn retryable_failures_are_retried_until_delivered() {
     assert_eq!(Counters::get(&server.counters().export_spans_failed), 0);
     server.shutdown(Duration::from_secs(5)).await;
 }
+
+/// An export queue in memory whose first removals fail, as on a full disk.
+struct FlakyQueue {
+    entries: std::sync::Mutex<std::collections::BTreeMap<u64, ordertrail::store::QueuedExport>>,
+    failing_removals: AtomicU32,
+}
+
+impl ordertrail::store::ExportQueue for FlakyQueue {
+    fn read_after(
+        &self,
+        after: Option<u64>,
+        max: usize,
+    ) -> Result<Vec<(u64, ordertrail::store::QueuedExport)>, ordertrail::store::StoreError> {
+        let entries = self.entries.lock().unwrap();
+        let start = after.map_or(0, |a| a + 1);
+        Ok(entries.range(start..).take(max).map(|(n, e)| (*n, e.clone())).collect())
+    }
+    fn remove(&self, numbers: &[u64]) -> Result<(), ordertrail::store::StoreError> {
+        if self.failing_removals.load(Ordering::SeqCst) > 0 {
+            self.failing_removals.fetch_sub(1, Ordering::SeqCst);
+            return Err(ordertrail::store::StoreError::Write("no space left on device".into()));
+        }
+        let mut entries = self.entries.lock().unwrap();
+        for n in numbers {
+            entries.remove(n);
+        }
+        Ok(())
+    }
+    fn queued_bytes(&self) -> u64 {
+        self.entries.lock().unwrap().values().map(|e| e.request.len() as u64).sum()
+    }
+    fn queued_entries(&self) -> u64 {
+        self.entries.lock().unwrap().len() as u64
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_entries_whose_removal_failed_are_removed_later_not_left_behind() {
+    use prost::Message;
+    let (sink, sink_addr) = Sink::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(sink_addr, dir.path(), "").exporter.unwrap();
+    let mut entries = std::collections::BTreeMap::new();
+    for n in 0..5u8 {
+        let span = opentelemetry_proto::tonic::trace::v1::Span {
+            trace_id: vec![0x42; 16],
+            span_id: vec![n + 1; 8],
+            name: format!("queued {n}"),
+            ..Default::default()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
+                scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        entries.insert(u64::from(n), ordertrail::store::QueuedExport { spans: 1, request: request.encode_to_vec() });
+    }
+    let queue = Arc::new(FlakyQueue { entries: std::sync::Mutex::new(entries), failing_removals: AtomicU32::new(2) });
+    let counters = Arc::new(Counters::default());
+    let exporter = ordertrail::exporter::Exporter::start_from_queue(
+        config,
+        counters.clone(),
+        queue.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+    )
+    .unwrap();
+    eventually("the queue to empty despite failed removals", Duration::from_secs(10), || {
+        let empty = ordertrail::store::ExportQueue::queued_entries(&*queue) == 0;
+        async move { empty.then_some(()) }
+    })
+    .await;
+    let names: std::collections::BTreeSet<String> = sink.snapshot().into_iter().map(|r| r.span.name).collect();
+    assert_eq!(names.len(), 5, "every entry delivered: {names:?}");
+    assert_eq!(Counters::get(&counters.export_spans_sent), 5, "and delivered once, not re-read after the failure");
+    exporter.shutdown(Duration::from_secs(2)).await;
+}

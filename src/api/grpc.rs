@@ -120,7 +120,7 @@ fn order(v: query::OrderView) -> proto::Order {
             .into_iter()
             .map(|s| proto::Sla {
                 started_at: ts(&s.started_at),
-                deadline: ts(&s.deadline),
+                deadline: opt_ts(&s.deadline),
                 breached_at: opt_ts(&s.breached_at),
                 reached_at: opt_ts(&s.reached_at),
                 target: s.target,
@@ -233,14 +233,27 @@ pub async fn serve(
 ) -> Result<(), GrpcApiError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<OrderServiceServer<ApiState>>().await;
+    // gRPC health follows the same readiness as `/readyz`, so that gRPC probes see a failing store too.
+    let (probe_state, reporter) = (state.clone(), health_reporter.clone());
+    let probe = tokio::spawn(async move {
+        loop {
+            match probe_state.readiness().await {
+                Ok(()) => reporter.set_serving::<OrderServiceServer<ApiState>>().await,
+                Err(_) => reporter.set_not_serving::<OrderServiceServer<ApiState>>().await,
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(super::proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(OrderServiceServer::new(state))
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
-        .await?;
+        .await;
+    probe.abort();
+    served?;
     Ok(())
 }

@@ -613,6 +613,8 @@ pub struct RawStorage {
     /// `durable` (default): a request is acknowledged once its state and the spans to export are on disk, and
     /// the export queue lives on disk. `memory`: faster, but a crash may lose acknowledged spans.
     pub durability: Option<String>,
+    /// Page cache of the embedded store in MiB (default 64); it counts against `pipeline.memory_limit_mib`.
+    pub cache_size_mib: Option<usize>,
 }
 
 /// Pipeline bounds.

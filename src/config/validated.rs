@@ -287,6 +287,7 @@ pub struct ExporterConfig {
 pub struct StorageConfig {
     pub directory: PathBuf,
     pub durability: crate::store::Durability,
+    pub cache_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -766,6 +767,7 @@ impl Config {
                     return Err(check.err("storage.durability", format!("`{other}` is not one of durable, memory")))
                 }
             },
+            cache_bytes: check.positive("storage.cache_size_mib", raw.storage.cache_size_mib, 64)? * 1024 * 1024,
         };
         let memory_soft_limit = match raw.pipeline.memory_limit_mib {
             None => None,

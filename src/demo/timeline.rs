@@ -77,7 +77,11 @@ pub fn render(config: &Config, order: &OrderRecord, now: u64) -> String {
         let _ = writeln!(
             s,
             "  sla {:<30} {:<8} {} -> {} due {}{late}",
-            sla.target, sla.status, sla.from, sla.to, sla.deadline
+            sla.target,
+            sla.status,
+            sla.from,
+            sla.to,
+            sla.deadline.as_deref().unwrap_or("never")
         );
     }
     s

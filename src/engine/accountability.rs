@@ -43,8 +43,13 @@ impl Engine {
     /// after startup (`check_deadlines`) gives milestones still on their way, in a collector's retry queue say,
     /// the detection delay to arrive before their clocks are judged.
     pub(super) fn index_deadlines(&mut self, order: &OrderRecord) {
+        if order.is_closed() {
+            return;
+        }
         for state in &order.slas {
-            let pending = state.reached_at_unix_nanos.is_none() && state.breached_at_unix_nanos.is_none();
+            let pending = state.reached_at_unix_nanos.is_none()
+                && state.breached_at_unix_nanos.is_none()
+                && state.stopped_at_unix_nanos.is_none();
             if pending && state.deadline_unix_nanos != u64::MAX {
                 if let Some(target) = self.config.sla.targets.iter().position(|t| t.name == state.target) {
                     self.schedule(&order.key, target, state.deadline_unix_nanos, 0);
@@ -73,9 +78,38 @@ impl Engine {
     pub(super) fn on_reached(&mut self, key: &str, m: MilestoneId, now: u64, out: &mut Output) {
         self.transition_event(key, m, out);
         self.settle_slas(key, m, now, out);
-        self.start_slas(key, m, now, out);
+        // Nothing is awaited of a cancelled order any more, so its clocks stop instead of breaching.
+        if self.config.taxonomy.milestones[m].terminal {
+            self.stop_clocks(key, now);
+        } else {
+            self.start_slas(key, m, now, out);
+        }
         if self.config.conformance.enabled {
             self.check_conformance(key, m, out);
+        }
+    }
+
+    /// Stops the running clocks of an order that closed or reached a terminal milestone.
+    pub(super) fn stop_clocks(&mut self, key: &str, now: u64) {
+        let Some(order) = self.orders.get_mut(key) else { return };
+        let mut stopped = Vec::new();
+        for state in order.slas.iter_mut() {
+            if state.reached_at_unix_nanos.is_none()
+                && state.breached_at_unix_nanos.is_none()
+                && state.stopped_at_unix_nanos.is_none()
+            {
+                state.stopped_at_unix_nanos = Some(now);
+                stopped.push(state.target.clone());
+            }
+        }
+        if stopped.is_empty() {
+            return;
+        }
+        self.dirty_orders.insert(key.to_string());
+        for name in stopped {
+            if let Some(target) = self.config.sla.targets.iter().position(|t| t.name == name) {
+                self.unschedule(key, target);
+            }
         }
     }
 
@@ -140,6 +174,7 @@ impl Engine {
                 reached_at_unix_nanos: None,
                 lateness_nanos: None,
                 breach_span_emitted: false,
+                stopped_at_unix_nanos: None,
             });
             self.dirty_orders.insert(key.to_string());
             // The awaited milestone may have arrived first: spans of different systems arrive out of order.
@@ -161,7 +196,7 @@ impl Engine {
                 .orders
                 .get(key)
                 .and_then(|o| o.sla(&target.name))
-                .is_some_and(|s| s.reached_at_unix_nanos.is_none());
+                .is_some_and(|s| s.reached_at_unix_nanos.is_none() && s.stopped_at_unix_nanos.is_none());
             if running {
                 self.settle(key, i, at, now, out);
             }
@@ -204,7 +239,7 @@ impl Engine {
         let awaited = &config.taxonomy.milestones[t.to];
         let Some(order) = self.orders.get_mut(key) else { return };
         let Some(state) = order.slas.iter_mut().find(|s| s.target == t.name) else { return };
-        if state.breached_at_unix_nanos.is_some() {
+        if state.breached_at_unix_nanos.is_some() || state.stopped_at_unix_nanos.is_some() {
             return;
         }
         state.breached_at_unix_nanos = Some(now);

@@ -300,11 +300,16 @@ impl Engine {
 
     /// Puts back the spans that were waiting when the process stopped (`StateChanges::pending` as stored); they
     /// wait `inherit_wait` afresh from `now`. Spans that cannot wait (the buffer is full) pass on uncorrelated.
-    pub fn restore_pending(&mut self, stored: Vec<Vec<u8>>, now: u64, out: &mut Output) {
-        for blob in stored {
+    pub fn restore_pending(&mut self, stored: Vec<(Vec<u8>, Vec<u8>)>, now: u64, out: &mut Output) {
+        for (key, blob) in stored {
             let Ok(data) = <TracesData as prost::Message>::decode(blob.as_slice()) else {
-                // The store wrote these bytes itself, so this is damage on disk; it is counted, not fatal.
+                // The store wrote these bytes itself, so this is damage on disk; it is counted, not fatal, and the
+                // record is deleted by the next commit so that it is not counted again at every start.
                 self.stats.pending_undecodable += 1;
+                if let Ok(trace) = <ids::TraceId>::try_from(key.as_slice()) {
+                    self.persisted_pending.insert(trace);
+                    self.dirty_pending.insert(trace);
+                }
                 continue;
             };
             for input in flatten(data.resource_spans) {
@@ -470,7 +475,9 @@ impl Engine {
             .and_then(attributes::scalar_string)
             .unwrap_or(std::borrow::Cow::Borrowed(input.span.name.as_str()));
         let coverage = &mut self.stats.coverage;
-        let key = (input.resource.service_name.clone(), route.into_owned());
+        // Both become metric labels, so a pathological value is cut rather than carried into every scrape.
+        let bounded = |v: &str| v.chars().take(128).collect::<String>();
+        let key = (bounded(&input.resource.service_name), bounded(&route));
         let entry = if coverage.contains_key(&key) || coverage.len() + 1 < self.config.metrics.max_coverage_routes {
             coverage.entry(key).or_default()
         } else {
@@ -492,15 +499,27 @@ impl Engine {
     }
 
     /// Makes room for a new order by forgetting the oldest closed one; the store still has it.
+    /// An order whose last changes are not yet committed is never evicted: its final state must reach the store
+    /// first, or a restart would bring back a stale record.
     fn evict_closed(&mut self) -> bool {
+        let mut kept = Vec::new();
+        let mut evicted = false;
         while let Some(key) = self.closed.pop_front() {
+            if self.dirty_orders.contains(&key) {
+                kept.push(key);
+                continue;
+            }
             if self.orders.get(&key).is_some_and(OrderRecord::is_closed) {
                 self.orders.remove(&key);
                 self.stats.orders_evicted += 1;
-                return true;
+                evicted = true;
+                break;
             }
         }
-        false
+        for key in kept.into_iter().rev() {
+            self.closed.push_front(key);
+        }
+        evicted
     }
 
     fn correlate(&mut self, input: SpanInput, orders: &[String], now: u64, out: &mut Output) {
@@ -673,6 +692,8 @@ impl Engine {
         for m in unreached {
             self.emit_milestone(key, m, out);
         }
+        // Nothing more is awaited of a closed order, so its clocks stop instead of breaching after the root.
+        self.stop_clocks(key, now);
         let order = &self.orders[key];
         out.push(&self.own_resource, &self.own_scope, emit::root_span(&config, order));
         out.events.push(events::Event::OrderClosed {

@@ -689,3 +689,51 @@ fn an_approval_by_email_is_a_policy_exception_with_the_approver_as_actor() {
     assert_eq!(e.actor.as_deref(), Some("j.moreau@example.com"));
     assert!(e.resolved_at_unix_nanos.is_none());
 }
+
+#[test]
+fn a_cancelled_or_closed_order_stops_its_clocks_instead_of_breaching() {
+    let mut engine = engine();
+    process(&mut engine, vec![capture(1, "SO-C", "standard", T0), capture(2, "SO-I", "standard", T0)], T0);
+    tick(&mut engine, T0);
+    // SO-C is cancelled; SO-I is invoiced (which closes it) before it was ever released.
+    process(&mut engine, vec![milestone("erp", "order.cancel", "SO-C", T0 + HOUR)], T0 + HOUR);
+    process(&mut engine, vec![milestone("finance", "invoice.post", "SO-I", T0 + HOUR)], T0 + HOUR);
+    let (spans, events) = tick(&mut engine, T0 + 10 * HOUR);
+    assert_eq!(breaches(&events), 0, "{spans:?}");
+    for key in ["SO-C", "SO-I"] {
+        let sla = engine.order(key).unwrap().sla("order_release").unwrap().clone();
+        assert_eq!(sla.status(), crate::order_state::SlaStatus::Stopped, "{key}");
+    }
+    // A restart does not bring the stopped clocks back.
+    let saved: Vec<OrderRecord> = engine.orders().cloned().collect();
+    let mut restarted = Engine::new(Arc::new(default_config()), saved, vec![]);
+    tick(&mut restarted, T0 + 10 * HOUR);
+    let (_, events) = tick(&mut restarted, T0 + 11 * HOUR);
+    assert_eq!(breaches(&events), 0);
+    assert_eq!(restarted.stats().pending_deadlines, 0);
+}
+
+#[test]
+fn an_order_with_uncommitted_changes_is_not_evicted() {
+    let yaml = DEFAULT_CONFIG_YAML.replace("  inherit_wait: 2s", "  inherit_wait: 2s\n  max_orders: 2");
+    let mut engine = Engine::new(Arc::new(parse(&yaml, "test.yaml").unwrap()), vec![], vec![]);
+    // SO-A closes (invoiced) and, in the same group, two new orders arrive: without the guard SO-A would be
+    // evicted before its closed record is taken for the commit.
+    process(
+        &mut engine,
+        vec![
+            milestone("finance", "invoice.post", "SO-A", T0),
+            milestone("erp", "order.create", "SO-B", T0),
+            milestone("erp", "order.create", "SO-C", T0),
+        ],
+        T0,
+    );
+    let changes = engine.take_changes();
+    let closed_a = changes.orders.iter().find(|o| o.key == "SO-A").expect("SO-A's final state is committed");
+    assert!(closed_a.is_closed());
+    assert_eq!(engine.stats().orders_refused, 1, "SO-C waits for room instead");
+    // Once committed, SO-A may make room.
+    process(&mut engine, vec![milestone("erp", "order.create", "SO-D", T0)], T0);
+    assert!(engine.order("SO-A").is_none());
+    assert!(engine.order("SO-D").is_some());
+}

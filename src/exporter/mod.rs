@@ -179,7 +179,20 @@ async fn queue_loop(
     let in_flight = Arc::new(Semaphore::new(config.num_consumers));
     let retry = Arc::new(config.retry.clone());
     let mut cursor: Option<u64> = None;
+    // Delivered entries whose removal failed (a full disk, say): removed again before anything else is read,
+    // so that they neither stay counted against the queue's bound nor wait for a restart to be sent twice.
+    let unremoved: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
     loop {
+        let retry_removal = std::mem::take(&mut *unremoved.lock().unwrap_or_else(|e| e.into_inner()));
+        if !retry_removal.is_empty() {
+            let remover = queue.clone();
+            let numbers = retry_removal.clone();
+            if !matches!(tokio::task::spawn_blocking(move || remover.remove(&numbers)).await, Ok(Ok(()))) {
+                unremoved.lock().unwrap_or_else(|e| e.into_inner()).extend(retry_removal);
+                tokio::time::sleep(QUEUE_POLL).await;
+                continue;
+            }
+        }
         let reader = queue.clone();
         let read = tokio::task::spawn_blocking(move || reader.read_after(cursor, QUEUE_READ_AHEAD)).await;
         let entries = match read {
@@ -206,8 +219,11 @@ async fn queue_loop(
             let permit = in_flight.clone().acquire_owned().await.expect("semaphore is never closed");
             cursor = group.last().map(|(n, _)| *n);
             let (client, retry, counters, queue) = (client.clone(), retry.clone(), counters.clone(), queue.clone());
+            let unremoved = unremoved.clone();
             tokio::spawn(async move {
-                send_entries(&client, group, &retry, &counters, queue).await;
+                if let Err(numbers) = send_entries(&client, group, &retry, &counters, queue).await {
+                    unremoved.lock().unwrap_or_else(|e| e.into_inner()).extend(numbers);
+                }
                 drop(permit);
             });
         }
@@ -233,13 +249,14 @@ fn batches(entries: Vec<(u64, QueuedExport)>, max_spans: usize) -> Vec<Vec<(u64,
     out
 }
 
+/// Sends a group of entries and removes them; gives back the entries whose removal failed.
 async fn send_entries(
     client: &Client,
     group: Vec<(u64, QueuedExport)>,
     retry: &RetryConfig,
     counters: &Counters,
     queue: Arc<dyn ExportQueue>,
-) {
+) -> Result<(), Vec<u64>> {
     let numbers: Vec<u64> = group.iter().map(|(n, _)| *n).collect();
     let mut batch = Vec::new();
     let mut count = 0u64;
@@ -261,10 +278,17 @@ async fn send_entries(
     }
     // Delivered, permanently refused or out of retry budget: in each case the entry's fate is settled and
     // counted, so it leaves the queue.
-    match tokio::task::spawn_blocking(move || queue.remove(&numbers)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "cannot remove delivered entries from the export queue"),
-        Err(e) => tracing::error!(error = %e, "export queue removal did not run"),
+    let to_remove = numbers.clone();
+    match tokio::task::spawn_blocking(move || queue.remove(&to_remove)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot remove delivered entries from the export queue; retrying");
+            Err(numbers)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "export queue removal did not run; retrying");
+            Err(numbers)
+        }
     }
 }
 

@@ -50,6 +50,9 @@ type EngineCounter = (Counter, fn(&EngineStats) -> u64);
 
 pub struct OrderMetrics {
     registry: Registry,
+    /// Owners named by the configuration; an owner a span declares for itself is reported as `other`, so that
+    /// senders cannot mint label values.
+    known_owners: BTreeSet<String>,
     config: Arc<Config>,
     dimensions: DimensionLabels,
     transition: Histogram,
@@ -255,6 +258,14 @@ impl OrderMetrics {
             pipeline,
             engine,
             dimensions: DimensionLabels { dimensions: dims, seen: Mutex::new(BTreeMap::new()) },
+            known_owners: config
+                .taxonomy
+                .milestones
+                .iter()
+                .map(|m| m.owner.clone())
+                .chain(config.taxonomy.classes.iter().map(|c| c.owner.clone()))
+                .chain(config.rules.iter().filter_map(|r| r.owner.clone()))
+                .collect(),
             registry,
             config,
         }
@@ -298,12 +309,12 @@ impl OrderMetrics {
                     let dims = self.dimensions.values(dimensions);
                     let t = &self.config.sla.targets[*target];
                     let milestone = &taxonomy.milestones[t.to].name;
-                    self.sla_breaches.add(&labels(&[&t.name, milestone, owner], &dims), 1);
+                    self.sla_breaches.add(&labels(&[&t.name, milestone, self.owner_label(owner)], &dims), 1);
                 }
                 Event::ExceptionRecorded { class, owner, milestone, dimensions, .. } => {
                     let dims = self.dimensions.values(dimensions);
                     let milestone = milestone.as_deref().unwrap_or("");
-                    self.exceptions.add(&labels(&[class, owner, milestone], &dims), 1);
+                    self.exceptions.add(&labels(&[class, self.owner_label(owner), milestone], &dims), 1);
                 }
                 Event::OrderClosed { order, reason, fill_ratio, dimensions } => {
                     // `milestone:<name>` and `idle` are few; the order key never becomes a label.
@@ -319,6 +330,14 @@ impl OrderMetrics {
                     }
                 }
             }
+        }
+    }
+
+    fn owner_label<'a>(&self, owner: &'a str) -> &'a str {
+        if self.known_owners.contains(owner) {
+            owner
+        } else {
+            "other"
         }
     }
 
@@ -396,6 +415,19 @@ mod tests {
         assert!(line.contains(&format!("trace_id=\"{trace}\"")), "{line}");
         assert!(text.contains("ordertrail_sla_breaches_total{target=\"pick_pack_ship\",milestone=\"shipment_confirmation\",owner=\"transport-logistics\",segment=\"key-account\",warehouse=\"WH-EAST\"} 1"), "{text}");
         assert!(!text.contains("C-1"), "the customer dimension is not a metric label");
+        let self_declared = Event::ExceptionRecorded {
+            order: "SO-2".into(),
+            class: "policy".into(),
+            owner: "x".repeat(10_000),
+            milestone: None,
+            signature: "s".into(),
+            reason: "r".into(),
+            dimensions: BTreeMap::new(),
+        };
+        metrics.observe(&[self_declared], 0);
+        let text = metrics.registry().render_prometheus();
+        assert!(text.contains("owner=\"other\""), "an owner the config does not name is not a label value");
+        assert!(!text.contains("xxxxxxxx"));
     }
 
     #[test]

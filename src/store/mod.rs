@@ -32,8 +32,8 @@ pub enum StoreError {
 pub struct LoadedState {
     pub orders: Vec<OrderRecord>,
     pub aliases: Vec<AliasRecord>,
-    /// Spans that were waiting to inherit an order, as encoded by the engine, one entry per technical trace.
-    pub pending: Vec<Vec<u8>>,
+    /// Spans that were waiting to inherit an order, as encoded by the engine: (technical trace id, spans).
+    pub pending: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// How hard a commit tries to reach the disk.

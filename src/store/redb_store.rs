@@ -20,6 +20,9 @@ const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
 /// The export queue: entry number → span count (4 bytes, little endian) followed by the encoded request.
 const EXPORTS: TableDefinition<u64, &[u8]> = TableDefinition::new("exports");
 
+/// The page cache unless configured otherwise (`storage.cache_size_mib`).
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 pub struct RedbStore {
     db: Arc<Database>,
     durability: Durability,
@@ -32,6 +35,10 @@ pub struct RedbExportQueue {
     next: AtomicU64,
     bytes: AtomicU64,
     entries: AtomicU64,
+    /// Held across a write transaction and the counter update that follows it, so that an append and a removal
+    /// cannot interleave between the two and leave the counters off for good. redb serialises writers anyway,
+    /// so this costs no concurrency.
+    write: std::sync::Mutex<()>,
 }
 
 fn encode_entry(export: &QueuedExport) -> Vec<u8> {
@@ -67,6 +74,7 @@ impl ExportQueue for RedbExportQueue {
         if entries.is_empty() {
             return Ok(());
         }
+        let _writing = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut tx = self.db.begin_write().map_err(write_err)?;
         // A removal lost in a crash only means a batch is sent again, so it does not wait for its own fsync; the
         // next state commit makes it durable.
@@ -82,8 +90,8 @@ impl ExportQueue for RedbExportQueue {
             }
         }
         tx.commit().map_err(write_err)?;
-        self.bytes.fetch_sub(bytes.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
-        self.entries.fetch_sub(removed.min(self.entries.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.entries.fetch_sub(removed, Ordering::Relaxed);
         Ok(())
     }
 
@@ -103,11 +111,22 @@ fn alias_key(kind: &str, value: &str) -> String {
 impl RedbStore {
     /// Opens (creating if needed) `ordertrail.redb` in `directory`.
     pub fn open(directory: &Path, durability: Durability) -> Result<RedbStore, StoreError> {
+        RedbStore::open_with_cache(directory, durability, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens with a page cache of `cache_bytes`. redb's own default is 1 GiB, which would count against
+    /// ordertrail's memory limit and is far more than its access pattern (recent orders, the head of the export
+    /// queue) needs.
+    pub fn open_with_cache(
+        directory: &Path,
+        durability: Durability,
+        cache_bytes: usize,
+    ) -> Result<RedbStore, StoreError> {
         std::fs::create_dir_all(directory)
             .map_err(|source| StoreError::CreateDir { path: directory.display().to_string(), source })?;
         let path = directory.join("ordertrail.redb");
         let open_err = |reason: String| StoreError::Open { path: path.display().to_string(), reason };
-        let db = Database::create(&path).map_err(|e| open_err(e.to_string()))?;
+        let db = redb::Builder::new().set_cache_size(cache_bytes).create(&path).map_err(|e| open_err(e.to_string()))?;
         // Create the tables up front so that readers never see them missing; a file that is not a redb database
         // or is damaged fails here, at startup, with its path.
         let tx = db.begin_write().map_err(|e| open_err(e.to_string()))?;
@@ -135,6 +154,7 @@ impl RedbStore {
             next: AtomicU64::new(next),
             bytes: AtomicU64::new(bytes),
             entries: AtomicU64::new(entries),
+            write: std::sync::Mutex::new(()),
         });
         Ok(RedbStore { db, durability, queue })
     }
@@ -172,8 +192,8 @@ impl OrderStore for RedbStore {
         }
         let pending = tx.open_table(PENDING).map_err(read_err)?;
         for entry in pending.iter().map_err(read_err)? {
-            let (_, value) = entry.map_err(read_err)?;
-            state.pending.push(value.value().to_vec());
+            let (key, value) = entry.map_err(read_err)?;
+            state.pending.push((key.value().to_vec(), value.value().to_vec()));
         }
         Ok(state)
     }
@@ -182,6 +202,8 @@ impl OrderStore for RedbStore {
         if changes.is_empty() && exports.is_empty() {
             return Ok(());
         }
+        let queue = self.queue.clone();
+        let _writing = queue.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut tx = self.db.begin_write().map_err(write_err)?;
         if self.durability == Durability::Memory {
             tx.set_durability(redb::Durability::Eventual);
@@ -266,7 +288,7 @@ mod tests {
         assert_eq!(state.aliases[0].value, "SH-1");
         assert_eq!(store.order("SO-1").unwrap(), Some(order));
         assert_eq!(store.order("SO-2").unwrap(), None);
-        assert_eq!(state.pending, vec![b"waiting".to_vec()]);
+        assert_eq!(state.pending, vec![(vec![7; 16], b"waiting".to_vec())]);
     }
 
     fn export(n: u32) -> QueuedExport {
