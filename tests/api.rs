@@ -187,6 +187,33 @@ async fn the_seed_scenario_answers_who_owns_the_stalled_order_over_http_and_grpc
         .unwrap()
         .into_inner();
     assert_eq!(serving.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+    // Server reflection lets grpcurl call the API without the proto files.
+    {
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.api_grpc_addr.unwrap()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut replies = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let reply = replies.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("a list of services: {reply:?}")
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(names.contains(&"ordertrail.v1.OrderService".to_string()), "{names:?}");
+    }
     // Open orders by stage are recounted once a second.
     let text = eventually("the stage gauge", Duration::from_secs(5), || async {
         let text = http.get(format!("{api}/metrics")).send().await.unwrap().text().await.unwrap();

@@ -244,12 +244,17 @@ pub async fn serve(
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     });
+    // Both reflection versions: grpcurl before 1.9 and some IDEs only speak v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(super::proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(super::proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
     let served = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(OrderServiceServer::new(state))
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
         .await;
