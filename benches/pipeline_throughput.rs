@@ -172,7 +172,7 @@ fn store_group_commit(commits: usize, orders_per_commit: usize) {
                 order
             })
             .collect();
-        store.commit(&StateChanges { orders, aliases: vec![], pending: vec![] }, &[]).unwrap();
+        store.commit(&StateChanges { orders, ..Default::default() }, &[]).unwrap();
     }
     let elapsed = started.elapsed();
     println!(

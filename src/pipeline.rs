@@ -156,12 +156,16 @@ impl Pipeline {
             orders = state.orders.len(),
             aliases = state.aliases.len(),
             waiting_traces = state.pending.len(),
+            remembered_traces = state.traces.len(),
             queued_exports = store.export_queue().queued_entries(),
             "order state loaded"
         );
         let mut engine = Engine::new(config.clone(), state.orders, state.aliases);
         let mut carried = Output::default();
-        engine.restore_pending(state.pending, unix_nanos_now(), &mut carried);
+        let now = unix_nanos_now();
+        // Traces first, so that restored waiting spans whose trace is known join their order at once.
+        engine.restore_traces(state.traces, now);
+        engine.restore_pending(state.pending, now, &mut carried);
         let (tx, rx) = sync_channel(config.pipeline.queue_size);
         let memory = config.pipeline.memory_soft_limit.map(|limit| Arc::new(MemoryLimiter::start(limit)));
         let worker = Worker {

@@ -311,6 +311,9 @@ pub struct RawCorrelation {
     pub max_pending_spans: Option<usize>,
     /// Most technical traces remembered with their orders (default 200000).
     pub max_tracked_traces: Option<usize>,
+    /// Keep the remembered technical traces in the store, so that a span arriving after a restart still joins the
+    /// order its trace was tied to before (default true). Costs one write per new technical trace.
+    pub persist_trace_memory: Option<bool>,
     /// How long a technical trace's orders are remembered after its last span (default `10m`).
     #[serde(default, with = "humantime_serde")]
     pub trace_memory: Option<Duration>,

@@ -62,6 +62,7 @@ pub struct CorrelationConfig {
     pub max_pending_spans: usize,
     pub max_tracked_traces: usize,
     pub trace_memory: Duration,
+    pub persist_trace_memory: bool,
     pub max_orders: usize,
     pub max_aliases: usize,
 }
@@ -606,6 +607,7 @@ impl Config {
             max_pending_spans: check.positive("correlation.max_pending_spans", c.max_pending_spans, 100_000)?,
             max_tracked_traces: check.positive("correlation.max_tracked_traces", c.max_tracked_traces, 200_000)?,
             trace_memory: c.trace_memory.unwrap_or(Duration::from_secs(600)),
+            persist_trace_memory: c.persist_trace_memory.unwrap_or(true),
             max_orders: check.positive("correlation.max_orders", c.max_orders, 1_000_000)?,
             max_aliases: check.positive("correlation.max_aliases", c.max_aliases, 2_000_000)?,
         };

@@ -91,6 +91,15 @@ impl AliasIndex {
     }
 }
 
+/// What `TraceMemory::remember` changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remembered {
+    /// The trace is new or gained an order.
+    pub changed: bool,
+    /// The oldest trace, forgotten to make room.
+    pub evicted: Option<TraceId>,
+}
+
 /// Technical traces recently seen with their orders, so that later unkeyed spans of the trace join at once.
 #[derive(Debug)]
 pub struct TraceMemory {
@@ -118,37 +127,58 @@ impl TraceMemory {
         self.map.get(trace).map(|(orders, _)| orders.as_slice())
     }
 
-    /// Remembers that `trace` concerns `orders`, evicting the oldest trace when full. Returns whether one was evicted.
-    pub fn remember(&mut self, trace: TraceId, orders: &[String], now: u64) -> bool {
+    /// The orders of `trace` and when it is forgotten, for the store.
+    pub fn entry(&self, trace: &TraceId) -> Option<(&[String], u64)> {
+        self.map.get(trace).map(|(orders, expires)| (orders.as_slice(), *expires))
+    }
+
+    /// Remembers that `trace` concerns `orders`, evicting the oldest trace when full.
+    pub fn remember(&mut self, trace: TraceId, orders: &[String], now: u64) -> Remembered {
         if let Some((known, _)) = self.map.get_mut(&trace) {
+            let mut changed = false;
             for order in orders {
                 if !known.contains(order) {
                     known.push(order.clone());
+                    changed = true;
                 }
             }
-            return false;
+            return Remembered { changed, evicted: None };
         }
-        let mut evicted = false;
+        let mut evicted = None;
         if self.map.len() >= self.capacity {
             if let Some((oldest, _)) = self.expiry.pop_front() {
                 self.map.remove(&oldest);
-                evicted = true;
+                evicted = Some(oldest);
             }
         }
         let expires = now.saturating_add(self.ttl_nanos);
         self.map.insert(trace, (orders.to_vec(), expires));
         self.expiry.push_back((trace, expires));
-        evicted
+        Remembered { changed: true, evicted }
     }
 
-    pub fn expire(&mut self, now: u64) {
+    /// Puts back a trace from the store with the expiry it had; entries must come in expiry order.
+    pub fn restore(&mut self, trace: TraceId, orders: Vec<String>, expires: u64) -> bool {
+        if self.map.len() >= self.capacity || self.map.contains_key(&trace) {
+            return false;
+        }
+        self.map.insert(trace, (orders, expires));
+        self.expiry.push_back((trace, expires));
+        true
+    }
+
+    /// Forgets the traces whose time ran out by `now`, and returns them.
+    pub fn expire(&mut self, now: u64) -> Vec<TraceId> {
+        let mut expired = Vec::new();
         while let Some((trace, expires)) = self.expiry.front().copied() {
             if expires > now {
                 break;
             }
             self.expiry.pop_front();
             self.map.remove(&trace);
+            expired.push(trace);
         }
+        expired
     }
 }
 

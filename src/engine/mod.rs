@@ -126,12 +126,22 @@ pub struct StateChanges {
     /// Spans waiting to inherit an order, per technical trace id: the encoded spans still waiting, or `None`
     /// when none wait any more.
     pub pending: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Technical traces known to concern orders, per trace id: the encoded orders and expiry, or `None` when the
+    /// trace is forgotten.
+    pub traces: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl StateChanges {
     pub fn is_empty(&self) -> bool {
-        self.orders.is_empty() && self.aliases.is_empty() && self.pending.is_empty()
+        self.orders.is_empty() && self.aliases.is_empty() && self.pending.is_empty() && self.traces.is_empty()
     }
+}
+
+/// A remembered technical trace as stored: its orders and when it is forgotten (ordertrail's clock).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredTrace {
+    orders: Vec<String>,
+    expires_unix_nanos: u64,
 }
 
 pub struct Engine {
@@ -148,6 +158,10 @@ pub struct Engine {
     dirty_pending: HashSet<ids::TraceId>,
     /// Technical traces with waiting spans in the store.
     persisted_pending: HashSet<ids::TraceId>,
+    /// Remembered technical traces that changed since the last `take_changes`.
+    dirty_traces: HashSet<ids::TraceId>,
+    /// Remembered technical traces in the store.
+    persisted_traces: HashSet<ids::TraceId>,
     own_resource: Arc<ResourceContext>,
     own_scope: Arc<ScopeContext>,
     next_idle_scan: u64,
@@ -200,6 +214,8 @@ impl Engine {
             dirty_aliases: HashSet::new(),
             dirty_pending: HashSet::new(),
             persisted_pending: HashSet::new(),
+            dirty_traces: HashSet::new(),
+            persisted_traces: HashSet::new(),
             own_resource,
             own_scope,
             next_idle_scan: 0,
@@ -266,7 +282,9 @@ impl Engine {
             self.note_pending_change(&input);
             self.pass_uncorrelated(input, out);
         }
-        self.traces.expire(now);
+        for trace in self.traces.expire(now) {
+            self.forget_trace(trace);
+        }
         self.check_deadlines(now, out);
         self.stats.pending_deadlines = self.deadlines.len() as u64;
         if now >= self.next_stage_count {
@@ -316,11 +334,46 @@ impl Engine {
                 let Ok(trace) = <ids::TraceId>::try_from(input.span.trace_id.as_slice()) else { continue };
                 self.persisted_pending.insert(trace);
                 self.dirty_pending.insert(trace);
+                // The keyed span of its trace may have been committed before the stop, with the trace remembered.
+                if let Some(orders) = self.traces.orders(&trace).map(<[String]>::to_vec) {
+                    self.stats.spans_inherited += 1;
+                    self.correlate(input, &orders, now, out);
+                    continue;
+                }
                 if let Err(input) = self.pending.hold(trace, input, now) {
                     self.stats.pending_overflow += 1;
                     self.pass_uncorrelated(*input, out);
                 }
             }
+        }
+    }
+
+    /// Puts back the technical traces remembered when the process stopped (`StateChanges::traces` as stored), in
+    /// expiry order; those whose time ran out are deleted from the store instead.
+    pub fn restore_traces(&mut self, stored: Vec<(Vec<u8>, Vec<u8>)>, now: u64) {
+        let mut entries: Vec<(ids::TraceId, StoredTrace)> = Vec::new();
+        for (key, value) in stored {
+            let Ok(trace) = <ids::TraceId>::try_from(key.as_slice()) else { continue };
+            self.persisted_traces.insert(trace);
+            match serde_json::from_slice::<StoredTrace>(&value) {
+                Ok(entry) if entry.expires_unix_nanos > now => entries.push((trace, entry)),
+                // Expired, or damaged on disk: either way it is deleted by the next commit.
+                _ => {
+                    self.dirty_traces.insert(trace);
+                }
+            }
+        }
+        entries.sort_by_key(|(_, entry)| entry.expires_unix_nanos);
+        for (trace, entry) in entries {
+            if !self.traces.restore(trace, entry.orders, entry.expires_unix_nanos) {
+                self.dirty_traces.insert(trace);
+            }
+        }
+    }
+
+    fn forget_trace(&mut self, trace: ids::TraceId) {
+        if self.persisted_traces.contains(&trace) {
+            self.dirty_traces.insert(trace);
         }
     }
 
@@ -357,7 +410,23 @@ impl Engine {
                 }
             }
         }
-        StateChanges { orders, aliases, pending }
+        let mut traces = Vec::new();
+        for trace in std::mem::take(&mut self.dirty_traces) {
+            match self.traces.entry(&trace) {
+                Some((orders, expires)) => {
+                    let stored = StoredTrace { orders: orders.to_vec(), expires_unix_nanos: expires };
+                    let bytes = serde_json::to_vec(&stored).expect("plain strings and numbers encode");
+                    traces.push((trace.to_vec(), Some(bytes)));
+                    self.persisted_traces.insert(trace);
+                }
+                None => {
+                    if self.persisted_traces.remove(&trace) {
+                        traces.push((trace.to_vec(), None));
+                    }
+                }
+            }
+        }
+        StateChanges { orders, aliases, pending, traces }
     }
 
     /// Takes back changes whose commit failed, so that the next `take_changes` offers them again (with whatever
@@ -376,6 +445,12 @@ impl Engine {
                 // Whether or not the failed write would have put or deleted the row, the store may hold it.
                 self.persisted_pending.insert(trace);
                 self.dirty_pending.insert(trace);
+            }
+        }
+        for (trace, _) in changes.traces {
+            if let Ok(trace) = <ids::TraceId>::try_from(trace.as_slice()) {
+                self.persisted_traces.insert(trace);
+                self.dirty_traces.insert(trace);
             }
         }
     }
@@ -440,8 +515,13 @@ impl Engine {
             }
         }
         if let Some(trace) = trace_id {
-            if self.traces.remember(trace, &orders, now) {
+            let remembered = self.traces.remember(trace, &orders, now);
+            if remembered.changed && self.config.correlation.persist_trace_memory {
+                self.dirty_traces.insert(trace);
+            }
+            if let Some(evicted) = remembered.evicted {
                 self.stats.traces_evicted += 1;
+                self.forget_trace(evicted);
             }
             let released = self.pending.release(&trace);
             if !released.is_empty() {

@@ -737,3 +737,42 @@ fn an_order_with_uncommitted_changes_is_not_evicted() {
     assert!(engine.order("SO-A").is_none());
     assert!(engine.order("SO-D").is_some());
 }
+
+#[test]
+fn a_remembered_technical_trace_survives_a_restart_and_is_forgotten_in_the_store_when_it_expires() {
+    let config = Arc::new(default_config());
+    let mut first = Engine::new(config.clone(), vec![], vec![]);
+    // Trace 5 is tied to SO-T by its keyed span; an unkeyed span of trace 6 waits for its keyed one.
+    process(&mut first, vec![spec("wms", "pick.confirm", 5, 1).attr("order.id", "SO-T")], T0);
+    process(&mut first, vec![spec("wms", "db.query", 6, 2)], T0);
+    let changes = first.take_changes();
+    let stored = |rows: Vec<(Vec<u8>, Option<Vec<u8>>)>| -> Vec<(Vec<u8>, Vec<u8>)> {
+        rows.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()
+    };
+    let traces = stored(changes.traces);
+    assert_eq!(traces.len(), 1);
+    let pending = stored(changes.pending);
+    assert_eq!(pending.len(), 1);
+
+    // After the restart, a late unkeyed span of trace 5 joins SO-T at once instead of waiting and passing on.
+    let mut second = Engine::new(config.clone(), changes.orders, vec![]);
+    second.restore_traces(traces.clone(), T0 + SECOND);
+    let mut out = Output::default();
+    second.restore_pending(pending, T0 + SECOND, &mut out);
+    let (spans, _) = process(&mut second, vec![spec("wms", "db.query", 5, 3)], T0 + SECOND);
+    assert_eq!(in_order_trace(&spans, "SO-T").len(), 1, "the late span joined its order");
+    assert_eq!(second.stats().spans_inherited, 1);
+    assert_eq!(second.pending_spans(), 1, "trace 6 is still unknown, so its span waits again");
+
+    // Ten minutes later (`trace_memory`) the trace is forgotten, and the store is told to forget it too.
+    let mut out = Output::default();
+    second.tick(T0 + 11 * 60 * SECOND, &mut out);
+    let changes = second.take_changes();
+    assert!(changes.traces.iter().any(|(k, v)| k == &vec![5u8; 16] && v.is_none()), "{:?}", changes.traces);
+
+    // A restart after expiry drops the stale row instead of reviving it.
+    let mut third = Engine::new(config, vec![], vec![]);
+    third.restore_traces(traces, T0 + 11 * 60 * SECOND);
+    let changes = third.take_changes();
+    assert_eq!(changes.traces, vec![(vec![5u8; 16], None)]);
+}

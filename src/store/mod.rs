@@ -34,6 +34,8 @@ pub struct LoadedState {
     pub aliases: Vec<AliasRecord>,
     /// Spans that were waiting to inherit an order, as encoded by the engine: (technical trace id, spans).
     pub pending: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Remembered technical traces: (trace id, encoded orders and expiry).
+    pub traces: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// How hard a commit tries to reach the disk.

@@ -17,6 +17,8 @@ const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("orders");
 const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
 /// Spans waiting to inherit an order, keyed by technical trace id.
 const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
+/// Technical traces known to concern orders, keyed by trace id.
+const TRACES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("traces");
 /// The export queue: entry number → span count (4 bytes, little endian) followed by the encoded request.
 const EXPORTS: TableDefinition<u64, &[u8]> = TableDefinition::new("exports");
 
@@ -133,6 +135,7 @@ impl RedbStore {
         tx.open_table(ORDERS).map_err(|e| open_err(e.to_string()))?;
         tx.open_table(ALIASES).map_err(|e| open_err(e.to_string()))?;
         tx.open_table(PENDING).map_err(|e| open_err(e.to_string()))?;
+        tx.open_table(TRACES).map_err(|e| open_err(e.to_string()))?;
         tx.open_table(EXPORTS).map_err(|e| open_err(e.to_string()))?;
         tx.commit().map_err(|e| open_err(e.to_string()))?;
         let db = Arc::new(db);
@@ -195,6 +198,11 @@ impl OrderStore for RedbStore {
             let (key, value) = entry.map_err(read_err)?;
             state.pending.push((key.value().to_vec(), value.value().to_vec()));
         }
+        let traces = tx.open_table(TRACES).map_err(read_err)?;
+        for entry in traces.iter().map_err(read_err)? {
+            let (key, value) = entry.map_err(read_err)?;
+            state.traces.push((key.value().to_vec(), value.value().to_vec()));
+        }
         Ok(state)
     }
 
@@ -217,13 +225,15 @@ impl OrderStore for RedbStore {
                 added_bytes += value.len() as u64;
                 queue.insert(first + i as u64, value.as_slice()).map_err(write_err)?;
             }
-            let mut pending = tx.open_table(PENDING).map_err(write_err)?;
-            for (trace, spans) in &changes.pending {
-                match spans {
-                    Some(bytes) => pending.insert(trace.as_slice(), bytes.as_slice()).map(|_| ()),
-                    None => pending.remove(trace.as_slice()).map(|_| ()),
+            for (table, rows) in [(PENDING, &changes.pending), (TRACES, &changes.traces)] {
+                let mut table = tx.open_table(table).map_err(write_err)?;
+                for (trace, value) in rows {
+                    match value {
+                        Some(bytes) => table.insert(trace.as_slice(), bytes.as_slice()).map(|_| ()),
+                        None => table.remove(trace.as_slice()).map(|_| ()),
+                    }
+                    .map_err(write_err)?;
                 }
-                .map_err(write_err)?;
             }
             let mut orders = tx.open_table(ORDERS).map_err(write_err)?;
             for order in &changes.orders {
@@ -279,6 +289,7 @@ mod tests {
                     orders: vec!["SO-1".into()],
                 }],
                 pending: vec![(vec![7; 16], Some(b"waiting".to_vec()))],
+                traces: vec![(vec![8; 16], Some(b"orders".to_vec()))],
             };
             store.commit(&changes, &[]).unwrap();
         }
@@ -289,6 +300,7 @@ mod tests {
         assert_eq!(store.order("SO-1").unwrap(), Some(order));
         assert_eq!(store.order("SO-2").unwrap(), None);
         assert_eq!(state.pending, vec![(vec![7; 16], b"waiting".to_vec())]);
+        assert_eq!(state.traces, vec![(vec![8; 16], b"orders".to_vec())]);
     }
 
     fn export(n: u32) -> QueuedExport {
