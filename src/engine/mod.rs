@@ -101,7 +101,7 @@ pub struct EngineStats {
     /// Spans reporting SLA breaches and conformance findings.
     pub finding_spans_emitted: u64,
     /// Spans correlated and uncorrelated by `service.name` and route (`http.route`, else the span name), bounded
-    /// by `telemetry.metrics.max_coverage_routes`; the rest count under `other`/`other`.
+    /// by `telemetry.metrics.max_coverage_routes`, the rest counting under `other`/`other`; refreshed once a second.
     pub coverage: BTreeMap<(String, String), Coverage>,
     /// Open orders by current stage (gauge), recounted at most once a second.
     pub open_orders_by_stage: BTreeMap<String, u64>,
@@ -172,6 +172,10 @@ pub struct Engine {
     due: HashMap<(String, usize), u64>,
     /// The first tick after startup; breach checks hold for the detection delay after it.
     first_tick: Option<u64>,
+    /// Correlation coverage by service, then route; copied into `EngineStats::coverage` once a second.
+    coverage: HashMap<String, HashMap<String, Coverage>>,
+    /// Distinct service/route pairs in `coverage`.
+    coverage_routes: usize,
     stats: EngineStats,
 }
 
@@ -223,6 +227,8 @@ impl Engine {
             deadlines: BTreeSet::new(),
             due: HashMap::new(),
             first_tick: None,
+            coverage: HashMap::new(),
+            coverage_routes: 0,
             stats: EngineStats::default(),
             config,
         };
@@ -290,6 +296,13 @@ impl Engine {
         if now >= self.next_stage_count {
             self.next_stage_count = now.saturating_add(STAGE_COUNT_INTERVAL_NANOS);
             self.count_stages();
+            self.stats.coverage = self
+                .coverage
+                .iter()
+                .flat_map(|(service, routes)| {
+                    routes.iter().map(move |(route, c)| ((service.clone(), route.clone()), *c))
+                })
+                .collect();
         }
         if now >= self.next_idle_scan {
             let idle = nanos(self.config.order_traces.idle_close_after);
@@ -554,14 +567,22 @@ impl Engine {
         let route = attributes::find(&input.span.attributes, "http.route")
             .and_then(attributes::scalar_string)
             .unwrap_or(std::borrow::Cow::Borrowed(input.span.name.as_str()));
-        let coverage = &mut self.stats.coverage;
-        // Both become metric labels, so a pathological value is cut rather than carried into every scrape.
-        let bounded = |v: &str| v.chars().take(128).collect::<String>();
-        let key = (bounded(&input.resource.service_name), bounded(&route));
-        let entry = if coverage.contains_key(&key) || coverage.len() + 1 < self.config.metrics.max_coverage_routes {
-            coverage.entry(key).or_default()
-        } else {
-            coverage.entry(("other".to_string(), "other".to_string())).or_default()
+        let service = input.resource.service_name.as_str();
+        // Looked up by reference, so that the per-span path allocates only the first time a route is seen.
+        let known = self.coverage.get_mut(service).and_then(|routes| routes.get_mut(route.as_ref()));
+        let entry = match known {
+            Some(entry) => entry,
+            None => {
+                // Both become metric labels, so a pathological value is cut rather than carried into every scrape.
+                let bounded = |v: &str| v.chars().take(128).collect::<String>();
+                let (service, route) = if self.coverage_routes + 1 < self.config.metrics.max_coverage_routes {
+                    self.coverage_routes += 1;
+                    (bounded(service), bounded(&route))
+                } else {
+                    ("other".to_string(), "other".to_string())
+                };
+                self.coverage.entry(service).or_default().entry(route).or_default()
+            }
         };
         if correlated {
             entry.correlated += 1;

@@ -776,3 +776,27 @@ fn a_remembered_technical_trace_survives_a_restart_and_is_forgotten_in_the_store
     let changes = third.take_changes();
     assert_eq!(changes.traces, vec![(vec![5u8; 16], None)]);
 }
+
+#[test]
+fn correlation_coverage_is_counted_per_route_and_bounded() {
+    let yaml = DEFAULT_CONFIG_YAML.replace("    max_coverage_routes: 500", "    max_coverage_routes: 3");
+    let mut engine = Engine::new(Arc::new(parse(&yaml, "test.yaml").unwrap()), vec![], vec![]);
+    let spans = vec![
+        spec("erp", "credit.check", 1, 1).attr("order.id", "SO-1"),
+        spec("erp", "credit.check", 2, 2).attr("order.id", "SO-2"),
+        spec("wms", "GET /stock", 3, 3).attr("http.route", "/stock/{sku}"),
+        spec("tms", "carrier.poll", 4, 4),
+    ];
+    process(&mut engine, spans, T0);
+    tick(&mut engine, T0 + 10 * SECOND);
+    let coverage = &engine.stats().coverage;
+    let get = |service: &str, route: &str| coverage.get(&(service.to_string(), route.to_string())).copied();
+    assert_eq!(get("erp", "credit.check"), Some(Coverage { correlated: 2, uncorrelated: 0 }));
+    assert_eq!(get("wms", "/stock/{sku}"), Some(Coverage { correlated: 0, uncorrelated: 1 }), "{coverage:?}");
+    assert_eq!(
+        get("other", "other"),
+        Some(Coverage { correlated: 0, uncorrelated: 1 }),
+        "the third route is over the bound"
+    );
+    assert_eq!(coverage.len(), 3);
+}
