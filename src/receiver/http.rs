@@ -112,8 +112,60 @@ fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, D
 fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeError> {
     match encoding {
         Encoding::Protobuf => ExportTraceServiceRequest::decode(body).map_err(DecodeError::Protobuf),
-        Encoding::Json => serde_json::from_slice(body).map_err(DecodeError::Json),
+        Encoding::Json => match serde_json::from_slice(body) {
+            Ok(request) => Ok(request),
+            Err(error) => {
+                // The protobuf JSON mapping writes NaN and the infinities as strings, which the OTLP decoder we
+                // use reads only as numbers; rather than refuse the whole request, such values are retried as
+                // strings. Only a failed decode pays for this second pass.
+                let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
+                    return Err(DecodeError::Json(error));
+                };
+                if !special_doubles_to_strings(&mut value, 0) {
+                    return Err(DecodeError::Json(error));
+                }
+                serde_json::from_value(value).map_err(DecodeError::Json)
+            }
+        },
     }
+}
+
+/// Rewrites `{"doubleValue": "NaN" | "Infinity" | "-Infinity"}` as `{"stringValue": …}` and numeric strings as
+/// numbers, throughout `value`; returns whether anything changed. Depth is bounded like the decoder's own.
+fn special_doubles_to_strings(value: &mut serde_json::Value, depth: usize) -> bool {
+    use serde_json::Value;
+    if depth > 128 {
+        return false;
+    }
+    let mut changed = false;
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(text)) = map.get("doubleValue") {
+                let text = text.clone();
+                match text.trim().parse::<f64>() {
+                    Ok(number) if number.is_finite() => {
+                        map.insert("doubleValue".into(), serde_json::json!(number));
+                    }
+                    _ if matches!(text.as_str(), "NaN" | "Infinity" | "-Infinity") => {
+                        map.remove("doubleValue");
+                        map.insert("stringValue".into(), Value::String(text));
+                    }
+                    _ => return false,
+                }
+                changed = true;
+            }
+            for child in map.values_mut() {
+                changed |= special_doubles_to_strings(child, depth + 1);
+            }
+        }
+        Value::Array(items) => {
+            for child in items {
+                changed |= special_doubles_to_strings(child, depth + 1);
+            }
+        }
+        _ => {}
+    }
+    changed
 }
 
 async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
