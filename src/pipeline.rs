@@ -309,11 +309,17 @@ impl Worker {
         let span_count = out.span_count();
         let (spans, events) = out.into_parts();
         let mut exports = std::mem::take(&mut self.unsaved_exports);
-        if let ExportSink::Queue { max_spans_per_entry, .. } = &self.export {
-            if span_count > 0 {
-                exports.extend(queue_entries(spans.clone(), *max_spans_per_entry));
+        // In durable mode the spans move into the queue entries; only the in-memory exporter keeps them as they are.
+        let memory_spans = match &self.export {
+            ExportSink::Queue { max_spans_per_entry, .. } => {
+                if span_count > 0 {
+                    exports.extend(queue_entries(spans, *max_spans_per_entry));
+                }
+                None
             }
-        }
+            ExportSink::Memory(_) if span_count > 0 => Some(spans),
+            ExportSink::Memory(_) | ExportSink::None => None,
+        };
         let result = self.store.commit(&changes, &exports).map_err(|e| {
             Counters::add(&self.counters.store_commit_failures, 1);
             tracing::error!(error = %e, "state commit failed; the requests in this group are refused");
@@ -331,25 +337,23 @@ impl Worker {
         }
         log_events(self.engine.config(), &events);
         self.metrics.observe(&events, now);
-        self.metrics.sync(&self.counters, self.engine.pending_spans());
+        self.metrics.sync(&self.counters, self.engine.stats(), self.engine.pending_spans());
         self.metrics.set_export_queue(self.queue.queued_entries(), self.queue.queued_bytes());
         if span_count > 0 {
             Counters::add(&self.counters.export_spans_queued, span_count as u64);
         }
-        if span_count > 0 || result.is_ok() {
-            match &self.export {
-                ExportSink::Queue { wake, .. } if result.is_ok() => wake.notify_one(),
-                ExportSink::Queue { .. } => {}
-                ExportSink::Memory(export) if span_count > 0 => {
-                    // Memory mode promises no durability, so its output goes out even when the commit failed.
-                    // Waiting here when the exporter's queue is full fills our own queue in turn, which makes
-                    // the receivers answer UNAVAILABLE: back-pressure reaches the senders instead of growing
-                    // memory.
-                    if export.blocking_send(spans).is_err() {
-                        tracing::warn!("exporter stopped; spans of this group were not exported");
-                    }
-                }
-                ExportSink::Memory(_) | ExportSink::None => {}
+        if let ExportSink::Queue { wake, .. } = &self.export {
+            // A successful commit may also have written entries of an earlier failed one, so it always wakes.
+            if result.is_ok() {
+                wake.notify_one();
+            }
+        }
+        if let (ExportSink::Memory(export), Some(spans)) = (&self.export, memory_spans) {
+            // Memory mode promises no durability, so its output goes out even when the commit failed. Waiting here
+            // when the exporter's queue is full fills our own queue in turn, which makes the receivers answer
+            // UNAVAILABLE: back-pressure reaches the senders instead of growing memory.
+            if export.blocking_send(spans).is_err() {
+                tracing::warn!("exporter stopped; spans of this group were not exported");
             }
         }
         for ack in acks {

@@ -29,6 +29,11 @@ fn millis(nanos: u64) -> u64 {
     nanos / 1_000_000
 }
 
+/// `open` or `closed`.
+fn order_status(order: &OrderRecord) -> String {
+    if order.is_closed() { "closed" } else { "open" }.into()
+}
+
 /// A deadline, unless it is "never" (a calendar with no working time left within three years).
 fn deadline_text(nanos: u64) -> Option<String> {
     (nanos != u64::MAX).then(|| rfc3339(nanos))
@@ -291,7 +296,7 @@ pub fn order_view(config: &Config, order: &OrderRecord, now: u64) -> OrderView {
         trace_url: config.api.trace_url(&trace_id),
         trace_id,
         order_id: order.key.clone(),
-        status: if order.is_closed() { "closed" } else { "open" }.into(),
+        status: order_status(order),
         close_reason: order.close_reason.clone(),
         stage: stage.map(|m| m.name.clone()),
         next: next_action(config, order, now),
@@ -482,7 +487,7 @@ pub fn list_orders<'a>(
                 order_id: o.key.clone(),
                 trace_url: config.api.trace_url(&trace_id),
                 trace_id,
-                status: if o.is_closed() { "closed" } else { "open" }.into(),
+                status: order_status(o),
                 stage: stage_and_next(config, o).0.map(|m| m.name.clone()),
                 next: next_action(config, o, now),
                 sla_status: sla_status(o, now).into(),

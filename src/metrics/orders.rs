@@ -348,13 +348,12 @@ impl OrderMetrics {
     }
 
     /// Mirrors the pipeline's counters and the engine's counters and gauges.
-    pub fn sync(&self, counters: &Counters, pending_spans: usize) {
+    pub fn sync(&self, counters: &Counters, stats: &EngineStats, pending_spans: usize) {
         for (counter, read) in &self.pipeline {
             counter.set_total(&[], read(counters));
         }
-        let stats = counters.engine_stats();
         for (counter, read) in &self.engine {
-            counter.set_total(&[], read(&stats));
+            counter.set_total(&[], read(stats));
         }
         for ((service, route), c) in &stats.coverage {
             self.coverage.set_total(&[service, route, "correlated"], c.correlated);
