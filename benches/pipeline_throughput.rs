@@ -9,11 +9,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use ordertrail::config::{self, Overrides};
-use ordertrail::engine::StateChanges;
-use ordertrail::order_state::OrderRecord;
 use ordertrail::server::Server;
 use ordertrail::store::{Durability, OrderStore, RedbStore};
+use ordertrail_core::config::{self, Overrides};
+use ordertrail_core::engine::StateChanges;
+use ordertrail_core::order::OrderRecord;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,8 +4,8 @@
 //!
 //! Resident memory is what a container limit counts, so it is what is limited. It only falls after a flood if
 //! the allocator gives freed memory back: with glibc's allocator it did not (measured: the process stayed above
-//! its limit and refused everything afterwards), so ordertrail uses jemalloc with a background thread that
-//! returns freed pages within a second (`.cargo/config.toml`).
+//! its limit and refused everything afterwards), so the `ordertrail` binary uses jemalloc with a background thread
+//! that returns freed pages within a second (`.cargo/config.toml`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,16 +14,11 @@ use std::time::Duration;
 /// How often resident memory is sampled: short enough to catch a flood before it doubles memory.
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
 
+#[derive(Debug)]
 pub struct MemoryLimiter {
     soft_limit: u64,
     in_use: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-}
-
-/// Bytes of heap allocated and not yet freed, from jemalloc's statistics.
-pub fn heap_in_use() -> Option<u64> {
-    tikv_jemalloc_ctl::epoch::advance().ok()?;
-    tikv_jemalloc_ctl::stats::allocated::read().ok().map(|b| b as u64)
 }
 
 /// Resident memory of this process in bytes, from `VmRSS` in `/proc/self/status` (in kB there, so the page
@@ -69,6 +64,16 @@ impl Drop for MemoryLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The binary's allocator, so that this test sees what the service sees.
+    #[global_allocator]
+    static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+    /// Bytes of heap allocated and not yet freed, from jemalloc's statistics.
+    fn heap_in_use() -> Option<u64> {
+        tikv_jemalloc_ctl::epoch::advance().ok()?;
+        tikv_jemalloc_ctl::stats::allocated::read().ok().map(|b| b as u64)
+    }
 
     #[test]
     fn the_heap_in_use_follows_allocation_and_freeing() {

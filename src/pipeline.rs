@@ -5,22 +5,23 @@
 //! queue is full, receivers answer UNAVAILABLE / 503 at once instead of buffering: memory stays bounded and the
 //! sender's retry logic takes over.
 
-use crate::config::Config;
-use crate::engine::events::Event;
-use crate::engine::{Engine, Output};
+use crate::clock::unix_nanos_now;
 use crate::memory::MemoryLimiter;
 use crate::metrics::OrderMetrics;
-use crate::order_state::OrderRecord;
 use crate::store::{Durability, ExportQueue, OrderStore, QueuedExport, StoreError};
 use crate::telemetry::Counters;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use ordertrail_core::config::Config;
+use ordertrail_core::engine::events::Event;
+use ordertrail_core::engine::{Engine, Output};
+use ordertrail_core::order::OrderRecord;
 use prost::Message;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// How often the engine's clock advances when no request arrives: bounds how late a waiting span or an idle
@@ -42,6 +43,7 @@ pub enum IngestError {
 }
 
 /// Where the spans to export go.
+#[derive(Debug)]
 pub enum ExportSink {
     /// No exporter is configured: spans are labelled and recorded only.
     None,
@@ -69,6 +71,13 @@ pub struct PipelineHandle {
     tx: SyncSender<Command>,
     counters: Arc<Counters>,
     memory: Option<Arc<MemoryLimiter>>,
+}
+
+impl std::fmt::Debug for PipelineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The command queue holds closures, which have nothing to show.
+        f.debug_struct("PipelineHandle").field("memory", &self.memory).finish_non_exhaustive()
+    }
 }
 
 impl PipelineHandle {
@@ -132,14 +141,11 @@ impl PipelineHandle {
 }
 
 /// The running pipeline thread.
+#[derive(Debug)]
 pub struct Pipeline {
     handle: PipelineHandle,
     thread: Option<JoinHandle<()>>,
     store_healthy: Arc<AtomicBool>,
-}
-
-pub fn unix_nanos_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 impl Pipeline {
@@ -332,9 +338,6 @@ impl Worker {
             self.unsaved_exports = exports;
         }
         self.store_healthy.store(result.is_ok(), Ordering::Relaxed);
-        if let Ok(mut stats) = self.counters.engine.lock() {
-            *stats = self.engine.stats().clone();
-        }
         log_events(self.engine.config(), &events);
         self.metrics.observe(&events, now);
         self.metrics.sync(&self.counters, self.engine.stats(), self.engine.pending_spans());
@@ -374,7 +377,8 @@ fn queue_entries(spans: Vec<ResourceSpans>, max_spans: usize) -> Vec<QueuedExpor
     let mut finish = |current: &mut Vec<ResourceSpans>, count: &mut usize| {
         if *count > 0 {
             let request = ExportTraceServiceRequest { resource_spans: std::mem::take(current) };
-            entries.push(QueuedExport { spans: *count as u32, request: request.encode_to_vec() });
+            let spans = u32::try_from(*count).unwrap_or(u32::MAX);
+            entries.push(QueuedExport { spans, request: request.encode_to_vec() });
             *count = 0;
         }
     };
@@ -414,7 +418,7 @@ fn log_events(config: &Config, events: &[Event]) {
                     target = %target.name,
                     milestone = %config.taxonomy.milestones[target.to].name,
                     owner = %owner,
-                    deadline = %crate::query::rfc3339(*deadline_unix_nanos),
+                    deadline = %ordertrail_core::time::rfc3339(*deadline_unix_nanos),
                     "sla breach: milestone overdue"
                 );
             }
@@ -438,10 +442,10 @@ fn log_events(config: &Config, events: &[Event]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::StateChanges;
     use crate::store::{LoadedState, RedbStore};
     use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::trace::v1::Span;
+    use ordertrail_core::engine::StateChanges;
     use std::sync::atomic::AtomicUsize;
 
     /// A real store whose next commits fail, as on a full disk.
@@ -493,7 +497,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_commit_keeps_its_output_and_state_for_the_next_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Arc::new(crate::config::default_config());
+        let config = Arc::new(ordertrail_core::config::default_config());
         let failures_left = Arc::new(AtomicUsize::new(3));
         let store = FailingStore {
             inner: RedbStore::open(dir.path(), Durability::Durable).unwrap(),

@@ -1,7 +1,6 @@
 //! Assembles a running ordertrail: store, pipeline, exporter and receivers, with an orderly shutdown.
 
 use crate::api::{self, ApiState};
-use crate::config::Config;
 use crate::exporter::{ExportError, Exporter};
 use crate::metrics::{MetricsPusher, OrderMetrics};
 use crate::pipeline::{ExportSink, Pipeline, PipelineHandle};
@@ -10,6 +9,8 @@ use crate::store::{Durability, OrderStore, RedbStore, StoreError};
 use crate::telemetry::Counters;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use ordertrail_core::config::Config;
+use ordertrail_core::engine::EngineStats;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -43,6 +44,7 @@ fn own_resource(config: &Config) -> Resource {
     }
 }
 
+#[derive(Debug)]
 pub struct Server {
     /// Where OTLP/gRPC is served, when enabled (the real port when the config asked for port 0).
     pub grpc_addr: Option<SocketAddr>,
@@ -196,6 +198,11 @@ impl Server {
 
     pub fn pipeline(&self) -> PipelineHandle {
         self.pipeline.handle()
+    }
+
+    /// The engine's counters as of now, asked on the engine thread; the defaults once it has stopped.
+    pub async fn engine_stats(&self) -> EngineStats {
+        self.pipeline().inspect(|engine| engine.stats().clone()).await.unwrap_or_default()
     }
 
     pub fn counters(&self) -> &Arc<Counters> {

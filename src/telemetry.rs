@@ -1,9 +1,7 @@
 //! Counters shared by the receivers, the pipeline and the exporter. Every place that refuses or drops data has
 //! one here, so an operator can tell "nothing arrived" from "it arrived and was turned away".
 
-use crate::engine::EngineStats;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -31,8 +29,6 @@ pub struct Counters {
     pub export_spans_failed: AtomicU64,
     /// Export attempts retried after a retryable error.
     pub export_retries: AtomicU64,
-    /// The engine's own counters, copied after each batch.
-    pub engine: Mutex<EngineStats>,
 }
 
 impl Counters {
@@ -42,9 +38,5 @@ impl Counters {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
-    }
-
-    pub fn engine_stats(&self) -> EngineStats {
-        self.engine.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }

@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceReq
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use ordertrail::api::proto::order_service_client::OrderServiceClient;
 use ordertrail::api::proto::{GetOrderRequest, ListExceptionsRequest, ListOrdersRequest};
-use ordertrail::demo::simulator::{self, SimulatorOptions};
+use ordertrail_simulator::{self as simulator, SimulatorOptions};
 use serde_json::Value;
 use std::time::Duration;
 use tonic::codec::CompressionEncoding;
@@ -55,7 +55,7 @@ async fn the_seed_scenario_answers_who_owns_the_stalled_order_over_http_and_grpc
         (status == 200 && breached(&body) == 2).then_some(body)
     })
     .await;
-    assert_eq!(order["trace_id"], hex::encode(ordertrail::engine::ids::order_trace_id(SEED_ORDER)));
+    assert_eq!(order["trace_id"], hex::encode(ordertrail_core::ids::order_trace_id(SEED_ORDER)));
     assert_eq!(order["trace_url"], format!("http://localhost:16686/trace/{}", order["trace_id"].as_str().unwrap()));
     assert_eq!(order["status"], "open");
     assert_eq!(order["stage"], "pick_pack");
@@ -251,7 +251,7 @@ async fn the_seed_scenario_answers_who_owns_the_stalled_order_over_http_and_grpc
 
 /// The default configuration with an `order_release` target short enough to expire during the test.
 fn short_release_target() -> String {
-    ordertrail::config::DEFAULT_CONFIG_YAML.replacen("      within: 4h\n", "      within: 3s\n", 1)
+    ordertrail_core::config::DEFAULT_CONFIG_YAML.replacen("      within: 4h\n", "      within: 3s\n", 1)
 }
 
 fn breach_spans(sink: &Sink, order: &str) -> Vec<Received> {
@@ -337,7 +337,7 @@ async fn metrics_are_pushed_over_otlp_with_the_order_trace_as_exemplar() {
     );
     let (_sink, sink_addr) = Sink::start(None).await;
     let dir = tempfile::tempdir().unwrap();
-    let yaml = ordertrail::config::DEFAULT_CONFIG_YAML.replace(
+    let yaml = ordertrail_core::config::DEFAULT_CONFIG_YAML.replace(
         "telemetry:\n  metrics:\n",
         &format!("telemetry:\n  metrics:\n    otlp:\n      endpoint: http://{metrics_addr}\n      interval: 200ms\n"),
     );

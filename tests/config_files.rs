@@ -68,7 +68,7 @@ fn run_refuses_to_start_on_a_bad_file() {
 fn trace_id_is_printed_for_pasting_into_a_backend() {
     let output = Command::new(env!("CARGO_BIN_EXE_ordertrail")).args(["trace-id", "SO-10042"]).output().unwrap();
     let line = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(line.trim(), hex::encode(ordertrail::engine::ids::order_trace_id("SO-10042")));
+    assert_eq!(line.trim(), hex::encode(ordertrail_core::ids::order_trace_id("SO-10042")));
     assert_eq!(line.trim().len(), 32);
 }
 
@@ -76,8 +76,8 @@ fn trace_id_is_printed_for_pasting_into_a_backend() {
 fn the_shipped_backend_fragments_are_valid_with_the_default() {
     for fragment in ["collector-config/ordertrail-to-tempo.yaml", "collector-config/ordertrail-to-jaeger.yaml"] {
         let yaml =
-            format!("{}\n{}", ordertrail::config::DEFAULT_CONFIG_YAML, std::fs::read_to_string(fragment).unwrap());
-        let config = ordertrail::config::parse(&yaml, fragment).unwrap_or_else(|e| panic!("{e}"));
+            format!("{}\n{}", ordertrail_core::config::DEFAULT_CONFIG_YAML, std::fs::read_to_string(fragment).unwrap());
+        let config = ordertrail_core::config::parse(&yaml, fragment).unwrap_or_else(|e| panic!("{e}"));
         assert!(config.exporter.is_some(), "{fragment}");
     }
 }

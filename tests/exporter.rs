@@ -8,8 +8,8 @@ use opentelemetry::trace::SpanKind;
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use ordertrail::config::Overrides;
 use ordertrail::telemetry::Counters;
+use ordertrail_core::config::Overrides;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use std::time::Duration;
 async fn http_protobuf_export_reaches_a_real_otlp_http_server() {
     // The backend is a second ordertrail without an exporter: its OTLP/HTTP receiver is a real OTLP/HTTP server.
     let backend_dir = tempfile::tempdir().unwrap();
-    let mut backend_config = ordertrail::config::default_config();
+    let mut backend_config = ordertrail_core::config::default_config();
     backend_config
         .apply(&Overrides {
             grpc_listen: Some("127.0.0.1:0".into()),

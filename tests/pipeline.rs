@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
-use ordertrail::engine::ids;
+use ordertrail_core::ids;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -139,7 +139,7 @@ async fn unkeyed_spans_pass_on_unchanged_after_the_wait() {
     let health = spans.iter().find(|r| r.span.name == "GET /healthz").unwrap();
     assert!(health.span.links.is_empty());
     assert!(attr(&health.span, "order.id").is_none());
-    assert_eq!(server.counters().engine_stats().spans_uncorrelated, 1);
+    assert_eq!(server.engine_stats().await.spans_uncorrelated, 1);
     server.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -31,7 +31,8 @@ fn kv(key: &str, value: &str) -> KeyValue {
 /// has an unkeyed child that arrives one request before its keyed parent, so spans also wait to inherit their
 /// order across requests, and across a kill.
 fn request(sender: u8, n: u32, spans_per_request: u32) -> (ExportTraceServiceRequest, Vec<SpanKey>) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let now =
+        u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()).unwrap();
     let mut spans = Vec::new();
     for i in 0..spans_per_request {
         // The top byte keeps every id non-zero, which OTLP requires.
@@ -138,7 +139,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_span() {
     let (sink, sink_addr) = Sink::start(None).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ordertrail.yaml");
-    let yaml = ordertrail::config::DEFAULT_CONFIG_YAML.replace("inherit_wait: 2s", "inherit_wait: 1s")
+    let yaml = ordertrail_core::config::DEFAULT_CONFIG_YAML.replace("inherit_wait: 2s", "inherit_wait: 1s")
         + "\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:1\n    retry_on_failure:\n      initial_interval: 100ms\n      max_interval: 500ms\n";
     std::fs::write(&config, yaml).unwrap();
     let data = dir.path().join("data");
@@ -336,7 +337,7 @@ async fn a_flood_is_refused_with_retryable_codes_and_memory_stays_under_the_limi
         // The spike allowance covers what is already admitted when refusing starts: a group commit of up to 64
         // requests and the output it builds (about three copies of each span).
         "{}\npipeline:\n  memory_limit_mib: {LIMIT_MIB}\n  memory_spike_limit_mib: 40\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:1\n",
-        ordertrail::config::DEFAULT_CONFIG_YAML
+        ordertrail_core::config::DEFAULT_CONFIG_YAML
     );
     std::fs::write(&config, yaml).unwrap();
     let ports = Ports { grpc: free_port(), http: free_port(), api_http: free_port(), api_grpc: free_port() };

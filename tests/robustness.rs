@@ -32,8 +32,9 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
-use ordertrail::config::Config;
-use ordertrail::engine::{ids, Engine, Output};
+use ordertrail_core::config::Config;
+use ordertrail_core::engine::{Engine, Output};
+use ordertrail_core::ids;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, TestRunner};
@@ -73,7 +74,7 @@ fn server_runner() -> TestRunner {
 /// The default configuration, parsed once: parsing compiles every rule's regex, which is slow in debug builds.
 fn config() -> Arc<Config> {
     static CONFIG: OnceLock<Arc<Config>> = OnceLock::new();
-    CONFIG.get_or_init(|| Arc::new(ordertrail::config::default_config())).clone()
+    CONFIG.get_or_init(|| Arc::new(ordertrail_core::config::default_config())).clone()
 }
 
 /// The default configuration with every memory bound of correlation tiny, so that a handful of spans drive the
@@ -82,7 +83,7 @@ fn tight_config() -> Arc<Config> {
     static CONFIG: OnceLock<Arc<Config>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let mut config = ordertrail::config::default_config();
+            let mut config = ordertrail_core::config::default_config();
             let c = &mut config.correlation;
             (c.max_orders, c.max_aliases, c.max_pending_spans, c.max_tracked_traces) = (2, 1, 2, 1);
             Arc::new(config)
@@ -1266,8 +1267,13 @@ async fn grpc_extreme_but_valid_requests_are_accepted_and_processed() {
     for (i, (start, end)) in
         [(0, 0), (u64::MAX, u64::MAX), (u64::MAX, 0), (1, u64::MAX), (T0, T0 - 1)].into_iter().enumerate()
     {
-        let mut span =
-            order_span("SO-TIME", 0x45, 0x50 + i as u8, "pack.carton", vec![kv("deep".into(), nested(24, "x"))]);
+        let mut span = order_span(
+            "SO-TIME",
+            0x45,
+            0x50 + u8::try_from(i).unwrap(),
+            "pack.carton",
+            vec![kv("deep".into(), nested(24, "x"))],
+        );
         span.start_time_unix_nano = start;
         span.end_time_unix_nano = end;
         span.kind = [-1, 6, 99, i32::MIN, i32::MAX][i];
@@ -1284,7 +1290,7 @@ async fn grpc_extreme_but_valid_requests_are_accepted_and_processed() {
             order_span(
                 "SO-QTY",
                 0x46,
-                0x60 + i as u8,
+                0x60 + u8::try_from(i).unwrap(),
                 "inventory.allocate",
                 vec![
                     kv("order.quantity.ordered".into(), AnyValue { value: Some(Value::DoubleValue(q)) }),

@@ -3,8 +3,9 @@
 
 use super::proto::order_service_server::{OrderService, OrderServiceServer};
 use super::proto::{self};
-use super::{ApiError, ApiState};
-use crate::query::{self, parse_rfc3339, ExceptionFilter, OrderFilter};
+use super::{parse_status, ApiError, ApiState};
+use ordertrail_core::query::{self, ExceptionFilter, OrderFilter};
+use ordertrail_core::time::parse_rfc3339;
 use prost_types::Timestamp;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
@@ -19,9 +20,13 @@ impl From<ApiError> for Status {
     }
 }
 
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
+
 fn ts(text: &str) -> Option<Timestamp> {
     let nanos = parse_rfc3339(text)?;
-    Some(Timestamp { seconds: (nanos / 1_000_000_000) as i64, nanos: (nanos % 1_000_000_000) as i32 })
+    let seconds = i64::try_from(nanos / NANOS_PER_SECOND).ok()?;
+    let nanos = i32::try_from(nanos % NANOS_PER_SECOND).ok()?;
+    Some(Timestamp { seconds, nanos })
 }
 
 fn opt_ts(text: &Option<String>) -> Option<Timestamp> {
@@ -34,7 +39,11 @@ fn from_ts(field: &str, t: Option<Timestamp>) -> Result<Option<u64>, Status> {
         Some(t) if t.seconds < 0 || !(0..1_000_000_000).contains(&t.nanos) => {
             Err(Status::invalid_argument(format!("{field} must be a valid time after 1970")))
         }
-        Some(t) => Ok(Some((t.seconds as u64).saturating_mul(1_000_000_000).saturating_add(t.nanos as u64))),
+        Some(t) => {
+            // Both are non-negative here.
+            let (seconds, nanos) = (u64::try_from(t.seconds).unwrap_or(0), u64::try_from(t.nanos).unwrap_or(0));
+            Ok(Some(seconds.saturating_mul(NANOS_PER_SECOND).saturating_add(nanos)))
+        }
     }
 }
 
@@ -67,11 +76,11 @@ fn order(v: query::OrderView) -> proto::Order {
         order_id: v.order_id,
         trace_id: v.trace_id,
         trace_url: v.trace_url.unwrap_or_default(),
-        status: v.status,
+        status: v.status.to_string(),
         close_reason: v.close_reason.unwrap_or_default(),
         stage: v.stage.unwrap_or_default(),
         next: v.next.as_ref().map(next_action),
-        sla_status: v.sla_status,
+        sla_status: v.sla_status.to_string(),
         dimensions: v.dimensions.into_iter().collect(),
         first_seen: ts(&v.first_seen),
         last_seen: ts(&v.last_seen),
@@ -87,10 +96,10 @@ fn order(v: query::OrderView) -> proto::Order {
                 source: m.source.as_ref().map(span_ref),
                 name: m.name,
                 owner: m.owner,
-                state: m.state,
+                state: m.state.to_string(),
                 off_path: m.off_path,
                 duration_ms: m.duration_ms,
-                sla_status: m.sla_status.unwrap_or_default(),
+                sla_status: m.sla_status.map(|s| s.to_string()).unwrap_or_default(),
                 system: m.system.unwrap_or_default(),
                 actor: m.actor.unwrap_or_default(),
                 span_count: m.span_count,
@@ -109,7 +118,7 @@ fn order(v: query::OrderView) -> proto::Order {
                 milestone: e.milestone.unwrap_or_default(),
                 reason: e.reason,
                 signature: e.signature,
-                status: e.status,
+                status: e.status.to_string(),
                 count: e.count,
                 system: e.system,
                 actor: e.actor.unwrap_or_default(),
@@ -127,7 +136,7 @@ fn order(v: query::OrderView) -> proto::Order {
                 from: s.from,
                 to: s.to,
                 allowed_ms: s.allowed_ms,
-                status: s.status,
+                status: s.status.to_string(),
                 lateness_ms: s.lateness_ms,
             })
             .collect(),
@@ -151,11 +160,11 @@ impl OrderService for ApiState {
         let r = request.into_inner();
         let filter = OrderFilter {
             stage: non_empty(r.stage),
-            sla_status: non_empty(r.sla_status),
+            sla_status: parse_status("sla_status", non_empty(r.sla_status))?,
             owner: non_empty(r.owner),
             exception_class: non_empty(r.exception_class),
             customer: non_empty(r.customer),
-            status: non_empty(r.status),
+            status: parse_status("status", non_empty(r.status))?,
             since: from_ts("since", r.since)?,
             until: from_ts("until", r.until)?,
         };
@@ -171,9 +180,9 @@ impl OrderService for ApiState {
                     order_id: o.order_id,
                     trace_id: o.trace_id,
                     trace_url: o.trace_url.unwrap_or_default(),
-                    status: o.status,
+                    status: o.status.to_string(),
                     stage: o.stage.unwrap_or_default(),
-                    sla_status: o.sla_status,
+                    sla_status: o.sla_status.to_string(),
                     open_exceptions: o.open_exceptions,
                     exception_classes: o.exception_classes,
                     dimensions: o.dimensions.into_iter().collect(),

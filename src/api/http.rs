@@ -1,12 +1,13 @@
 //! The HTTP side: the order API as JSON, the OpenAPI document, `/healthz`, `/readyz` and `/metrics`.
 
-use super::{ApiError, ApiState};
-use crate::query::{parse_rfc3339, ExceptionFilter, OrderFilter};
+use super::{parse_status, ApiError, ApiState};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use ordertrail_core::query::{ExceptionFilter, OrderFilter};
+use ordertrail_core::time::parse_rfc3339;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
@@ -97,11 +98,11 @@ async fn list_orders(State(state): State<ApiState>, query: QueryResult<OrdersQue
         let q = parsed(query)?;
         let filter = OrderFilter {
             stage: non_empty(q.stage),
-            sla_status: non_empty(q.sla_status),
+            sla_status: parse_status("sla_status", non_empty(q.sla_status))?,
             owner: non_empty(q.owner),
             exception_class: non_empty(q.exception_class),
             customer: non_empty(q.customer),
-            status: non_empty(q.status),
+            status: parse_status("status", non_empty(q.status))?,
             since: time("since", q.since.as_ref())?,
             until: time("until", q.until.as_ref())?,
         };

@@ -7,10 +7,13 @@
 pub mod grpc;
 pub mod http;
 
-use crate::config::Config;
+use crate::clock::unix_nanos_now;
 use crate::metrics::OrderMetrics;
-use crate::pipeline::{unix_nanos_now, PipelineHandle};
-use crate::query::{self, ExceptionFilter, ExceptionSummary, OrderFilter, OrderPage, OrderView, QueryError};
+use crate::pipeline::PipelineHandle;
+use ordertrail_core::config::Config;
+use ordertrail_core::order::UnknownStatus;
+use ordertrail_core::query::{self, ExceptionFilter, ExceptionSummary, OrderFilter, OrderPage, OrderView, QueryError};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +48,7 @@ impl From<QueryError> for ApiError {
 }
 
 /// What the API listeners share.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ApiState {
     pub pipeline: PipelineHandle,
     pub config: Arc<Config>,
@@ -59,7 +62,7 @@ pub struct ApiState {
 impl ApiState {
     async fn engine<T: Send + 'static>(
         &self,
-        question: impl FnOnce(&crate::engine::Engine) -> T + Send + 'static,
+        question: impl FnOnce(&ordertrail_core::engine::Engine) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         tokio::time::timeout(ENGINE_TIMEOUT, self.pipeline.inspect(question))
             .await
@@ -86,8 +89,6 @@ impl ApiState {
         token: String,
     ) -> Result<OrderPage, ApiError> {
         check_choice("stage", filter.stage.as_deref(), &self.stage_names())?;
-        check_choice("sla_status", filter.sla_status.as_deref(), &["breached", "late", "on_time", "none"])?;
-        check_choice("status", filter.status.as_deref(), &["open", "closed"])?;
         let size = query::page_size(&self.config, page_size)?;
         let now = unix_nanos_now();
         self.engine(move |engine| query::list_orders(engine.config(), engine.orders(), &filter, size, &token, now))
@@ -124,6 +125,14 @@ impl ApiState {
         names.push("none");
         names
     }
+}
+
+/// A status filter parsed into its type; an unknown name is an invalid argument that lists the known ones.
+pub(crate) fn parse_status<T: FromStr<Err = UnknownStatus>>(
+    field: &str,
+    value: Option<String>,
+) -> Result<Option<T>, ApiError> {
+    value.map(|v| v.parse::<T>().map_err(|e| ApiError::InvalidArgument(format!("{field} {e}")))).transpose()
 }
 
 fn check_choice(field: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), ApiError> {

@@ -1,17 +1,17 @@
 //! OTLP/gRPC client.
 
 use super::ExportError;
-use crate::config::ExporterConfig;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use ordertrail_core::config::ExporterConfig;
 use std::time::Duration;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-#[derive(Clone)]
-pub struct GrpcClient {
+#[derive(Debug, Clone)]
+pub(crate) struct GrpcClient {
     client: TraceServiceClient<Channel>,
     metadata: MetadataMap,
     timeout: Duration,
@@ -67,7 +67,7 @@ pub(crate) fn request<T>(message: T, metadata: &MetadataMap, timeout: Duration) 
 }
 
 impl GrpcClient {
-    pub fn new(config: &ExporterConfig) -> Result<GrpcClient, ExportError> {
+    pub(crate) fn new(config: &ExporterConfig) -> Result<GrpcClient, ExportError> {
         let mut client = TraceServiceClient::new(channel(config)?).max_decoding_message_size(16 * 1024 * 1024);
         if config.gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);
@@ -76,7 +76,7 @@ impl GrpcClient {
         Ok(GrpcClient { client, metadata: metadata(config)?, timeout: config.timeout })
     }
 
-    pub async fn send(&self, batch: Vec<ResourceSpans>) -> Result<(), ExportError> {
+    pub(crate) async fn send(&self, batch: Vec<ResourceSpans>) -> Result<(), ExportError> {
         let request = request(ExportTraceServiceRequest { resource_spans: batch }, &self.metadata, self.timeout);
         let mut client = self.client.clone();
         match client.export(request).await {

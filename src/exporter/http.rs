@@ -1,15 +1,15 @@
 //! OTLP/HTTP client (binary protobuf).
 
 use super::ExportError;
-use crate::config::ExporterConfig;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use ordertrail_core::config::ExporterConfig;
 use prost::Message;
 use std::io::Write;
 use std::time::Duration;
 
-#[derive(Clone)]
-pub struct HttpClient {
+#[derive(Debug, Clone)]
+pub(crate) struct HttpClient {
     client: reqwest::Client,
     endpoint: String,
     headers: reqwest::header::HeaderMap,
@@ -50,7 +50,7 @@ pub(crate) fn headers(config: &ExporterConfig) -> Result<reqwest::header::Header
 impl HttpClient {
     /// A client that posts to `config.endpoint` as it is, so the caller's configuration carries the signal's path
     /// (`/v1/traces`, `/v1/metrics`).
-    pub fn new(config: &ExporterConfig) -> Result<HttpClient, ExportError> {
+    pub(crate) fn new(config: &ExporterConfig) -> Result<HttpClient, ExportError> {
         Ok(HttpClient {
             client: client(config)?,
             endpoint: config.endpoint.clone(),
@@ -59,7 +59,7 @@ impl HttpClient {
         })
     }
 
-    pub async fn send(&self, batch: Vec<ResourceSpans>) -> Result<(), ExportError> {
+    pub(crate) async fn send(&self, batch: Vec<ResourceSpans>) -> Result<(), ExportError> {
         self.post(ExportTraceServiceRequest { resource_spans: batch }.encode_to_vec()).await
     }
 

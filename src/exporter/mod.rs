@@ -9,11 +9,11 @@
 pub(crate) mod grpc;
 pub(crate) mod http;
 
-use crate::config::{ExportProtocol, ExporterConfig, RetryConfig};
 use crate::store::{ExportQueue, QueuedExport};
 use crate::telemetry::Counters;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use ordertrail_core::config::{ExportProtocol, ExporterConfig, RetryConfig};
 use prost::Message;
 use rand::Rng;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ pub enum ExportError {
 }
 
 /// One way of sending a request.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 enum Client {
     Grpc(grpc::GrpcClient),
     Http(http::HttpClient),
@@ -54,7 +54,13 @@ impl Client {
     }
 }
 
+/// Semaphore permits for `n` consumers; tokio counts permits in `u32`, far above any sensible consumer count.
+fn permits(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// The running exporter; `shutdown` drains what it can within a deadline.
+#[derive(Debug)]
 pub struct Exporter {
     /// Where the pipeline hands spans over, in memory mode.
     input: Option<mpsc::Sender<Vec<ResourceSpans>>>,
@@ -162,7 +168,7 @@ async fn batch_loop(
         }
     }
     // Wait for the requests in flight by taking every permit.
-    let _ = in_flight.acquire_many(config.num_consumers as u32).await;
+    let _ = in_flight.acquire_many(permits(config.num_consumers)).await;
 }
 
 /// Sends the persistent queue's entries in order, several at a time, and removes each once delivered. At
@@ -228,7 +234,7 @@ async fn queue_loop(
             });
         }
     }
-    let _ = in_flight.acquire_many(config.num_consumers as u32).await;
+    let _ = in_flight.acquire_many(permits(config.num_consumers)).await;
 }
 
 /// Consecutive entries grouped into requests of at most `max_spans` spans (an entry is never split).

@@ -4,11 +4,12 @@
 //! Engine events are counted as they come out of each batch; the pipeline's atomic counters and the engine's
 //! gauges are mirrored after each batch, so `/metrics` and the OTLP push read the same registry.
 
-use super::{Counter, Exemplar, Gauge, Histogram, Registry};
-use crate::config::Config;
-use crate::engine::events::Event;
-use crate::engine::{ids, EngineStats};
 use crate::telemetry::Counters;
+use ordertrail_core::config::Config;
+use ordertrail_core::engine::events::Event;
+use ordertrail_core::engine::EngineStats;
+use ordertrail_core::ids;
+use ordertrail_metrics::{Counter, Exemplar, Gauge, Histogram, Registry};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
@@ -48,6 +49,7 @@ type PipelineCounter = (Counter, fn(&Counters) -> u64);
 /// A counter mirrored from one of the engine's counters.
 type EngineCounter = (Counter, fn(&EngineStats) -> u64);
 
+/// The metrics ordertrail publishes, fed by engine events and mirrored counters.
 pub struct OrderMetrics {
     registry: Registry,
     /// Owners named by the configuration; an owner a span declares for itself is reported as `other`, so that
@@ -75,6 +77,12 @@ pub struct OrderMetrics {
 
 fn labels<'a>(fixed: &[&'a str], dims: &'a [String]) -> Vec<&'a str> {
     fixed.iter().copied().chain(dims.iter().map(String::as_str)).collect()
+}
+
+impl std::fmt::Debug for OrderMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderMetrics").field("registry", &self.registry).finish_non_exhaustive()
+    }
 }
 
 impl OrderMetrics {
@@ -374,7 +382,7 @@ fn seconds(nanos: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::default_config;
+    use ordertrail_core::config::default_config;
 
     fn dims(segment: &str, warehouse: &str) -> BTreeMap<String, String> {
         [("segment", segment), ("warehouse", warehouse), ("customer", "C-1")]

@@ -4,16 +4,18 @@
 //! Every push carries cumulative values, so a failed push is not retried: it is counted and logged, and the next
 //! interval's push makes up for it with fresher numbers.
 
-use super::Registry;
-use crate::config::{ExportProtocol, ExporterConfig};
+use crate::clock::unix_nanos_now;
 use crate::exporter::ExportError;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use ordertrail_core::config::{ExportProtocol, ExporterConfig};
+use ordertrail_metrics::Registry;
 use prost::Message;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::codec::CompressionEncoding;
@@ -21,13 +23,14 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 
 /// The running push task. Dropping it without `shutdown` stops it as well, after one last push.
+#[derive(Debug)]
 pub struct MetricsPusher {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
     counts: Arc<PushCounts>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct PushCounts {
     sent: AtomicU64,
     failed: AtomicU64,
@@ -74,11 +77,13 @@ impl Client {
     }
 }
 
-fn unix_nanos_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
+/// The instrumentation scope of ordertrail's own metrics.
+fn own_scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: env!("CARGO_PKG_NAME").to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        ..Default::default()
+    }
 }
 
 impl MetricsPusher {
@@ -155,7 +160,8 @@ impl Pusher {
     /// One push, bounded by the exporter timeout in total: the client's own timeouts apply to connecting and to
     /// the request separately, and shutdown must not wait for both.
     async fn push(&self) {
-        let request = self.registry.to_otlp(self.resource.clone(), self.start_unix_nanos, unix_nanos_now());
+        let request =
+            self.registry.to_otlp(self.resource.clone(), own_scope(), self.start_unix_nanos, unix_nanos_now());
         let empty = request.resource_metrics.iter().flat_map(|rm| &rm.scope_metrics).all(|sm| sm.metrics.is_empty());
         if empty {
             return;
@@ -179,13 +185,13 @@ impl Pusher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RetryConfig;
-    use crate::metrics::Exemplar;
     use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
         MetricsService, MetricsServiceServer,
     };
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
     use opentelemetry_proto::tonic::metrics::v1::{exemplar, metric, number_data_point, Metric};
+    use ordertrail_core::config::RetryConfig;
+    use ordertrail_metrics::Exemplar;
     use std::collections::BTreeMap;
     use std::io::Read;
     use tokio::sync::mpsc;

@@ -6,11 +6,11 @@
 //! the message is the sender's error; the receivers promise INVALID_ARGUMENT for it, as OTLP/HTTP answers 400.
 
 use super::{ingest_status, response, sanitise};
-use crate::config::GrpcServerConfig;
 use crate::pipeline::PipelineHandle;
 use crate::telemetry::Counters;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use ordertrail_core::config::GrpcServerConfig;
 use prost::Message;
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -4,7 +4,6 @@
 //! encoding; failures carry a `google.rpc.Status` body; 400 is permanent, 429/503 are retryable.
 
 use super::{response, sanitise};
-use crate::config::HttpServerConfig;
 use crate::pipeline::PipelineHandle;
 use crate::telemetry::Counters;
 use axum::body::{Body, Bytes};
@@ -14,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use ordertrail_core::config::HttpServerConfig;
 use prost::Message;
 use std::io::Read;
 use std::sync::Arc;

@@ -67,7 +67,7 @@ pub fn sanitise(batch: &mut Vec<ResourceSpans>) -> Sanitised {
 pub fn response(sanitised: &Sanitised) -> ExportTraceServiceResponse {
     ExportTraceServiceResponse {
         partial_success: (sanitised.rejected > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: sanitised.rejected as i64,
+            rejected_spans: i64::try_from(sanitised.rejected).unwrap_or(i64::MAX),
             error_message: sanitised.message.clone(),
         }),
     }

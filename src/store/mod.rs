@@ -1,6 +1,6 @@
 //! Durable order state behind a trait, so that a PostgreSQL implementation can replace the embedded one.
 //!
-//! Only this module touches the disk. The engine hands over whole order records, aliases and waiting spans to
+//! Only this module writes to the disk. The engine hands over whole order records, aliases and waiting spans to
 //! write, and the pipeline the spans to export; the store writes one group of them in one transaction, so a commit
 //! is all or nothing: after a crash, state and the export queue agree.
 
@@ -10,8 +10,9 @@ pub use redb_store::RedbStore;
 
 use std::sync::Arc;
 
-use crate::engine::StateChanges;
-use crate::order_state::{AliasRecord, OrderRecord};
+pub use ordertrail_core::config::Durability;
+use ordertrail_core::engine::StateChanges;
+use ordertrail_core::order::{AliasRecord, OrderRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -36,16 +37,6 @@ pub struct LoadedState {
     pub pending: Vec<(Vec<u8>, Vec<u8>)>,
     /// Remembered technical traces: (trace id, encoded orders and expiry).
     pub traces: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// How hard a commit tries to reach the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// Every commit is on disk when it returns (one fsync per group): nothing acknowledged is lost.
-    Durable,
-    /// Commits reach the disk soon after they return; a crash may lose the last moments. Spans to export wait
-    /// in memory instead of on disk.
-    Memory,
 }
 
 /// A durable home for order state.

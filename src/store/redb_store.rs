@@ -5,26 +5,27 @@
 //! measured figures behind the choice.
 
 use super::{Durability, ExportQueue, LoadedState, OrderStore, QueuedExport, StoreError};
-use crate::engine::StateChanges;
-use crate::order_state::{AliasRecord, OrderRecord};
+use ordertrail_core::engine::StateChanges;
+use ordertrail_core::order::{AliasRecord, OrderRecord};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("orders");
+const ORDERS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("orders");
 /// Keyed by `kind` + NUL + `value`.
-const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
+const ALIASES: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("aliases");
 /// Spans waiting to inherit an order, keyed by technical trace id.
-const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
+const PENDING: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("pending");
 /// Technical traces known to concern orders, keyed by trace id.
-const TRACES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("traces");
+const TRACES: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("traces");
 /// The export queue: entry number → span count (4 bytes, little endian) followed by the encoded request.
-const EXPORTS: TableDefinition<u64, &[u8]> = TableDefinition::new("exports");
+const EXPORTS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("exports");
 
 /// The page cache unless configured otherwise (`storage.cache_size_mib`).
-pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
+#[derive(Debug)]
 pub struct RedbStore {
     db: Arc<Database>,
     durability: Durability,
@@ -32,7 +33,8 @@ pub struct RedbStore {
 }
 
 /// The export queue's handle on the database, shared with the exporter.
-pub struct RedbExportQueue {
+#[derive(Debug)]
+pub(super) struct RedbExportQueue {
     db: Arc<Database>,
     next: AtomicU64,
     bytes: AtomicU64,
@@ -304,7 +306,7 @@ mod tests {
     }
 
     fn export(n: u32) -> QueuedExport {
-        QueuedExport { spans: n, request: vec![n as u8; 10] }
+        QueuedExport { spans: n, request: vec![n.to_le_bytes()[0]; 10] }
     }
 
     #[test]

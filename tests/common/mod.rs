@@ -9,8 +9,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
-use ordertrail::config::{self, Config, Overrides};
 use ordertrail::server::Server;
+use ordertrail_core::config::{self, Config, Overrides};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -18,15 +18,15 @@ use std::time::Duration;
 
 /// A received span with the `service.name` of its resource.
 #[derive(Clone, Debug)]
-pub struct Received {
-    pub service: String,
-    pub span: Span,
+pub(crate) struct Received {
+    pub(crate) service: String,
+    pub(crate) span: Span,
 }
 
 /// An OTLP/gRPC trace sink that records everything it receives; optionally slow, to hold the exporter up.
 #[derive(Clone, Default)]
-pub struct Sink {
-    pub spans: Arc<Mutex<Vec<Received>>>,
+pub(crate) struct Sink {
+    pub(crate) spans: Arc<Mutex<Vec<Received>>>,
     delay: Option<Duration>,
     /// Stops the server, for outage tests.
     stop: Arc<Mutex<Option<SinkServer>>>,
@@ -68,7 +68,7 @@ impl TraceService for Sink {
 
 impl Sink {
     /// Starts a sink on `addr`, which may be the address of a sink stopped before (an outage ending).
-    pub async fn start_at(addr: SocketAddr) -> Sink {
+    pub(crate) async fn start_at(addr: SocketAddr) -> Sink {
         let sink = Sink::default();
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let service = TraceServiceServer::new(sink.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
@@ -86,7 +86,7 @@ impl Sink {
     }
 
     /// Stops the sink and waits until its port is closed (an outage beginning).
-    pub async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         let stop = self.stop.lock().unwrap().take();
         if let Some((stop, task)) = stop {
             let _ = stop.send(());
@@ -98,7 +98,7 @@ impl Sink {
     }
 
     /// Starts a sink on a free loopback port.
-    pub async fn start(delay: Option<Duration>) -> (Sink, SocketAddr) {
+    pub(crate) async fn start(delay: Option<Duration>) -> (Sink, SocketAddr) {
         let sink = Sink { spans: Arc::default(), delay, stop: Arc::default() };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -111,12 +111,17 @@ impl Sink {
         (sink, addr)
     }
 
-    pub fn snapshot(&self) -> Vec<Received> {
+    pub(crate) fn snapshot(&self) -> Vec<Received> {
         self.spans.lock().unwrap().clone()
     }
 
     /// Waits until `done` holds for the received spans, failing after `timeout`.
-    pub async fn wait_for(&self, timeout: Duration, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    pub(crate) async fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let spans = self.snapshot();
@@ -133,12 +138,12 @@ impl Sink {
 }
 
 /// The default configuration on loopback port 0, exporting to `sink`, with short waits for tests.
-pub fn test_config(sink: SocketAddr, data_dir: &Path, extra_yaml: &str) -> Config {
+pub(crate) fn test_config(sink: SocketAddr, data_dir: &Path, extra_yaml: &str) -> Config {
     test_config_from(config::DEFAULT_CONFIG_YAML, sink, data_dir, extra_yaml)
 }
 
 /// `base_yaml` (a variant of the default configuration) on loopback port 0, exporting to `sink`.
-pub fn test_config_from(base_yaml: &str, sink: SocketAddr, data_dir: &Path, extra_yaml: &str) -> Config {
+pub(crate) fn test_config_from(base_yaml: &str, sink: SocketAddr, data_dir: &Path, extra_yaml: &str) -> Config {
     let yaml = format!("{}\n{extra_yaml}", base_yaml.replace("inherit_wait: 2s", "inherit_wait: 500ms"));
     let mut config = config::parse(&yaml, "test config").unwrap();
     config
@@ -159,12 +164,12 @@ pub fn test_config_from(base_yaml: &str, sink: SocketAddr, data_dir: &Path, extr
     config
 }
 
-pub async fn start_server(config: Config) -> Server {
+pub(crate) async fn start_server(config: Config) -> Server {
     Server::start(config).await.expect("server starts")
 }
 
 /// A real OpenTelemetry SDK tracer provider for one simulated service, exporting OTLP/gRPC to `addr`.
-pub fn sdk_provider(service: &'static str, addr: SocketAddr) -> SdkTracerProvider {
+pub(crate) fn sdk_provider(service: &'static str, addr: SocketAddr) -> SdkTracerProvider {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(format!("http://{addr}"))
@@ -177,7 +182,7 @@ pub fn sdk_provider(service: &'static str, addr: SocketAddr) -> SdkTracerProvide
 }
 
 /// Records one finished span through the SDK; returns its context so children can be created under it.
-pub fn record(
+pub(crate) fn record(
     provider: &SdkTracerProvider,
     parent: &Context,
     name: &'static str,
@@ -192,12 +197,12 @@ pub fn record(
 }
 
 /// Flushes a provider from a blocking thread, as the SDK's flush blocks.
-pub async fn flush(provider: &SdkTracerProvider) {
+pub(crate) async fn flush(provider: &SdkTracerProvider) {
     let provider = provider.clone();
     tokio::task::spawn_blocking(move || provider.force_flush().expect("flush succeeds")).await.unwrap();
 }
 
-pub fn attr(span: &Span, key: &str) -> Option<String> {
+pub(crate) fn attr(span: &Span, key: &str) -> Option<String> {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).and_then(|v| match &v.value {
         Some(Value::StringValue(s)) => Some(s.clone()),
@@ -210,12 +215,12 @@ pub fn attr(span: &Span, key: &str) -> Option<String> {
     })
 }
 
-pub fn trace_of(order: &str) -> Vec<u8> {
-    ordertrail::engine::ids::order_trace_id(order).to_vec()
+pub(crate) fn trace_of(order: &str) -> Vec<u8> {
+    ordertrail_core::ids::order_trace_id(order).to_vec()
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` naming `what`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

@@ -1,0 +1,301 @@
+//! `correlation`: where order keys and alias keys are found, and how unkeyed spans inherit an order.
+
+use super::check::{is_snake_name, Checker, ConfigError};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Where order keys and alias keys are found, and how unkeyed spans inherit an order.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCorrelation {
+    /// Sources of the order key itself.
+    pub order_keys: RawKeySources,
+    /// Secondary business keys (shipment, delivery, invoice, ASN, PO…) that lead to orders once learned.
+    pub aliases: Vec<RawAlias>,
+    /// How long a span with no key waits for a keyed span of its technical trace.
+    #[serde(with = "humantime_serde")]
+    pub inherit_wait: Duration,
+    /// Most spans held while waiting to inherit an order; beyond it spans pass on uncorrelated.
+    pub max_pending_spans: usize,
+    /// Most technical traces remembered with their orders.
+    pub max_tracked_traces: usize,
+    /// Keep the remembered technical traces in the store, so that a span arriving after a restart still joins the
+    /// order its trace was tied to before. Costs one write per new technical trace.
+    pub persist_trace_memory: bool,
+    /// How long a technical trace's orders are remembered after its last span.
+    #[serde(with = "humantime_serde")]
+    pub trace_memory: Duration,
+    /// Most orders held in memory; beyond it the oldest closed orders are evicted, then new orders refused.
+    pub max_orders: usize,
+    /// Most alias values remembered.
+    pub max_aliases: usize,
+}
+
+impl Default for RawCorrelation {
+    /// The order keys and aliases themselves come from the embedded default file: they describe a landscape,
+    /// not a mechanism, so the code has none of its own.
+    fn default() -> RawCorrelation {
+        RawCorrelation {
+            order_keys: RawKeySources::default(),
+            aliases: Vec::new(),
+            inherit_wait: Duration::from_secs(2),
+            max_pending_spans: 100_000,
+            max_tracked_traces: 200_000,
+            persist_trace_memory: true,
+            trace_memory: Duration::from_secs(600),
+            max_orders: 1_000_000,
+            max_aliases: 2_000_000,
+        }
+    }
+}
+
+/// Places a key can be read from.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawKeySources {
+    /// Span attributes holding the key; an array value names several keys.
+    pub attributes: Vec<String>,
+    /// Resource attributes holding the key.
+    pub resource_attributes: Vec<String>,
+    /// Patterns over the span name or an attribute value such as `url.path` or `http.route`.
+    pub patterns: Vec<RawPattern>,
+}
+
+/// A pattern that extracts a key from a string value.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawPattern {
+    /// What the pattern is applied to: `span.name` or the name of a span attribute.
+    pub source: String,
+    /// A path template such as `/api/orders/{id}/release`; `{id}` captures the key, `{*}` matches one segment,
+    /// and a trailing `/**` matches the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// A regular expression with a named group `id` that captures the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// One kind of alias key. Its source fields repeat those of [`RawKeySources`] because serde cannot combine
+/// `flatten` with `deny_unknown_fields`, and refusing misspelt keys matters more here than the repetition.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlias {
+    /// Alias kind, e.g. `shipment`; appears in logs and the store.
+    pub kind: String,
+    /// Span attributes holding values of this alias; an array value names several.
+    #[serde(default)]
+    pub attributes: Vec<String>,
+    /// Resource attributes holding values of this alias.
+    #[serde(default)]
+    pub resource_attributes: Vec<String>,
+    /// Patterns over the span name or an attribute value.
+    #[serde(default)]
+    pub patterns: Vec<RawPattern>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CorrelationConfig {
+    pub order_keys: KeySources,
+    pub aliases: Vec<AliasSource>,
+    pub inherit_wait: Duration,
+    pub max_pending_spans: usize,
+    pub max_tracked_traces: usize,
+    pub trace_memory: Duration,
+    pub persist_trace_memory: bool,
+    pub max_orders: usize,
+    pub max_aliases: usize,
+}
+
+/// Compiled places a key can be read from.
+#[derive(Debug, Clone, Default)]
+pub struct KeySources {
+    pub attributes: Vec<String>,
+    pub resource_attributes: Vec<String>,
+    pub patterns: Vec<KeyPattern>,
+}
+
+impl KeySources {
+    pub fn is_empty(&self) -> bool {
+        self.attributes.is_empty() && self.resource_attributes.is_empty() && self.patterns.is_empty()
+    }
+}
+
+/// What a key pattern reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatternSource {
+    SpanName,
+    Attribute(String),
+}
+
+/// A compiled key pattern; group `id` captures the key.
+#[derive(Debug, Clone)]
+pub struct KeyPattern {
+    pub source: PatternSource,
+    pub regex: Regex,
+}
+
+impl KeyPattern {
+    /// The key captured from `value`, if the pattern matches and captures something non-empty.
+    pub fn capture<'a>(&self, value: &'a str) -> Option<&'a str> {
+        let id = self.regex.captures(value)?.name("id")?.as_str();
+        // A route template such as `http.route` = `/api/orders/{id}` names a placeholder, not an order.
+        let placeholder = id.starts_with('{') && id.ends_with('}') || id.starts_with(':');
+        (!id.is_empty() && !placeholder).then_some(id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AliasSource {
+    pub kind: String,
+    pub sources: KeySources,
+}
+
+impl RawCorrelation {
+    pub(crate) fn check(&self, check: &Checker<'_>) -> Result<CorrelationConfig, ConfigError> {
+        let order_keys = self.order_keys.check(check, "correlation.order_keys")?;
+        if order_keys.is_empty() {
+            return Err(check.err("correlation.order_keys", "at least one source of the order key is needed"));
+        }
+        let mut aliases: Vec<AliasSource> = Vec::new();
+        for (i, a) in self.aliases.iter().enumerate() {
+            let key = format!("correlation.aliases[{i}]");
+            if !is_snake_name(&a.kind) {
+                return Err(check.err(format!("{key}.kind"), format!("`{}` must be lower snake case", a.kind)));
+            }
+            if aliases.iter().any(|x| x.kind == a.kind) {
+                return Err(check.err(format!("{key}.kind"), format!("alias kind `{}` is defined twice", a.kind)));
+            }
+            let sources = RawKeySources {
+                attributes: a.attributes.clone(),
+                resource_attributes: a.resource_attributes.clone(),
+                patterns: a.patterns.clone(),
+            }
+            .check(check, &key)?;
+            if sources.is_empty() {
+                return Err(check.err(key, "an alias needs at least one attribute, resource attribute or pattern"));
+            }
+            aliases.push(AliasSource { kind: a.kind.clone(), sources });
+        }
+        let correlation = CorrelationConfig {
+            order_keys,
+            aliases,
+            inherit_wait: self.inherit_wait,
+            max_pending_spans: check.positive("correlation.max_pending_spans", self.max_pending_spans)?,
+            max_tracked_traces: check.positive("correlation.max_tracked_traces", self.max_tracked_traces)?,
+            trace_memory: self.trace_memory,
+            persist_trace_memory: self.persist_trace_memory,
+            max_orders: check.positive("correlation.max_orders", self.max_orders)?,
+            max_aliases: check.positive("correlation.max_aliases", self.max_aliases)?,
+        };
+        if correlation.trace_memory < correlation.inherit_wait {
+            return Err(check.err("correlation.trace_memory", "must be at least inherit_wait"));
+        }
+        Ok(correlation)
+    }
+}
+
+impl RawKeySources {
+    fn check(&self, check: &Checker<'_>, key: &str) -> Result<KeySources, ConfigError> {
+        for (i, a) in self.attributes.iter().enumerate() {
+            if a.is_empty() {
+                return Err(check.err(format!("{key}.attributes[{i}]"), "must not be empty"));
+            }
+        }
+        let patterns = self
+            .patterns
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.check(check, &format!("{key}.patterns[{i}]")))
+            .collect::<Result<_, _>>()?;
+        Ok(KeySources {
+            attributes: self.attributes.clone(),
+            resource_attributes: self.resource_attributes.clone(),
+            patterns,
+        })
+    }
+}
+
+impl RawPattern {
+    fn check(&self, check: &Checker<'_>, key: &str) -> Result<KeyPattern, ConfigError> {
+        if self.source.is_empty() {
+            return Err(check.err(format!("{key}.source"), "must not be empty"));
+        }
+        let source = if self.source == "span.name" {
+            PatternSource::SpanName
+        } else {
+            PatternSource::Attribute(self.source.clone())
+        };
+        let regex = match (&self.template, &self.regex) {
+            (Some(template), None) => {
+                let compiled =
+                    template_to_regex(template).map_err(|reason| check.err(format!("{key}.template"), reason))?;
+                check.regex(format!("{key}.template"), &compiled)?
+            }
+            (None, Some(regex)) => {
+                let compiled = check.regex(format!("{key}.regex"), regex)?;
+                if !compiled.capture_names().any(|n| n == Some("id")) {
+                    return Err(
+                        check.err(format!("{key}.regex"), "needs a named group `(?P<id>...)` that captures the key")
+                    );
+                }
+                compiled
+            }
+            _ => return Err(check.err(key, "give exactly one of template, regex")),
+        };
+        Ok(KeyPattern { source, regex })
+    }
+}
+
+/// Turns `/api/orders/{id}/release` into an anchored regex; `{*}` matches one path segment and a trailing
+/// `/**` the rest of the path.
+pub fn template_to_regex(template: &str) -> Result<String, String> {
+    if !template.contains("{id}") {
+        return Err("template must contain `{id}`".into());
+    }
+    let (body, tail) = match template.strip_suffix("/**") {
+        Some(body) => (body, "(?:/.*)?"),
+        None => (template, ""),
+    };
+    let mut out = String::from("^");
+    let mut rest = body;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&regex::escape(&rest[..start]));
+        let end = rest[start..].find('}').ok_or("unclosed `{` in template")? + start;
+        match &rest[start + 1..end] {
+            "id" => out.push_str("(?P<id>[^/?#]+)"),
+            "*" => out.push_str("[^/?#]+"),
+            other => return Err(format!("unknown placeholder `{{{other}}}`; use {{id}} or {{*}}")),
+        }
+        rest = &rest[end + 1..];
+    }
+    out.push_str(&regex::escape(rest));
+    out.push_str(tail);
+    out.push_str("(?:[?#].*)?$");
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_capture_the_id_and_allow_query_strings() {
+        let re = Regex::new(&template_to_regex("/api/orders/{id}/**").unwrap()).unwrap();
+        assert_eq!(&re.captures("/api/orders/SO-1/release").unwrap()["id"], "SO-1");
+        assert_eq!(&re.captures("/api/orders/SO-1").unwrap()["id"], "SO-1");
+        assert_eq!(&re.captures("/api/orders/SO-1?x=1").unwrap()["id"], "SO-1");
+        assert!(re.captures("/api/orders").is_none());
+        assert!(re.captures("/v2/api/orders/SO-1").is_none());
+        let exact = Regex::new(&template_to_regex("/api/{*}/orders/{id}/release").unwrap()).unwrap();
+        assert_eq!(&exact.captures("/api/v1/orders/7/release").unwrap()["id"], "7");
+        assert!(exact.captures("/api/v1/orders/7/cancel").is_none());
+        assert!(template_to_regex("/api/orders").is_err());
+        let pattern = KeyPattern { source: PatternSource::SpanName, regex: re.clone() };
+        assert_eq!(pattern.capture("/api/orders/{id}/release"), None, "a route template is not an order");
+        assert_eq!(pattern.capture("/api/orders/:id/release"), None);
+        assert_eq!(pattern.capture("/api/orders/SO-1/release"), Some("SO-1"));
+        assert!(template_to_regex("/api/{order}").is_err());
+    }
+}

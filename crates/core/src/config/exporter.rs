@@ -1,0 +1,320 @@
+//! `exporters.otlp`: where labelled spans and order traces go, with the collector's field names. The same checks
+//! serve `telemetry.metrics.otlp`, which pushes ordertrail's own metrics.
+
+use super::check::{Checker, ConfigError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exporters, named as in the collector.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawExporters {
+    /// OTLP exporter; absent means nothing is exported (spans are still labelled and recorded).
+    pub otlp: Option<RawOtlpExporter>,
+}
+
+/// OTLP exporter settings, named as the collector's `otlp` / `otlphttp` exporters.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawOtlpExporter {
+    /// `http://host:4317` for gRPC, `http://host:4318` for HTTP (the `/v1/traces` path is added when absent).
+    pub endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: String,
+    /// Extra headers or gRPC metadata, e.g. `X-Scope-OrgID` for Tempo.
+    pub headers: BTreeMap<String, String>,
+    /// TLS settings; plain text when absent and the endpoint is `http://`.
+    pub tls: Option<RawTls>,
+    /// `gzip` or `none`.
+    pub compression: String,
+    /// Timeout of one export request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Batching before export.
+    pub batch: RawBatch,
+    /// Retry of retryable failures.
+    pub retry_on_failure: RawRetry,
+    /// Queue between the pipeline and the export workers.
+    pub sending_queue: RawSendingQueue,
+}
+
+impl Default for RawOtlpExporter {
+    fn default() -> RawOtlpExporter {
+        RawOtlpExporter {
+            endpoint: None,
+            protocol: "grpc".into(),
+            headers: BTreeMap::new(),
+            tls: None,
+            compression: "gzip".into(),
+            timeout: Duration::from_secs(10),
+            batch: RawBatch::default(),
+            retry_on_failure: RawRetry::default(),
+            sending_queue: RawSendingQueue::default(),
+        }
+    }
+}
+
+/// Client TLS.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTls {
+    /// Send in plain text even though a `tls` section is present.
+    pub insecure: bool,
+    /// PEM file of the CA that signed the server certificate; the system roots when absent.
+    pub ca_file: Option<String>,
+    /// PEM client certificate for mutual TLS.
+    pub cert_file: Option<String>,
+    /// PEM client key for mutual TLS.
+    pub key_file: Option<String>,
+    /// Server name to verify, when it differs from the endpoint host.
+    pub server_name_override: Option<String>,
+}
+
+/// Batching, as the collector's batch processor.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawBatch {
+    /// Spans per export request.
+    pub send_batch_size: usize,
+    /// Longest a span waits for its batch to fill.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RawBatch {
+    fn default() -> RawBatch {
+        RawBatch { send_batch_size: 2048, timeout: Duration::from_millis(200) }
+    }
+}
+
+/// Retry with exponential backoff and jitter.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRetry {
+    /// Whether to retry at all.
+    pub enabled: bool,
+    /// First backoff.
+    #[serde(with = "humantime_serde")]
+    pub initial_interval: Duration,
+    /// Largest backoff.
+    #[serde(with = "humantime_serde")]
+    pub max_interval: Duration,
+    /// Give up on a batch after this long and count it as failed; `0s` retries until the backend accepts it,
+    /// holding the queue, which pushes back on senders instead of dropping.
+    #[serde(with = "humantime_serde")]
+    pub max_elapsed_time: Duration,
+}
+
+impl Default for RawRetry {
+    fn default() -> RawRetry {
+        RawRetry {
+            enabled: true,
+            initial_interval: Duration::from_secs(5),
+            max_interval: Duration::from_secs(30),
+            max_elapsed_time: Duration::ZERO,
+        }
+    }
+}
+
+/// Sending queue.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSendingQueue {
+    /// Batches waiting for a worker; when full the pipeline pushes back on receivers.
+    pub queue_size: usize,
+    /// Concurrent export requests.
+    pub num_consumers: usize,
+    /// Largest export queue on disk, in bytes, with `storage.durability: durable`; when it is full, senders get a
+    /// retryable error until the backend catches up.
+    pub max_bytes: u64,
+}
+
+impl Default for RawSendingQueue {
+    fn default() -> RawSendingQueue {
+        RawSendingQueue { queue_size: 64, num_consumers: 4, max_bytes: 1024 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportProtocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+impl ExportProtocol {
+    /// The name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportProtocol::Grpc => "grpc",
+            ExportProtocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub server_name_override: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    pub enabled: bool,
+    pub initial_interval: Duration,
+    pub max_interval: Duration,
+    /// `None` retries forever.
+    pub max_elapsed_time: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExporterConfig {
+    /// Full URL; for HTTP it includes the `/v1/traces` path.
+    pub endpoint: String,
+    pub protocol: ExportProtocol,
+    pub headers: BTreeMap<String, String>,
+    /// `None` means plain text.
+    pub tls: Option<TlsConfig>,
+    pub gzip: bool,
+    pub timeout: Duration,
+    pub send_batch_size: usize,
+    pub batch_timeout: Duration,
+    pub retry: RetryConfig,
+    pub queue_size: usize,
+    pub num_consumers: usize,
+    /// Bound of the persistent export queue.
+    pub max_queue_bytes: u64,
+}
+
+impl RawExporters {
+    pub(crate) fn check(&self, check: &Checker<'_>) -> Result<Option<ExporterConfig>, ConfigError> {
+        self.otlp.as_ref().map(|e| e.check(check, "exporters.otlp", "/v1/traces")).transpose()
+    }
+}
+
+impl RawOtlpExporter {
+    /// Validates an OTLP client section found under `key`; `signal_path` (`/v1/traces`, `/v1/metrics`) completes
+    /// HTTP endpoints that name only the host.
+    pub(crate) fn check(
+        &self,
+        check: &Checker<'_>,
+        key: &str,
+        signal_path: &str,
+    ) -> Result<ExporterConfig, ConfigError> {
+        let protocol = match self.protocol.as_str() {
+            "grpc" => ExportProtocol::Grpc,
+            "http/protobuf" => ExportProtocol::HttpProtobuf,
+            other => {
+                return Err(check.err(format!("{key}.protocol"), format!("`{other}` is not one of grpc, http/protobuf")))
+            }
+        };
+        let endpoint = self.endpoint.clone().ok_or_else(|| check.err(format!("{key}.endpoint"), "is required"))?;
+        let scheme_ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+        if !scheme_ok || endpoint.len() <= "https://".len() {
+            return Err(
+                check.err(format!("{key}.endpoint"), format!("`{endpoint}` must be an http:// or https:// URL"))
+            );
+        }
+        let endpoint = match protocol {
+            ExportProtocol::Grpc => endpoint,
+            ExportProtocol::HttpProtobuf => {
+                let trimmed = endpoint.trim_end_matches('/');
+                if trimmed.ends_with(signal_path) {
+                    trimmed.to_string()
+                } else {
+                    format!("{trimmed}{signal_path}")
+                }
+            }
+        };
+        for (name, value) in &self.headers {
+            let valid_name =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid_name || value.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                return Err(check.err(format!("{key}.headers.{name}"), "not a valid header name and value"));
+            }
+        }
+        let tls = self.tls_config(check, key, &endpoint)?;
+        let gzip = match self.compression.as_str() {
+            "gzip" => true,
+            "none" | "" => false,
+            other => return Err(check.err(format!("{key}.compression"), format!("`{other}` is not one of gzip, none"))),
+        };
+        if self.timeout.is_zero() {
+            return Err(check.err(format!("{key}.timeout"), "must be greater than zero"));
+        }
+        let r = &self.retry_on_failure;
+        let retry = RetryConfig {
+            enabled: r.enabled,
+            initial_interval: r.initial_interval,
+            max_interval: r.max_interval,
+            max_elapsed_time: (!r.max_elapsed_time.is_zero()).then_some(r.max_elapsed_time),
+        };
+        if retry.initial_interval.is_zero() || retry.max_interval < retry.initial_interval {
+            return Err(check.err(
+                format!("{key}.retry_on_failure.max_interval"),
+                "initial_interval must be positive and not above max_interval",
+            ));
+        }
+        let queue = &self.sending_queue;
+        let send_batch_size = check.positive(&format!("{key}.batch.send_batch_size"), self.batch.send_batch_size)?;
+        let queue_size = check.positive(&format!("{key}.sending_queue.queue_size"), queue.queue_size)?;
+        let num_consumers = check.positive(&format!("{key}.sending_queue.num_consumers"), queue.num_consumers)?;
+        if queue.max_bytes < 1024 * 1024 {
+            return Err(check.err(format!("{key}.sending_queue.max_bytes"), "must be at least 1 MiB"));
+        }
+        Ok(ExporterConfig {
+            endpoint,
+            protocol,
+            headers: self.headers.clone(),
+            tls,
+            gzip,
+            timeout: self.timeout,
+            send_batch_size,
+            batch_timeout: self.batch.timeout,
+            retry,
+            queue_size,
+            num_consumers,
+            max_queue_bytes: queue.max_bytes,
+        })
+    }
+
+    fn tls_config(&self, check: &Checker<'_>, key: &str, endpoint: &str) -> Result<Option<TlsConfig>, ConfigError> {
+        let tls = match &self.tls {
+            Some(t) if !t.insecure => {
+                if t.cert_file.is_some() != t.key_file.is_some() {
+                    return Err(check.err(format!("{key}.tls"), "cert_file and key_file go together"));
+                }
+                for (field, path) in [("ca_file", &t.ca_file), ("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
+                    if let Some(path) = path {
+                        if !std::path::Path::new(path).is_file() {
+                            return Err(
+                                check.err(format!("{key}.tls.{field}"), format!("file `{path}` does not exist"))
+                            );
+                        }
+                    }
+                }
+                Some(TlsConfig {
+                    ca_file: t.ca_file.as_ref().map(PathBuf::from),
+                    cert_file: t.cert_file.as_ref().map(PathBuf::from),
+                    key_file: t.key_file.as_ref().map(PathBuf::from),
+                    server_name_override: t.server_name_override.clone(),
+                })
+            }
+            Some(_) => None,
+            None if endpoint.starts_with("https://") => {
+                Some(TlsConfig { ca_file: None, cert_file: None, key_file: None, server_name_override: None })
+            }
+            None => None,
+        };
+        if tls.is_some() && endpoint.starts_with("http://") {
+            return Err(check.err(
+                format!("{key}.endpoint"),
+                "TLS is configured but the endpoint is http://; use https:// or tls.insecure",
+            ));
+        }
+        Ok(tls)
+    }
+}

@@ -1,0 +1,180 @@
+//! The engine: correlation, labelling, order records, SLA clocks and conformance, and the spans of order traces.
+//!
+//! It does no I/O and reads no clock: every call takes `now` (Unix nanoseconds) and returns the spans to export in
+//! an [`Output`]; the state changes to persist are taken with [`Engine::take_changes`]. Everything it holds is
+//! bounded by the configuration, with a counter in [`EngineStats`] wherever a bound turns data away.
+//!
+//! Each file owns one concern: `flow` the correlation of one span, `records` what a span changes on an order,
+//! `sla` and `conformance` accountability, `persistence` the bookkeeping of what the store must learn, `stats`
+//! the counters, `emit` the spans that leave, `labels` and `correlate` the rules and key memories they use.
+
+mod attributes;
+mod conformance;
+mod correlate;
+mod emit;
+pub mod events;
+mod findings;
+mod flow;
+mod input;
+mod labels;
+mod output;
+mod persistence;
+mod records;
+mod sla;
+mod stats;
+
+pub use input::{flatten, ResourceContext, ScopeContext, SpanInput};
+pub use output::Output;
+pub use persistence::StateChanges;
+pub use stats::{Coverage, EngineStats};
+
+use crate::config::Config;
+use crate::order::{AliasRecord, OrderRecord};
+use crate::time::nanos;
+use correlate::{AliasIndex, PendingSpans, TraceMemory};
+use input::OwnSource;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use persistence::Persistence;
+use sla::DeadlineIndex;
+use stats::CoverageCounter;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// How often open orders are recounted by stage and coverage is copied into the stats: both scan, so not on
+/// every tick.
+const STATS_REFRESH_NANOS: u64 = 1_000_000_000;
+
+/// The correlation and accountability engine; one owner, no locks (see ARCHITECTURE.md).
+#[derive(Debug)]
+pub struct Engine {
+    config: Arc<Config>,
+    /// Orders held in memory, open and recently closed.
+    orders: HashMap<String, OrderRecord>,
+    /// Closed orders in the order they closed, the first to go when memory is full.
+    closed: VecDeque<String>,
+    aliases: AliasIndex,
+    traces: TraceMemory,
+    pending: PendingSpans,
+    persistence: Persistence,
+    clocks: DeadlineIndex,
+    coverage: CoverageCounter,
+    own: OwnSource,
+    /// When the next scan for idle orders and the next stats refresh are due.
+    next_idle_scan: u64,
+    next_stats_refresh: u64,
+    stats: EngineStats,
+}
+
+impl Engine {
+    /// An engine with the state loaded from a store.
+    pub fn new(config: Arc<Config>, orders: Vec<OrderRecord>, aliases: Vec<AliasRecord>) -> Engine {
+        let c = &config.correlation;
+        let mut engine = Engine {
+            orders: HashMap::new(),
+            closed: VecDeque::new(),
+            aliases: AliasIndex::new(c.max_aliases),
+            traces: TraceMemory::new(c.max_tracked_traces, nanos(c.trace_memory)),
+            pending: PendingSpans::new(c.max_pending_spans, nanos(c.inherit_wait)),
+            persistence: Persistence::default(),
+            clocks: DeadlineIndex::default(),
+            coverage: CoverageCounter::new(config.metrics.max_coverage_routes),
+            own: OwnSource::new(&config.order_traces.service_name),
+            next_idle_scan: 0,
+            next_stats_refresh: 0,
+            stats: EngineStats::default(),
+            config,
+        };
+        let mut orders = orders;
+        // Closed orders are loaded oldest first so that eviction keeps the most recent ones.
+        orders.sort_by_key(|o| o.closed_at_unix_nanos.unwrap_or(u64::MAX));
+        for order in orders {
+            if engine.orders.len() >= engine.config.correlation.max_orders && !engine.evict_closed() {
+                break;
+            }
+            if order.is_closed() {
+                engine.closed.push_back(order.key.clone());
+            }
+            engine.index_deadlines(&order);
+            engine.orders.insert(order.key.clone(), order);
+        }
+        for alias in aliases {
+            if let Some(kind) = engine.config.correlation.aliases.iter().position(|a| a.kind == alias.kind) {
+                engine.aliases.learn(kind, &alias.value, &alias.orders);
+            }
+        }
+        engine
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Spans waiting to inherit an order (gauge).
+    pub fn pending_spans(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn order(&self, key: &str) -> Option<&OrderRecord> {
+        self.orders.get(key)
+    }
+
+    pub fn orders(&self) -> impl Iterator<Item = &OrderRecord> {
+        self.orders.values()
+    }
+
+    /// Correlates, labels and re-emits a batch of spans received at `now`.
+    pub fn process(&mut self, batch: Vec<ResourceSpans>, now: u64, out: &mut Output) {
+        for input in flatten(batch) {
+            self.stats.spans_in += 1;
+            self.process_span(input, now, out);
+        }
+    }
+
+    /// Advances time: spans whose wait ran out pass on uncorrelated, deadlines breach, idle orders close.
+    pub fn tick(&mut self, now: u64, out: &mut Output) {
+        for input in self.pending.expire(now) {
+            self.note_pending_change(&input);
+            self.pass_uncorrelated(input, out);
+        }
+        for trace in self.traces.expire(now) {
+            self.persistence.trace_forgotten(trace);
+        }
+        self.check_deadlines(now, out);
+        self.stats.pending_deadlines = self.clocks.len() as u64;
+        if now >= self.next_stats_refresh {
+            self.next_stats_refresh = now.saturating_add(STATS_REFRESH_NANOS);
+            self.stats.open_orders_by_stage = stats::open_orders_by_stage(&self.config.taxonomy, self.orders.values());
+            self.stats.coverage = self.coverage.snapshot();
+        }
+        if now >= self.next_idle_scan {
+            let idle = nanos(self.config.order_traces.idle_close_after);
+            // Scanning every order is linear, so it runs at a tenth of the idle period, between 100 ms and 60 s.
+            self.next_idle_scan = now.saturating_add((idle / 10).clamp(100_000_000, 60_000_000_000));
+            let due: Vec<String> = self
+                .orders
+                .values()
+                .filter(|o| !o.is_closed() && o.last_activity_unix_nanos.saturating_add(idle) <= now)
+                .map(|o| o.key.clone())
+                .collect();
+            for key in due {
+                self.close(&key, "idle".to_string(), now, out);
+            }
+        }
+    }
+
+    /// Passes on every span still waiting to inherit an order, uncorrelated; used at shutdown so that nothing
+    /// received is lost.
+    pub fn flush_pending(&mut self, out: &mut Output) {
+        for input in self.pending.expire(u64::MAX) {
+            self.note_pending_change(&input);
+            self.pass_uncorrelated(input, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

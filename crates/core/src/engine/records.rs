@@ -1,0 +1,261 @@
+//! Order records: what one span changes on an order (times, dimensions, quantities, milestones, exceptions),
+//! what follows from reaching a milestone, closing an order, and making room among the orders held in memory.
+
+use super::emit;
+use super::events::Event;
+use super::input::SpanInput;
+use super::labels::Labels;
+use super::output::Output;
+use super::{attributes, Engine};
+use crate::config::{Config, MilestoneId};
+use crate::order::{ExceptionState, MilestoneState, OrderRecord, Reach};
+
+impl Engine {
+    /// Updates the order's record with one span; returns the milestone the span newly reached.
+    pub(crate) fn record(
+        &mut self,
+        key: &str,
+        input: &SpanInput,
+        labels: &Labels,
+        now: u64,
+        out: &mut Output,
+    ) -> Option<MilestoneId> {
+        let config = &self.config;
+        let order = self.orders.get_mut(key).expect("order inserted by the caller");
+        let span = &input.span;
+        record_dimensions(config, input, order);
+        let start = if span.start_time_unix_nano > 0 { span.start_time_unix_nano } else { now };
+        let end = span.end_time_unix_nano.max(start);
+        order.span_count += 1;
+        order.first_seen_unix_nanos =
+            if order.first_seen_unix_nanos == 0 { start } else { order.first_seen_unix_nanos.min(start) };
+        order.last_seen_unix_nanos = order.last_seen_unix_nanos.max(end);
+        order.last_activity_unix_nanos = now;
+        let actor = labels.actor.clone();
+        let mut newly_reached = None;
+        // Records name milestones, not indices, so that a taxonomy edit between restarts cannot re-label what was
+        // recorded before; an order has at most one entry per milestone, so this scan is short.
+        let milestone_name = labels.milestone.map(|m| config.taxonomy.milestones[m].name.clone());
+        if let (Some(m), Some(name)) = (labels.milestone, &milestone_name) {
+            let state = match order.milestones.iter_mut().position(|s| &s.name == name) {
+                Some(i) => &mut order.milestones[i],
+                None => {
+                    order.milestones.push(MilestoneState {
+                        name: name.clone(),
+                        first_work_unix_nanos: start,
+                        span_count: 0,
+                        reached: None,
+                        span_emitted: false,
+                    });
+                    order.milestones.last_mut().expect("just pushed")
+                }
+            };
+            state.span_count += 1;
+            state.first_work_unix_nanos = state.first_work_unix_nanos.min(start);
+            if labels.reaches && state.reached.is_none() {
+                state.reached = Some(Reach {
+                    at_unix_nanos: end,
+                    trace_id: hex::encode(&span.trace_id),
+                    span_id: hex::encode(&span.span_id),
+                    service: input.resource.service_name.clone(),
+                    actor: actor.clone(),
+                });
+                newly_reached = Some(m);
+                // Reaching a milestone resolves the exceptions that held it up.
+                for exception in order.exceptions.iter_mut() {
+                    if exception.milestone.as_deref() == Some(name) && exception.resolved_at_unix_nanos.is_none() {
+                        exception.resolved_at_unix_nanos = Some(end);
+                    }
+                }
+            }
+        }
+        for finding in labels.exception.iter().chain(&labels.findings) {
+            self.stats.exceptions_recorded += 1;
+            let class = config.taxonomy.classes[finding.class].name.clone();
+            out.events.push(Event::ExceptionRecorded {
+                order: key.to_string(),
+                class: class.clone(),
+                owner: finding.owner.clone(),
+                milestone: milestone_name.clone(),
+                signature: finding.signature.clone(),
+                reason: finding.reason.clone(),
+                dimensions: order.dimensions.clone(),
+            });
+            let existing = order
+                .exceptions
+                .iter_mut()
+                .find(|e| e.signature == finding.signature && e.milestone == milestone_name && e.class == class);
+            match existing {
+                Some(e) => {
+                    e.count += 1;
+                    e.first_seen_unix_nanos = e.first_seen_unix_nanos.min(start);
+                    e.last_seen_unix_nanos = e.last_seen_unix_nanos.max(end);
+                    e.reason = finding.reason.clone();
+                    e.trace_id = hex::encode(&span.trace_id);
+                    e.span_id = hex::encode(&span.span_id);
+                    e.service = input.resource.service_name.clone();
+                    e.actor = actor.clone();
+                }
+                None => order.exceptions.push(ExceptionState {
+                    class,
+                    owner: finding.owner.clone(),
+                    milestone: milestone_name.clone(),
+                    signature: finding.signature.clone(),
+                    reason: finding.reason.clone(),
+                    first_seen_unix_nanos: start,
+                    last_seen_unix_nanos: end,
+                    count: 1,
+                    trace_id: hex::encode(&span.trace_id),
+                    span_id: hex::encode(&span.span_id),
+                    service: input.resource.service_name.clone(),
+                    actor: actor.clone(),
+                    // An exception shown by the very span that reaches its milestone (an approval made outside
+                    // the system of record) stays open: reaching the milestone does not undo the breach.
+                    resolved_at_unix_nanos: None,
+                }),
+            }
+        }
+        newly_reached
+    }
+
+    /// Everything that follows from `order` reaching milestone `m`.
+    pub(crate) fn on_reached(&mut self, key: &str, m: MilestoneId, now: u64, out: &mut Output) {
+        self.transition_event(key, m, out);
+        self.settle_slas(key, m, now, out);
+        // Nothing is awaited of a cancelled order any more, so its clocks stop instead of breaching.
+        if self.config.taxonomy.milestones[m].terminal {
+            self.stop_clocks(key, now);
+        } else {
+            self.start_slas(key, m, now, out);
+        }
+        if self.config.conformance.enabled {
+            self.check_conformance(key, m, out);
+        }
+    }
+
+    fn transition_event(&mut self, key: &str, m: MilestoneId, out: &mut Output) {
+        let config = &self.config;
+        let Some(order) = self.orders.get(key) else { return };
+        let name = &config.taxonomy.milestones[m].name;
+        let Some(at) = order.reached_at(name) else { return };
+        let previous = config
+            .taxonomy
+            .milestones
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| *i != m && !p.off_path)
+            .filter_map(|(i, p)| order.reached_at(&p.name).filter(|t| *t <= at).map(|t| (t, i)))
+            .max();
+        let since = previous.map_or(order.first_seen_unix_nanos, |(t, _)| t);
+        out.events.push(Event::MilestoneReached {
+            order: key.to_string(),
+            milestone: m,
+            previous: previous.map(|(_, i)| i),
+            duration_nanos: at.saturating_sub(since),
+            dimensions: order.dimensions.clone(),
+        });
+    }
+
+    pub(crate) fn emit_milestone(&mut self, key: &str, m: MilestoneId, out: &mut Output) {
+        let config = self.config.clone();
+        let Some(order) = self.orders.get_mut(key) else { return };
+        let name = &config.taxonomy.milestones[m].name;
+        let Some(state) = order.milestones.iter_mut().find(|s| &s.name == name) else { return };
+        if state.span_emitted {
+            return;
+        }
+        state.span_emitted = true;
+        if let Some(span) = emit::milestone_span(&config, order, m) {
+            out.push(&self.own.resource, &self.own.scope, span);
+            self.stats.milestone_spans_emitted += 1;
+        }
+    }
+
+    /// Closes an order: emits the spans of milestones worked on but never reached, then the root span.
+    pub(crate) fn close(&mut self, key: &str, reason: String, now: u64, out: &mut Output) {
+        let config = self.config.clone();
+        let Some(order) = self.orders.get_mut(key) else { return };
+        if order.is_closed() {
+            return;
+        }
+        order.closed_at_unix_nanos = Some(now);
+        order.close_reason = Some(reason);
+        let unreached: Vec<MilestoneId> = order
+            .milestones
+            .iter()
+            .filter(|s| !s.span_emitted)
+            .filter_map(|s| config.taxonomy.milestone(&s.name))
+            .collect();
+        for m in unreached {
+            self.emit_milestone(key, m, out);
+        }
+        // Nothing more is awaited of a closed order, so its clocks stop instead of breaching after the root.
+        self.stop_clocks(key, now);
+        let order = &self.orders[key];
+        out.push(&self.own.resource, &self.own.scope, emit::root_span(&config, order));
+        out.events.push(Event::OrderClosed {
+            order: key.to_string(),
+            reason: order.close_reason.clone().unwrap_or_default(),
+            fill_ratio: order.fill_ratio(),
+            dimensions: order.dimensions.clone(),
+        });
+        self.stats.root_spans_emitted += 1;
+        self.stats.orders_closed += 1;
+        self.closed.push_back(key.to_string());
+        self.persistence.order_changed(key);
+    }
+
+    /// Makes room for a new order by forgetting the oldest closed one; the store still has it.
+    /// An order whose last changes are not yet committed is never evicted: its final state must reach the store
+    /// first, or a restart would bring back a stale record.
+    pub(crate) fn evict_closed(&mut self) -> bool {
+        let mut kept = Vec::new();
+        let mut evicted = false;
+        while let Some(key) = self.closed.pop_front() {
+            if self.persistence.order_uncommitted(&key) {
+                kept.push(key);
+                continue;
+            }
+            if self.orders.get(&key).is_some_and(OrderRecord::is_closed) {
+                self.orders.remove(&key);
+                self.stats.orders_evicted += 1;
+                evicted = true;
+                break;
+            }
+        }
+        for key in kept.into_iter().rev() {
+            self.closed.push_front(key);
+        }
+        evicted
+    }
+}
+
+/// Records the order's dimensions (first value wins) and quantities from one span.
+fn record_dimensions(config: &Config, input: &SpanInput, order: &mut OrderRecord) {
+    for dimension in &config.dimensions {
+        if order.dimensions.contains_key(&dimension.name) {
+            continue;
+        }
+        let span_value = dimension.attributes.iter().find_map(|a| attributes::find(&input.span.attributes, a));
+        let resource_attributes = input.resource.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let value = span_value
+            .or_else(|| dimension.resource_attributes.iter().find_map(|a| attributes::find(resource_attributes, a)));
+        if let Some(value) = value.and_then(attributes::scalar_string).filter(|v| !v.trim().is_empty()) {
+            // Values are labels and filters, so an overlong value is cut rather than allowed to bloat every record.
+            let value: String = value.trim().chars().take(128).collect();
+            order.dimensions.insert(dimension.name.clone(), value);
+        }
+    }
+    let quantity = |keys: &[String]| {
+        keys.iter()
+            .find_map(|k| attributes::find(&input.span.attributes, k))
+            .and_then(attributes::number)
+            .filter(|q| q.is_finite() && *q >= 0.0)
+    };
+    if let Some(ordered) = quantity(&config.kpis.ordered_quantity_attributes) {
+        order.ordered_quantity = Some(ordered);
+    }
+    if let Some(shipped) = quantity(&config.kpis.shipped_quantity_attributes) {
+        order.shipped_quantity = Some(order.shipped_quantity.map_or(shipped, |s| s.max(shipped)));
+    }
+}

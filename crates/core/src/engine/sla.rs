@@ -1,0 +1,276 @@
+//! SLA clocks: they start when a target's `from` milestone is reached, settle when `to` is, stop when the order
+//! closes or is cancelled, and breach when their deadline passes, which is how ordertrail notices what did *not*
+//! happen.
+//!
+//! Deadlines live in the order records (`OrderRecord::slas`), which the store persists; the in-memory index
+//! [`DeadlineIndex`] is rebuilt from them at startup, so a restart neither loses a pending deadline nor reports
+//! a breach twice (a breach sets `breached_at` once, and a breached clock is never put back in the index).
+
+use super::emit;
+use super::events::Event;
+use super::findings::finding_labels;
+use super::output::Output;
+use super::Engine;
+use crate::config::MilestoneId;
+use crate::ids;
+use crate::order::{ExceptionState, OrderRecord, SlaState};
+use crate::time::{millis_i64, nanos, rfc3339};
+use opentelemetry_proto::tonic::trace::v1::span::Event as SpanEvent;
+use std::collections::{BTreeSet, HashMap};
+
+/// Running clocks by when they are checked.
+#[derive(Debug, Default)]
+pub(crate) struct DeadlineIndex {
+    /// (due, order key, target index), earliest first.
+    by_due: BTreeSet<(u64, String, usize)>,
+    /// When each running clock is checked, to find its entry in `by_due`.
+    due: HashMap<(String, usize), u64>,
+    /// The first tick after startup; breach checks hold for the detection delay after it.
+    first_tick: Option<u64>,
+}
+
+impl DeadlineIndex {
+    pub(crate) fn len(&self) -> usize {
+        self.by_due.len()
+    }
+
+    fn insert(&mut self, key: &str, target: usize, due: u64) {
+        self.by_due.insert((due, key.to_string(), target));
+        self.due.insert((key.to_string(), target), due);
+    }
+
+    fn remove(&mut self, key: &str, target: usize) {
+        if let Some(due) = self.due.remove(&(key.to_string(), target)) {
+            self.by_due.remove(&(due, key.to_string(), target));
+        }
+    }
+
+    /// The next clock due at or before `now`, taken out of the index.
+    fn pop_due(&mut self, now: u64) -> Option<(String, usize)> {
+        if self.by_due.first()?.0 > now {
+            return None;
+        }
+        let (_, key, target) = self.by_due.pop_first()?;
+        self.due.remove(&(key.clone(), target));
+        Some((key, target))
+    }
+}
+
+impl Engine {
+    /// Puts every running SLA clock of `order` into the deadline index; used when state is loaded. The hold
+    /// after startup (`check_deadlines`) gives milestones still on their way, in a collector's retry queue say,
+    /// the detection delay to arrive before their clocks are judged.
+    pub(crate) fn index_deadlines(&mut self, order: &OrderRecord) {
+        if order.is_closed() {
+            return;
+        }
+        for state in &order.slas {
+            let pending = state.reached_at_unix_nanos.is_none()
+                && state.breached_at_unix_nanos.is_none()
+                && state.stopped_at_unix_nanos.is_none();
+            if pending && state.deadline_unix_nanos != u64::MAX {
+                if let Some(target) = self.config.sla.targets.iter().position(|t| t.name == state.target) {
+                    self.schedule(&order.key, target, state.deadline_unix_nanos, 0);
+                }
+            }
+        }
+    }
+
+    /// Schedules the breach check of a clock: at its deadline plus the detection delay, but never sooner than the
+    /// detection delay after the clock became known, so that a milestone whose span arrives a moment after the
+    /// one that started the clock (or a backfill of old spans) is not judged before it could arrive.
+    fn schedule(&mut self, key: &str, target: usize, deadline: u64, known_since: u64) {
+        let delay = nanos(self.config.sla.detection_delay);
+        self.clocks.insert(key, target, deadline.max(known_since).saturating_add(delay));
+    }
+
+    /// Stops the running clocks of an order that closed or reached a terminal milestone.
+    pub(crate) fn stop_clocks(&mut self, key: &str, now: u64) {
+        let Some(order) = self.orders.get_mut(key) else { return };
+        let mut stopped = Vec::new();
+        for state in order.slas.iter_mut() {
+            if state.reached_at_unix_nanos.is_none()
+                && state.breached_at_unix_nanos.is_none()
+                && state.stopped_at_unix_nanos.is_none()
+            {
+                state.stopped_at_unix_nanos = Some(now);
+                stopped.push(state.target.clone());
+            }
+        }
+        if stopped.is_empty() {
+            return;
+        }
+        self.persistence.order_changed(key);
+        for name in stopped {
+            if let Some(target) = self.config.sla.targets.iter().position(|t| t.name == name) {
+                self.clocks.remove(key, target);
+            }
+        }
+    }
+
+    /// Breaches every deadline that has passed by `now`.
+    pub(crate) fn check_deadlines(&mut self, now: u64, out: &mut Output) {
+        let delay = nanos(self.config.sla.detection_delay);
+        let started = *self.clocks.first_tick.get_or_insert(now);
+        if now < started.saturating_add(delay) {
+            return;
+        }
+        while let Some((key, target)) = self.clocks.pop_due(now) {
+            self.breach(&key, target, now, out);
+        }
+    }
+
+    /// Starts the clocks of targets that begin at `m`.
+    pub(crate) fn start_slas(&mut self, key: &str, m: MilestoneId, now: u64, out: &mut Output) {
+        let config = self.config.clone();
+        for (i, target) in config.sla.targets.iter().enumerate().filter(|(_, t)| t.from == m) {
+            let Some(order) = self.orders.get_mut(key) else { return };
+            if order.sla(&target.name).is_some() {
+                continue;
+            }
+            let Some(start) = order.reached_at(&config.taxonomy.milestones[m].name) else { return };
+            let (deadline, within) = target.deadline(start, &order.dimensions);
+            order.slas.push(SlaState {
+                target: target.name.clone(),
+                from: config.taxonomy.milestones[target.from].name.clone(),
+                to: config.taxonomy.milestones[target.to].name.clone(),
+                started_at_unix_nanos: start,
+                deadline_unix_nanos: deadline,
+                allowed_nanos: nanos(within),
+                breached_at_unix_nanos: None,
+                reached_at_unix_nanos: None,
+                lateness_nanos: None,
+                breach_span_emitted: false,
+                stopped_at_unix_nanos: None,
+            });
+            let to_at = order.reached_at(&config.taxonomy.milestones[target.to].name);
+            self.persistence.order_changed(key);
+            // The awaited milestone may have arrived first: spans of different systems arrive out of order.
+            if let Some(to_at) = to_at {
+                self.settle(key, i, to_at, now, out);
+            } else if deadline != u64::MAX {
+                self.schedule(key, i, deadline, now);
+            }
+        }
+    }
+
+    /// Settles the clocks of targets that end at `m`.
+    pub(crate) fn settle_slas(&mut self, key: &str, m: MilestoneId, now: u64, out: &mut Output) {
+        let config = self.config.clone();
+        let Some(order) = self.orders.get(key) else { return };
+        let Some(at) = order.reached_at(&config.taxonomy.milestones[m].name) else { return };
+        for (i, target) in config.sla.targets.iter().enumerate().filter(|(_, t)| t.to == m) {
+            let running = self
+                .orders
+                .get(key)
+                .and_then(|o| o.sla(&target.name))
+                .is_some_and(|s| s.reached_at_unix_nanos.is_none() && s.stopped_at_unix_nanos.is_none());
+            if running {
+                self.settle(key, i, at, now, out);
+            }
+        }
+    }
+
+    fn settle(&mut self, key: &str, target: usize, at: u64, now: u64, out: &mut Output) {
+        let config = self.config.clone();
+        let t = &config.sla.targets[target];
+        let Some(order) = self.orders.get_mut(key) else { return };
+        let Some(state) = order.slas.iter_mut().find(|s| s.target == t.name) else { return };
+        state.reached_at_unix_nanos = Some(at);
+        let late = at > state.deadline_unix_nanos;
+        if late {
+            state.lateness_nanos = Some(at - state.deadline_unix_nanos);
+        }
+        let duration = at.saturating_sub(state.started_at_unix_nanos);
+        let lateness = state.lateness_nanos;
+        let already_breached = state.breached_at_unix_nanos.is_some();
+        self.persistence.order_changed(key);
+        self.clocks.remove(key, target);
+        // A milestone that arrives late before the deadline check ran is still a breach, reported once, and
+        // resolved at once.
+        if late && !already_breached {
+            self.breach(key, target, now, out);
+        }
+        let Some(order) = self.orders.get(key) else { return };
+        out.events.push(Event::SlaSettled {
+            order: key.to_string(),
+            target,
+            duration_nanos: duration,
+            lateness_nanos: lateness,
+            dimensions: order.dimensions.clone(),
+        });
+    }
+
+    fn breach(&mut self, key: &str, target: usize, now: u64, out: &mut Output) {
+        let config = self.config.clone();
+        let t = &config.sla.targets[target];
+        let awaited = &config.taxonomy.milestones[t.to];
+        let Some(order) = self.orders.get_mut(key) else { return };
+        let Some(state) = order.slas.iter_mut().find(|s| s.target == t.name) else { return };
+        if state.breached_at_unix_nanos.is_some() || state.stopped_at_unix_nanos.is_some() {
+            return;
+        }
+        state.breached_at_unix_nanos = Some(now);
+        state.breach_span_emitted = true;
+        let state = state.clone();
+        let class = config.taxonomy.classes[t.class].name.clone();
+        let reason = format!(
+            "{} overdue: not reached within {} of {} (due {})",
+            awaited.name,
+            humantime::format_duration(std::time::Duration::from_nanos(state.allowed_nanos)),
+            state.from,
+            rfc3339(state.deadline_unix_nanos)
+        );
+        let signature = format!("sla:{}", t.name);
+        let span_id = ids::finding_span_id(key, &signature);
+        order.exceptions.push(ExceptionState {
+            class: class.clone(),
+            owner: awaited.owner.clone(),
+            milestone: Some(awaited.name.clone()),
+            signature: signature.clone(),
+            reason: reason.clone(),
+            first_seen_unix_nanos: state.deadline_unix_nanos,
+            last_seen_unix_nanos: state.deadline_unix_nanos,
+            count: 1,
+            trace_id: hex::encode(ids::order_trace_id(key)),
+            span_id: hex::encode(span_id),
+            service: config.order_traces.service_name.clone(),
+            actor: None,
+            resolved_at_unix_nanos: state.reached_at_unix_nanos,
+        });
+        self.stats.sla_breaches += 1;
+        self.stats.exceptions_recorded += 1;
+        self.persistence.order_changed(key);
+
+        let mut span = emit::finding_span(
+            key,
+            &signature,
+            format!("{} overdue", awaited.name),
+            state.started_at_unix_nanos,
+            state.deadline_unix_nanos,
+        );
+        span.attributes.extend(finding_labels(&awaited.name, &awaited.owner, &class, &reason));
+        span.attributes.extend([
+            emit::attr_string("order.sla.target", &t.name),
+            emit::attr_string("order.sla.from", &state.from),
+            emit::attr_string("order.sla.deadline", &rfc3339(state.deadline_unix_nanos)),
+            emit::attr_int("order.sla.allowed_ms", millis_i64(state.allowed_nanos)),
+        ]);
+        span.events.push(SpanEvent {
+            time_unix_nano: now.max(state.deadline_unix_nanos),
+            name: "sla.breach.detected".into(),
+            ..Default::default()
+        });
+        span.status = Some(emit::error_status(format!("{reason}; next action owned by {}", awaited.owner)));
+        let dimensions = self.orders.get(key).map(|o| o.dimensions.clone()).unwrap_or_default();
+        out.events.push(Event::SlaBreached {
+            order: key.to_string(),
+            target,
+            deadline_unix_nanos: state.deadline_unix_nanos,
+            detected_unix_nanos: now,
+            owner: awaited.owner.clone(),
+            dimensions,
+        });
+        self.emit_finding(key, span, &awaited.name, &awaited.owner, class, signature, reason, out);
+    }
+}

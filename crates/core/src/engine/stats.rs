@@ -1,0 +1,130 @@
+//! What the engine counts: monotonic counters of what it did and refused, gauges of what it holds, and the
+//! correlation coverage by service and route, bounded in the number of routes it tracks.
+
+use super::attributes;
+use super::input::SpanInput;
+use crate::config::Taxonomy;
+use crate::order::progress::stage_and_next;
+use crate::order::OrderRecord;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+/// Counters of what the engine did; monotonic unless named as a gauge.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EngineStats {
+    pub spans_in: u64,
+    pub spans_correlated: u64,
+    /// Spans that found no order, after waiting or because the wait buffer was full.
+    pub spans_uncorrelated: u64,
+    /// Spans that inherited their order from their technical trace.
+    pub spans_inherited: u64,
+    /// Spans passed on without waiting because the wait buffer was full.
+    pub pending_overflow: u64,
+    /// Spans re-emitted into order traces (one per order a span concerns).
+    pub order_spans_emitted: u64,
+    pub milestone_spans_emitted: u64,
+    pub root_spans_emitted: u64,
+    pub orders_created: u64,
+    /// New orders turned away because `max_orders` open orders are held.
+    pub orders_refused: u64,
+    pub orders_evicted: u64,
+    pub orders_closed: u64,
+    pub aliases_learned: u64,
+    /// Alias values not learned because `max_aliases` is reached.
+    pub aliases_refused: u64,
+    pub traces_evicted: u64,
+    pub exceptions_recorded: u64,
+    pub sla_breaches: u64,
+    pub conformance_findings: u64,
+    /// Spans reporting SLA breaches and conformance findings.
+    pub finding_spans_emitted: u64,
+    /// Spans correlated and uncorrelated by `service.name` and route (`http.route`, else the span name), bounded
+    /// by `telemetry.metrics.max_coverage_routes`, the rest counting under `other`/`other`; refreshed once a second.
+    pub coverage: BTreeMap<(String, String), Coverage>,
+    /// Open orders by current stage (gauge), recounted at most once a second.
+    pub open_orders_by_stage: BTreeMap<String, u64>,
+    /// Running SLA clocks (gauge).
+    pub pending_deadlines: u64,
+    /// Stored waiting spans that could not be decoded at startup (damage on disk).
+    pub pending_undecodable: u64,
+}
+
+/// Correlated and uncorrelated span counts of one route.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Coverage {
+    pub correlated: u64,
+    pub uncorrelated: u64,
+}
+
+/// Correlation coverage by service, then route, with at most `limit` distinct pairs.
+#[derive(Debug)]
+pub(crate) struct CoverageCounter {
+    routes: HashMap<String, HashMap<String, Coverage>>,
+    /// Distinct service/route pairs in `routes`.
+    pairs: usize,
+    limit: usize,
+}
+
+/// Both parts of a coverage pair become metric labels, so a pathological value is cut rather than carried into
+/// every scrape.
+const MAX_LABEL_CHARS: usize = 128;
+
+impl CoverageCounter {
+    pub(crate) fn new(limit: usize) -> CoverageCounter {
+        CoverageCounter { routes: HashMap::new(), pairs: 0, limit }
+    }
+
+    /// Counts a span under its service and route.
+    pub(crate) fn count(&mut self, input: &SpanInput, correlated: bool) {
+        let route = attributes::find(&input.span.attributes, "http.route")
+            .and_then(attributes::scalar_string)
+            .unwrap_or(Cow::Borrowed(input.span.name.as_str()));
+        let service = input.resource.service_name.as_str();
+        // Looked up by reference, so that the per-span path allocates only the first time a route is seen.
+        let known = self.routes.get_mut(service).and_then(|routes| routes.get_mut(route.as_ref()));
+        let entry = match known {
+            Some(entry) => entry,
+            None => {
+                let bounded = |v: &str| v.chars().take(MAX_LABEL_CHARS).collect::<String>();
+                let (service, route) = if self.pairs + 1 < self.limit {
+                    self.pairs += 1;
+                    (bounded(service), bounded(&route))
+                } else {
+                    ("other".to_string(), "other".to_string())
+                };
+                self.routes.entry(service).or_default().entry(route).or_default()
+            }
+        };
+        if correlated {
+            entry.correlated += 1;
+        } else {
+            entry.uncorrelated += 1;
+        }
+    }
+
+    /// The counts by (service, route), for `EngineStats::coverage`.
+    pub(crate) fn snapshot(&self) -> BTreeMap<(String, String), Coverage> {
+        self.routes
+            .iter()
+            .flat_map(|(service, routes)| routes.iter().map(move |(route, c)| ((service.clone(), route.clone()), *c)))
+            .collect()
+    }
+}
+
+/// Open orders by their current stage (`none` before the first main-path milestone).
+pub(crate) fn open_orders_by_stage<'o>(
+    taxonomy: &Taxonomy,
+    orders: impl Iterator<Item = &'o OrderRecord>,
+) -> BTreeMap<String, u64> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for order in orders.filter(|o| !o.is_closed()) {
+        let stage = stage_and_next(taxonomy, order).0.map_or("none", |m| m.name.as_str());
+        match counts.get_mut(stage) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(stage.to_string(), 1);
+            }
+        }
+    }
+    counts
+}

@@ -1,0 +1,43 @@
+//! Answers to "where is this order and who owns the next action": the accountability timeline of one order
+//! ([`order_view`]), lists of orders filtered and paginated ([`list_orders`]), and exceptions grouped by class and
+//! owner ([`list_exceptions`]).
+//!
+//! Pure functions over order records, taking `now` as an argument like the engine; the HTTP and gRPC APIs and the
+//! demo only translate these views. Every list is bounded by its page size, and pages are cut by an opaque token.
+
+mod exceptions;
+mod order_list;
+mod order_view;
+
+pub use exceptions::{list_exceptions, ExceptionFilter, ExceptionGroup, ExceptionSummary};
+pub use order_list::{list_orders, OrderFilter, OrderPage, OrderSummary};
+pub use order_view::{order_view, Blocker, ExceptionView, MilestoneView, NextAction, OrderView, SlaView, SpanRef};
+
+use crate::config::Config;
+
+/// The page size when a request asks for none.
+const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// A question the queries cannot answer as asked.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum QueryError {
+    #[error("invalid page token")]
+    PageToken,
+    #[error("invalid {field}: {reason}")]
+    Argument { field: &'static str, reason: String },
+}
+
+/// Checks a page size against the configured bound; 0 means the default page size.
+pub fn page_size(config: &Config, requested: usize) -> Result<usize, QueryError> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE.min(config.api.max_page_size)),
+        n if n > config.api.max_page_size => Err(QueryError::Argument {
+            field: "page_size",
+            reason: format!("at most {} (api.max_page_size)", config.api.max_page_size),
+        }),
+        n => Ok(n),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+//! Query tests over hand-built order records.
+
+use super::*;
+use crate::config::default_config;
+use crate::order::{ExceptionState, MilestoneState, OrderRecord, Reach, SlaState};
+use crate::time::rfc3339;
+use std::collections::BTreeSet;
+
+const H: u64 = 3_600_000_000_000;
+const T0: u64 = 1_795_000_000_000_000_000;
+
+fn reach(order: &mut OrderRecord, name: &str, at: u64, service: &str) {
+    order.milestones.push(MilestoneState {
+        name: name.into(),
+        first_work_unix_nanos: at,
+        span_count: 1,
+        reached: Some(Reach {
+            at_unix_nanos: at,
+            trace_id: "aa".repeat(16),
+            span_id: "bb".repeat(8),
+            service: service.into(),
+            actor: None,
+        }),
+        span_emitted: true,
+    });
+}
+
+fn exception(class: &str, owner: &str, milestone: &str, open: bool) -> ExceptionState {
+    ExceptionState {
+        class: class.into(),
+        owner: owner.into(),
+        milestone: Some(milestone.into()),
+        signature: format!("{class}-{milestone}"),
+        reason: "r".into(),
+        first_seen_unix_nanos: T0,
+        last_seen_unix_nanos: T0,
+        count: 2,
+        trace_id: "aa".repeat(16),
+        span_id: "bb".repeat(8),
+        service: "erp".into(),
+        actor: None,
+        resolved_at_unix_nanos: (!open).then_some(T0 + H),
+    }
+}
+
+fn order(key: &str, first_seen: u64) -> OrderRecord {
+    let mut o = OrderRecord::new(key.into());
+    o.first_seen_unix_nanos = first_seen;
+    o.last_seen_unix_nanos = first_seen + H;
+    o
+}
+
+fn stalled() -> OrderRecord {
+    let mut o = order("SO-1", T0);
+    reach(&mut o, "order_capture", T0, "erp");
+    reach(&mut o, "credit_approval", T0 + H, "erp");
+    reach(&mut o, "inventory_allocation", T0 + 2 * H, "erp");
+    reach(&mut o, "pick_release", T0 + 3 * H, "wms");
+    o.dimensions.insert("customer".into(), "C-1".into());
+    o.exceptions.push(exception("integration", "integration-team", "shipment_confirmation", true));
+    o.slas.push(SlaState {
+        target: "pick_pack_ship".into(),
+        from: "pick_release".into(),
+        to: "shipment_confirmation".into(),
+        started_at_unix_nanos: T0 + 3 * H,
+        deadline_unix_nanos: T0 + 33 * H,
+        allowed_nanos: 30 * H,
+        breached_at_unix_nanos: None,
+        reached_at_unix_nanos: None,
+        lateness_nanos: None,
+        breach_span_emitted: false,
+        stopped_at_unix_nanos: None,
+    });
+    o
+}
+
+#[test]
+fn the_timeline_names_stage_next_owner_deadline_and_durations() {
+    let config = default_config();
+    let view = order_view(&config, &stalled(), T0 + 10 * H);
+    assert_eq!(view.stage.as_deref(), Some("pick_release"));
+    let next = view.next.as_ref().unwrap();
+    assert_eq!((next.milestone.as_str(), next.owner.as_str()), ("pick_pack", "warehouse-operations"));
+    assert_eq!(next.blocked_by, None);
+    assert_eq!(next.deadline, None, "no clock ends at pick_pack");
+    assert_eq!(view.sla_status.as_str(), "on_time");
+    assert_eq!(view.trace_url.as_deref(), Some(format!("http://localhost:16686/trace/{}", view.trace_id).as_str()));
+    let release = view.milestones.iter().find(|m| m.name == "pick_release").unwrap();
+    assert_eq!(release.duration_ms, Some(3_600_000));
+    assert_eq!(release.system.as_deref(), Some("wms"));
+    let ship = view.milestones.iter().find(|m| m.name == "shipment_confirmation").unwrap();
+    assert_eq!(ship.state.as_str(), "pending");
+    assert_eq!(ship.deadline.as_deref(), Some(rfc3339(T0 + 33 * H).as_str()));
+    assert!(view.milestones.iter().all(|m| m.name != "customer_notification"), "off-path and untouched");
+    // Past the deadline, the order counts as breached even before the engine's check ran.
+    assert_eq!(order_view(&config, &stalled(), T0 + 34 * H).sla_status.as_str(), "breached");
+}
+
+#[test]
+fn an_open_exception_on_the_awaited_milestone_owns_the_next_action() {
+    let config = default_config();
+    let mut o = stalled();
+    reach(&mut o, "pick_pack", T0 + 4 * H, "wms");
+    let mut breach = exception("execution", "transport-logistics", "shipment_confirmation", true);
+    breach.signature = "sla:pick_pack_ship".into();
+    breach.first_seen_unix_nanos = T0 - H;
+    o.exceptions.push(breach);
+    let next = order_view(&config, &o, T0 + 5 * H).next.unwrap();
+    assert_eq!(next.milestone, "shipment_confirmation");
+    assert_eq!(next.milestone_owner, "transport-logistics");
+    assert_eq!(next.owner, "integration-team", "the mapping failure blocks it, not the SLA breach it caused");
+    assert_eq!(next.blocked_by.unwrap().class, "integration");
+    assert_eq!(next.deadline.as_deref(), Some(rfc3339(T0 + 33 * H).as_str()));
+}
+
+#[test]
+fn lists_filter_and_paginate_without_gaps_or_repeats() {
+    let config = default_config();
+    let mut orders: Vec<OrderRecord> = (0..25).map(|i| order(&format!("SO-{i:02}"), T0 + i * H)).collect();
+    orders.push(stalled());
+    let filter = OrderFilter::default();
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = list_orders(&config, orders.iter(), &filter, 10, &token, T0).unwrap();
+        assert!(page.orders.len() <= 10);
+        seen.extend(page.orders.iter().map(|o| o.order_id.clone()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), 26);
+    assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), 26);
+    assert_eq!(seen[0], "SO-24", "newest first");
+
+    let by_owner = OrderFilter { owner: Some("integration-team".into()), ..Default::default() };
+    let page = list_orders(&config, orders.iter(), &by_owner, 10, "", T0).unwrap();
+    assert_eq!(page.orders.iter().map(|o| o.order_id.as_str()).collect::<Vec<_>>(), ["SO-1"]);
+    let by_stage =
+        OrderFilter { stage: Some("pick_release".into()), customer: Some("C-1".into()), ..Default::default() };
+    assert_eq!(list_orders(&config, orders.iter(), &by_stage, 10, "", T0).unwrap().orders.len(), 1);
+    let by_class = OrderFilter { exception_class: Some("policy".into()), ..Default::default() };
+    assert!(list_orders(&config, orders.iter(), &by_class, 10, "", T0).unwrap().orders.is_empty());
+    let range = OrderFilter { since: Some(T0 + 20 * H), until: Some(T0 + 22 * H), ..Default::default() };
+    assert_eq!(list_orders(&config, orders.iter(), &range, 10, "", T0).unwrap().orders.len(), 2);
+    assert_eq!(list_orders(&config, orders.iter(), &filter, 10, "zz", T0), Err(QueryError::PageToken));
+    assert!(page_size(&config, 1001).is_err());
+    assert_eq!(page_size(&config, 0), Ok(100));
+}
+
+#[test]
+fn exceptions_group_by_class_and_owner_with_open_first() {
+    let mut a = order("SO-A", T0);
+    a.exceptions.push(exception("policy", "commercial-controls", "pricing_approval", true));
+    a.exceptions.push(exception("integration", "integration-team", "shipment_confirmation", false));
+    let mut b = order("SO-B", T0);
+    b.exceptions.push(exception("policy", "commercial-controls", "pricing_approval", true));
+    let summary = list_exceptions([a.clone(), b.clone()].iter(), &ExceptionFilter::default(), 10, 5);
+    assert_eq!(summary.groups.len(), 1, "resolved ones are left out by default");
+    let g = &summary.groups[0];
+    assert_eq!((g.class.as_str(), g.open, g.orders, g.occurrences), ("policy", 2, 2, 4));
+    assert_eq!(g.sample_orders, ["SO-A", "SO-B"]);
+    let all = ExceptionFilter { include_resolved: true, ..Default::default() };
+    let summary = list_exceptions([a, b].iter(), &all, 1, 5);
+    assert_eq!(summary.groups.len(), 1);
+    assert_eq!(summary.groups_omitted, 1);
+}

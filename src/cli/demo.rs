@@ -1,0 +1,103 @@
+//! `ordertrail demo`: the embedded default configuration, a real server on loopback ports, and a simulator of a
+//! distributor's systems sending through the real OpenTelemetry SDK, ending with each order's labelled timeline.
+
+use crate::timeline;
+use ordertrail::clock::unix_nanos_now;
+use ordertrail::server::{Server, ServerError};
+use ordertrail_core::config::{default_config, ConfigError, Overrides};
+use ordertrail_simulator as simulator;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The demo compresses an order's days into seconds, so an order with no news for this long counts as idle and
+/// its root span is emitted before the demo ends.
+const DEMO_IDLE_CLOSE: Duration = Duration::from_secs(3);
+/// See where it is set.
+const DEMO_SLA_DETECTION_DELAY: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DemoError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("simulator failed: {0}")]
+    Simulator(#[from] simulator::SimulatorError),
+    #[error("cannot create a temporary data directory: {0}")]
+    TempDir(std::io::Error),
+}
+
+#[derive(Debug)]
+pub(crate) struct DemoOptions {
+    pub(crate) export_endpoint: Option<String>,
+    pub(crate) export_protocol: Option<String>,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) happy_orders: usize,
+}
+
+/// Runs the demo and returns the text it prints.
+pub(crate) async fn run(options: DemoOptions) -> Result<String, DemoError> {
+    let mut config = default_config();
+    let temp;
+    let data_dir = match &options.data_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempdir().map_err(DemoError::TempDir)?;
+            temp.clone()
+        }
+    };
+    config.apply(&Overrides {
+        grpc_listen: Some("127.0.0.1:0".into()),
+        http_listen: Some("127.0.0.1:0".into()),
+        export_endpoint: options.export_endpoint.clone(),
+        export_protocol: options.export_protocol.clone(),
+        data_dir: Some(data_dir.clone()),
+        api_http_listen: Some("127.0.0.1:0".into()),
+        api_grpc_listen: Some("127.0.0.1:0".into()),
+    })?;
+    config.order_traces.idle_close_after = DEMO_IDLE_CLOSE;
+    // The simulator replays two days of spans in a second, from seven services whose batches arrive in any
+    // order; SLA clocks give each milestone this long to arrive before judging it overdue.
+    config.sla.detection_delay = DEMO_SLA_DETECTION_DELAY;
+    if let Some(exporter) = config.exporter.as_mut() {
+        // A demo should show its result promptly rather than wait out the production retry budget.
+        exporter.retry.max_elapsed_time = Some(Duration::from_secs(20));
+        exporter.retry.initial_interval = Duration::from_millis(500);
+    }
+    let wait =
+        config.correlation.inherit_wait.max(DEMO_SLA_DETECTION_DELAY) + DEMO_IDLE_CLOSE + Duration::from_millis(800);
+    let config_for_render = config.clone();
+    let server = Server::start(config).await?;
+    let grpc = server.grpc_addr.expect("the demo enables gRPC");
+    let simulated = simulator::run(&simulator::SimulatorOptions {
+        endpoint: format!("http://{grpc}"),
+        happy_orders: options.happy_orders,
+        ..Default::default()
+    })
+    .await?;
+    // Let spans waiting for their trace's order time out and idle orders close, as they would over days.
+    tokio::time::sleep(wait).await;
+    let pipeline = server.pipeline();
+    pipeline.flush().await;
+    let mut text = String::new();
+    for key in &simulated.order_ids {
+        if let Some(order) = pipeline.order(key).await {
+            text.push_str(&timeline::render(&config_for_render, &order, unix_nanos_now()));
+            text.push('\n');
+        }
+    }
+    let engine = pipeline.inspect(|engine| engine.stats().clone()).await.unwrap_or_default();
+    let counters = server.counters().clone();
+    server.shutdown(Duration::from_secs(30)).await;
+    text.push_str(&timeline::summary(&counters, &engine, options.export_endpoint.as_deref()));
+    if options.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    Ok(text)
+}
+
+fn tempdir() -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("ordertrail-demo-{}-{}", std::process::id(), unix_nanos_now()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

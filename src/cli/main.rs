@@ -1,0 +1,211 @@
+//! The `ordertrail` command line: `run`, `validate-config`, `print-default-config`, `trace-id`, and with the
+//! `demo` feature (on by default) `demo` and `simulate`.
+
+#[cfg(feature = "demo")]
+mod demo;
+#[cfg(feature = "demo")]
+mod timeline;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ordertrail::server::Server;
+use ordertrail_core::config::{self, Overrides};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// jemalloc, chosen here in the binary and not in the library: it returns freed memory to the system soon after a
+/// burst (see `.cargo/config.toml`), which the memory limiter, watching resident memory, relies on.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Heads the printed default, which has no comments of its own.
+const PRINTED_DEFAULT_HEADER: &str = "\
+# ordertrail's effective default configuration: the embedded default (crates/core/src/config/default.yaml, with
+# comments) over the built-in defaults of every setting. A file given with --config is merged over this: it needs
+# only what differs. Maps merge, lists and single values replace, null removes an optional setting.
+";
+
+#[derive(Parser)]
+#[command(
+    name = "ordertrail",
+    version,
+    about = "One business trace per customer order, from the OpenTelemetry spans your systems already emit"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where order traces go, shared by `run` and `demo`.
+#[derive(Args)]
+struct ExportArgs {
+    /// Where to export order traces, e.g. http://tempo:4317.
+    #[arg(long)]
+    export_endpoint: Option<String>,
+    /// Export protocol: grpc or http/protobuf.
+    #[arg(long)]
+    export_protocol: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receive OTLP, correlate and label spans, export order traces.
+    Run {
+        /// Configuration file (YAML); the embedded default when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// OTLP/gRPC listen address, e.g. 0.0.0.0:4317.
+        #[arg(long)]
+        grpc_listen: Option<String>,
+        /// OTLP/HTTP listen address, e.g. 0.0.0.0:4318.
+        #[arg(long)]
+        http_listen: Option<String>,
+        #[command(flatten)]
+        export: ExportArgs,
+        /// Data directory of the embedded store.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// HTTP order API, /metrics and health listen address, e.g. 0.0.0.0:8080.
+        #[arg(long)]
+        api_http_listen: Option<String>,
+        /// gRPC order API listen address, e.g. 0.0.0.0:8081.
+        #[arg(long)]
+        api_grpc_listen: Option<String>,
+    },
+    /// Check a configuration file, merged over the embedded default; exit 0 when valid.
+    ValidateConfig {
+        file: PathBuf,
+        /// Also print the configuration the file amounts to, merged over the default.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Print the trace id of an order, to paste into Jaeger or Tempo.
+    TraceId { order: String },
+    /// Print the effective default configuration: every setting with its value.
+    PrintDefaultConfig,
+    /// Run the embedded default with a simulated distributor (ERP, middleware, WMS, TMS, EDI, finance).
+    #[cfg(feature = "demo")]
+    Demo {
+        #[command(flatten)]
+        export: ExportArgs,
+        /// Keep the state in this directory instead of a temporary one.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Orders that go through without trouble, besides the seed scenario.
+        #[arg(long, default_value_t = 5)]
+        orders: usize,
+    },
+    /// Send the simulated distributor's spans (the seed scenario and happy orders) to a running ordertrail or
+    /// collector over OTLP/gRPC, through the OpenTelemetry SDK.
+    #[cfg(feature = "demo")]
+    Simulate {
+        /// OTLP/gRPC endpoint to send to.
+        #[arg(long, default_value = "http://127.0.0.1:4317")]
+        endpoint: String,
+        /// Orders that go through without trouble, besides the seed scenario.
+        #[arg(long, default_value_t = 5)]
+        orders: usize,
+    },
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::ValidateConfig { file, print } => {
+            let raw = config::load_raw(&file)?;
+            raw.check(&file.display().to_string())?;
+            if print {
+                print!("{}", raw.to_yaml());
+            } else {
+                println!("{}: valid", file.display());
+            }
+            Ok(())
+        }
+        Command::TraceId { order } => {
+            println!("{}", hex::encode(ordertrail_core::ids::order_trace_id(&order)));
+            Ok(())
+        }
+        Command::PrintDefaultConfig => {
+            print!("{PRINTED_DEFAULT_HEADER}{}", config::default_raw().to_yaml());
+            Ok(())
+        }
+        Command::Run {
+            config: file,
+            grpc_listen,
+            http_listen,
+            export: ExportArgs { export_endpoint, export_protocol },
+            data_dir,
+            api_http_listen,
+            api_grpc_listen,
+        } => {
+            init_logging("info");
+            let mut config = match &file {
+                Some(path) => config::load(path)?,
+                None => config::default_config(),
+            };
+            config.apply(&Overrides {
+                grpc_listen,
+                http_listen,
+                export_endpoint,
+                export_protocol,
+                data_dir,
+                api_http_listen,
+                api_grpc_listen,
+            })?;
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let server = Server::start(config).await?;
+                wait_for_signal().await;
+                tracing::info!("shutting down");
+                server.shutdown(Duration::from_secs(10)).await;
+                anyhow::Ok(())
+            })
+        }
+        #[cfg(feature = "demo")]
+        Command::Demo { export: ExportArgs { export_endpoint, export_protocol }, data_dir, orders } => {
+            init_logging("warn");
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let text = runtime.block_on(demo::run(demo::DemoOptions {
+                export_endpoint,
+                export_protocol,
+                data_dir,
+                happy_orders: orders,
+            }))?;
+            print!("{text}");
+            Ok(())
+        }
+        #[cfg(feature = "demo")]
+        Command::Simulate { endpoint, orders } => {
+            init_logging("warn");
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let simulated = runtime.block_on(ordertrail_simulator::run(&ordertrail_simulator::SimulatorOptions {
+                endpoint,
+                happy_orders: orders,
+                ..Default::default()
+            }))?;
+            println!("{}", simulated.order_ids.join("\n"));
+            Ok(())
+        }
+    }
+}
