@@ -67,15 +67,32 @@ fn request(sender: u8, n: u32, spans_per_request: u32) -> (ExportTraceServiceReq
     (request, keys)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
+/// The ports a running binary listens on.
+#[derive(Debug, Clone, Copy)]
 struct Ports {
     grpc: u16,
     http: u16,
     api_http: u16,
     api_grpc: u16,
+}
+
+impl Ports {
+    /// Port 0 everywhere: the binary binds whatever is free, so no port is picked, dropped and hoped for.
+    const ANY: Ports = Ports { grpc: 0, http: 0, api_http: 0, api_grpc: 0 };
+
+    /// The ports of the binary's `ordertrail listening` log line, e.g. `grpc=Some(127.0.0.1:41234)`.
+    fn from_log_line(line: &str) -> Option<Ports> {
+        let port = |field: &str| -> Option<u16> {
+            let value = line.split(&format!("{field}=Some(")).nth(1)?.split(')').next()?;
+            value.rsplit(':').next()?.parse().ok()
+        };
+        Some(Ports {
+            grpc: port("grpc")?,
+            http: port("http")?,
+            api_http: port("api_http")?,
+            api_grpc: port("api_grpc")?,
+        })
+    }
 }
 
 /// A child process that is killed when dropped, so that a failing test leaves no server behind.
@@ -88,22 +105,39 @@ impl Drop for Server {
     }
 }
 
-/// The real binary, exporting to `sink`, with its state in `data`.
-fn spawn(config: &std::path::Path, data: &std::path::Path, ports: &Ports, sink: SocketAddr) -> Server {
-    Server(
-        Command::new(env!("CARGO_BIN_EXE_ordertrail"))
-            .args(["run", "--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
-            .args(["--grpc-listen", &format!("127.0.0.1:{}", ports.grpc)])
-            .args(["--http-listen", &format!("127.0.0.1:{}", ports.http)])
-            .args(["--api-http-listen", &format!("127.0.0.1:{}", ports.api_http)])
-            .args(["--api-grpc-listen", &format!("127.0.0.1:{}", ports.api_grpc)])
-            .args(["--export-endpoint", &format!("http://{sink}")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the binary starts"),
-    )
+/// The real binary, exporting to `sink`, with its state in `data`, listening on `ports` (`Ports::ANY` for fresh
+/// ones); returns it with the ports it bound, read from its log. A restart passes the ports of the first start, as
+/// a restarted service keeps its address; senders keep sending there.
+fn spawn(config: &std::path::Path, data: &std::path::Path, ports: Ports, sink: SocketAddr) -> (Server, Ports) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ordertrail"))
+        .args(["run", "--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+        .args(["--grpc-listen", &format!("127.0.0.1:{}", ports.grpc)])
+        .args(["--http-listen", &format!("127.0.0.1:{}", ports.http)])
+        .args(["--api-http-listen", &format!("127.0.0.1:{}", ports.api_http)])
+        .args(["--api-grpc-listen", &format!("127.0.0.1:{}", ports.api_grpc)])
+        .args(["--export-endpoint", &format!("http://{sink}")])
+        // Warnings, and the one line that says where the server listens.
+        .env("RUST_LOG", "warn,ordertrail::server=info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (found, listening) = std::sync::mpsc::channel();
+    // The child's log goes on to the test's stderr, as if inherited; the listening line is also handed over.
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if let Some(ports) = line.contains("ordertrail listening").then(|| Ports::from_log_line(&line)).flatten() {
+                let _ = found.send(ports);
+            }
+        }
+    });
+    let server = Server(child);
+    let bound = listening.recv_timeout(Duration::from_secs(30)).expect("the binary logs where it listens");
+    (server, bound)
 }
 
 async fn wait_ready(api_http: u16) {
@@ -143,7 +177,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_span() {
         + "\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:1\n    retry_on_failure:\n      initial_interval: 100ms\n      max_interval: 500ms\n";
     std::fs::write(&config, yaml).unwrap();
     let data = dir.path().join("data");
-    let ports = Ports { grpc: free_port(), http: free_port(), api_http: free_port(), api_grpc: free_port() };
+    let (mut child, ports) = spawn(&config, &data, Ports::ANY, sink_addr);
 
     let acknowledged: Arc<Mutex<HashSet<SpanKey>>> = Arc::default();
     let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -184,7 +218,6 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_span() {
         }));
     }
 
-    let mut child = spawn(&config, &data, &ports, sink_addr);
     for kill in 0..kills {
         wait_ready(ports.api_http).await;
         let after = Duration::from_millis(rng.gen_range(300..1500));
@@ -196,7 +229,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_span() {
             kill + 1,
             acknowledged.lock().unwrap().len()
         );
-        child = spawn(&config, &data, &ports, sink_addr);
+        child = spawn(&config, &data, ports, sink_addr).0;
     }
     wait_ready(ports.api_http).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -229,10 +262,8 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_span() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_outage_delays_delivery_but_loses_nothing() {
-    // The sink runs on a fixed port so that it can come back where the exporter expects it.
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let sink = Sink::start_at(addr).await;
+    // The sink comes back on the port it first bound, where the exporter expects it.
+    let (sink, addr) = Sink::start_stoppable().await;
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(test_config(addr, dir.path(), "")).await;
     let mut client = TraceServiceClient::connect(format!("http://{}", server.grpc_addr.unwrap())).await.unwrap();
@@ -340,8 +371,7 @@ async fn a_flood_is_refused_with_retryable_codes_and_memory_stays_under_the_limi
         ordertrail_core::config::DEFAULT_CONFIG_YAML
     );
     std::fs::write(&config, yaml).unwrap();
-    let ports = Ports { grpc: free_port(), http: free_port(), api_http: free_port(), api_grpc: free_port() };
-    let child = spawn(&config, &dir.path().join("data"), &ports, sink_addr);
+    let (child, ports) = spawn(&config, &dir.path().join("data"), Ports::ANY, sink_addr);
     wait_ready(ports.api_http).await;
     let idle = peak_resident(child.0.id());
 

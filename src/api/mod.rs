@@ -143,3 +143,6 @@ fn check_choice(field: &str, value: Option<&str>, allowed: &[&str]) -> Result<()
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests;

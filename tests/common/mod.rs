@@ -69,8 +69,18 @@ impl TraceService for Sink {
 impl Sink {
     /// Starts a sink on `addr`, which may be the address of a sink stopped before (an outage ending).
     pub(crate) async fn start_at(addr: SocketAddr) -> Sink {
+        Sink::serve_until_stopped(tokio::net::TcpListener::bind(addr).await.unwrap())
+    }
+
+    /// Starts a sink that [`Sink::stop`] can take down, on a free loopback port it binds itself.
+    pub(crate) async fn start_stoppable() -> (Sink, SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (Sink::serve_until_stopped(listener), addr)
+    }
+
+    fn serve_until_stopped(listener: tokio::net::TcpListener) -> Sink {
         let sink = Sink::default();
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let service = TraceServiceServer::new(sink.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -37,24 +37,20 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_BIN = "target/debug/ordertrail"
+from harness import (EXIT_ASSERT, EXIT_HARNESS, EXIT_OK, HarnessError, finish, free_ports, http_get, kill_group,
+                     log, ordertrail_bin, outcome, run_cmd, set_log_prefix, stop_on_signals, tail)
+
 SEED_ORDER = "SO-10042"
 BREACH_TARGET = "shipment_confirmation_latency"
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ST_CHECKS = [
     "not_a_server_error",
     "status_code_conformance",
@@ -70,46 +66,11 @@ REQUIRED_FAMILIES = [
     "ordertrail_open_orders",
 ]
 
-EXIT_OK = 0
-EXIT_ASSERT = 1
-EXIT_HARNESS = 2
-
-
-class HarnessError(Exception):
-    """Environment / tooling problem (not a finding about the API)."""
-
-
 class CheckFailed(Exception):
     """The API does not do what the contract says."""
 
 
-def log(msg: str) -> None:
-    print(f"[api-contract {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def tail(path: Path, n: int = 40) -> str:
-    try:
-        lines = ANSI.sub("", path.read_text(errors="replace")).splitlines()
-    except OSError:
-        return "(no output captured)"
-    return "\n".join(lines[-n:]) if lines else "(empty)"
-
-
-# --------------------------------------------------------------------------- #
-# HTTP                                                                        #
-# --------------------------------------------------------------------------- #
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
-
-
-def http_get(url: str, accept: str = "application/json", timeout: float = 10.0) -> tuple[int, str, bytes]:
-    """(status, content-type, body); HTTP errors are returned, not raised."""
-    req = urllib.request.Request(url, headers={"Accept": accept})
-    try:
-        with _OPENER.open(req, timeout=timeout) as r:
-            return r.status, r.headers.get("Content-Type", ""), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers.get("Content-Type", ""), e.read()
+set_log_prefix("api-contract")
 
 
 def get_json(url: str) -> Any:
@@ -127,60 +88,6 @@ def get_json(url: str) -> Any:
 # --------------------------------------------------------------------------- #
 # Processes                                                                   #
 # --------------------------------------------------------------------------- #
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (all sockets held open until all are picked)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def kill_group(proc: subprocess.Popen, grace: float) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        log(f"pid {proc.pid} ignored SIGTERM for {grace:.0f}s; SIGKILL")
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
-
-
-def run_cmd(argv: list[str], timeout: float, out_path: Path, cwd: Path,
-            env: Optional[dict[str, str]] = None) -> tuple[int, str]:
-    """Run to completion (stdout+stderr to out_path); kill its group on timeout/signal."""
-    log(f"$ {shlex.join(argv)}")
-    with open(out_path, "wb") as out:
-        try:
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        except OSError as e:
-            raise HarnessError(f"cannot run {argv[0]!r}: {e}") from e
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill_group(proc, grace=5)
-            raise CheckFailed(f"command timed out after {timeout:.0f}s: {shlex.join(argv)}\n"
-                              f"output tail:\n{tail(out_path)}")
-        except BaseException:  # signal / Ctrl-C: don't leave the command running
-            kill_group(proc, grace=5)
-            raise
-    return rc, ANSI.sub("", out_path.read_text(errors="replace"))
 
 
 class Server:
@@ -355,7 +262,7 @@ def check_schemathesis(a: argparse.Namespace, srv: Server, workdir: Path) -> str
     if a.seed != "random":
         argv += ["--seed", a.seed]
     # cwd = workdir: no stray schemathesis.toml is picked up, and reports stay out of the repo.
-    rc, out = run_cmd(argv, a.st_timeout, workdir / "schemathesis.out", cwd=workdir,
+    rc, out = run_cmd(argv, a.st_timeout, workdir / "schemathesis.out", cwd=workdir, timed_out=CheckFailed,
                       env=dict(os.environ, NO_COLOR="1", COLUMNS="120"))
     if a.verbose:
         print(out, flush=True)
@@ -590,18 +497,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     a = parse_args(argv)
 
-    # Turn SIGTERM/SIGHUP (e.g. from `timeout`) into SystemExit so `finally` stops the server.
-    def on_signal(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
+    stop_on_signals()
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-
-    bin_path = os.environ.get("ORDERTRAIL_BIN") or DEFAULT_BIN
-    if os.sep not in bin_path:
-        bin_path = shutil.which(bin_path) or bin_path
-    elif not os.path.isabs(bin_path):
-        bin_path = str(REPO_ROOT / bin_path)
+    bin_path = ordertrail_bin()
     if not os.access(bin_path, os.X_OK):
         log(f"ERROR: ordertrail binary not found/executable: {bin_path} "
             f"(build it with `cargo build`, or set ORDERTRAIL_BIN)")
@@ -704,29 +602,14 @@ def main(argv: list[str]) -> int:
         if not srv.alive():
             results.append(("server", False, "ordertrail died during the checks"))
         rc = EXIT_OK if all(ok for _, ok, _ in results) else EXIT_ASSERT
-    except CheckFailed as e:
-        rc, fatal = EXIT_ASSERT, f"FAIL: {e}"
-    except HarnessError as e:
-        rc, fatal = EXIT_HARNESS, f"ERROR: {e}"
-    except KeyboardInterrupt:
-        rc, fatal = 130, "ERROR: interrupted"
-    except SystemExit as e:
-        rc, fatal = int(e.code or 1), f"ERROR: stopped by a signal (exit {e.code})"
-    except Exception as e:  # noqa: BLE001 - report, clean up, exit 2
-        import traceback
-
-        traceback.print_exc()
-        rc, fatal = EXIT_HARNESS, f"ERROR: unexpected {type(e).__name__}: {e}"
+    except BaseException as e:  # noqa: BLE001 - report, clean up, exit with the outcome's code
+        rc, fatal = outcome(e, CheckFailed)
     finally:
         srv.stop()
         if rc != EXIT_OK:
             log(f"ordertrail stderr tail ({srv.err_path}):\n{tail(srv.err_path, 40)}")
         timings["total_s"] = time.monotonic() - t_all
-        log("timings: " + ", ".join(f"{k}={v:.2f}" for k, v in timings.items()))
-        if a.keep_workdir or rc != EXIT_OK:
-            log(f"workdir kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        finish(workdir, a.keep_workdir or rc != EXIT_OK, timings)
         print("==== api_contract summary ====", flush=True)
         for name, ok, detail in results:
             print(f"  {'PASS' if ok else 'FAIL'}  {name}: {detail.splitlines()[0][:200]}", flush=True)

@@ -27,51 +27,31 @@ import json
 import os
 import re
 import shlex
-import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_BIN = "target/debug/ordertrail"
+from harness import (EXIT_HARNESS, EXIT_OK, REPO_ROOT, HarnessError, finish, free_ports, http_get,
+                     kill_group, log, ordertrail_bin, outcome, run_cmd, set_log_prefix, stop_on_signals, tail)
+
 TRACE_ID_RE = re.compile(r"^[0-9a-fA-F]{32}$")
-
-EXIT_OK = 0
-EXIT_ASSERT = 1
-EXIT_HARNESS = 2
-
-
-class HarnessError(Exception):
-    """Environment / tooling problem (not an assertion about the trace)."""
-
 
 class AssertionFailed(Exception):
     """The trace read back from Phoenix does not satisfy the expectations."""
 
 
-def log(msg: str) -> None:
-    print(f"[phoenix-e2e {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
+set_log_prefix("phoenix-e2e")
 
 ACCESS_LOG_RE = re.compile(r'^INFO: +\S+ - "(GET|POST) ')
 
 
-def tail(path: Path, n: int = 40, drop_access_log: bool = False) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no output captured)"
-    if drop_access_log:
-        lines = [l for l in lines if not ACCESS_LOG_RE.match(l)]
-    return "\n".join(lines[-n:]) if lines else "(empty)"
+def not_access_log(line: str) -> bool:
+    return not ACCESS_LOG_RE.match(line)
 
 
 # --------------------------------------------------------------------------- #
@@ -154,13 +134,6 @@ def fake_ordertrail(argv: list[str]) -> int:
 # --------------------------------------------------------------------------- #
 
 
-def free_port() -> int:
-    # Phoenix binds gRPC on [::]/0.0.0.0, so probe the wildcard address.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("0.0.0.0", 0))
-        return s.getsockname()[1]
-
-
 def tcp_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -169,39 +142,11 @@ def tcp_open(port: int) -> bool:
         return False
 
 
-def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, headers={"Accept": "application/json"})
-    # No proxies: everything is on loopback.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 def http_json(url: str, timeout: float = 10.0) -> Any:
-    status, body = http_get(url, timeout)
+    status, _, body = http_get(url, timeout=timeout)
     if status != 200:
         raise HarnessError(f"GET {url} -> HTTP {status}: {body[:300]!r}")
     return json.loads(body)
-
-
-def kill_group(proc: subprocess.Popen, grace: float) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
 
 
 class Phoenix:
@@ -262,9 +207,8 @@ class Phoenix:
     def start(self, attempts: int = 2) -> None:
         last_err = ""
         for attempt in range(1, attempts + 1):
-            self.http_port, self.grpc_port = free_port(), free_port()
-            while self.grpc_port == self.http_port:
-                self.grpc_port = free_port()
+            # Phoenix binds gRPC on [::]/0.0.0.0, so the wildcard address is probed.
+            self.http_port, self.grpc_port = free_ports(2, host="0.0.0.0")
             (self.workdir / "data").mkdir(exist_ok=True)
             log(
                 f"starting Phoenix (attempt {attempt}): http={self.http_port} "
@@ -287,12 +231,12 @@ class Phoenix:
                     last_err = f"Phoenix exited early with code {self.proc.returncode}"
                     break
                 try:
-                    status, _ = http_get(f"{self.base_url}/readyz", timeout=2)
+                    status, _, _ = http_get(f"{self.base_url}/readyz", timeout=2)
                 except OSError:
                     status = 0
                 if status == 200 and tcp_open(self.grpc_port):
                     self.startup_secs = time.monotonic() - t0
-                    _, ver = http_get(f"{self.base_url}/arize_phoenix_version", timeout=5)
+                    _, _, ver = http_get(f"{self.base_url}/arize_phoenix_version", timeout=5)
                     self.version = ver.decode(errors="replace").strip()
                     log(f"Phoenix {self.version} ready in {self.startup_secs:.1f}s")
                     return
@@ -316,35 +260,6 @@ class Phoenix:
 # --------------------------------------------------------------------------- #
 # Commands under test                                                         #
 # --------------------------------------------------------------------------- #
-
-
-def run_cmd(argv: list[str], timeout: float, out_path: Path, env: dict[str, str]) -> tuple[int, str]:
-    log(f"$ {shlex.join(argv)}")
-    with open(out_path, "wb") as out:
-        try:
-            proc = subprocess.Popen(
-                argv,
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as e:
-            raise HarnessError(f"cannot run {argv[0]!r}: {e}") from e
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill_group(proc, grace=5)
-            raise HarnessError(
-                f"command timed out after {timeout:.0f}s: {shlex.join(argv)}\n"
-                f"output tail:\n{tail(out_path)}"
-            )
-        except BaseException:  # signal / Ctrl-C: don't leave the command running
-            kill_group(proc, grace=5)
-            raise
-    return rc, out_path.read_text(errors="replace")
 
 
 def expand(template: str, values: dict[str, str]) -> list[str]:
@@ -397,7 +312,7 @@ def fetch_spans(base: str, project: str, params: dict[str, str], max_pages: int 
         if cursor:
             q["cursor"] = cursor
         url = f"{base}/v1/projects/{urllib.parse.quote(project, safe='')}/spans?{urllib.parse.urlencode(q)}"
-        status, body = http_get(url)
+        status, _, body = http_get(url)
         if status == 404:  # project does not exist (yet)
             return []
         if status != 200:
@@ -540,18 +455,9 @@ def main(argv: list[str]) -> int:
         return fake_ordertrail(argv[1:])
     a = parse_args(argv)
 
-    # Turn SIGTERM/SIGHUP (e.g. from `timeout`) into SystemExit so `finally` stops Phoenix.
-    def on_signal(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
+    stop_on_signals()
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-
-    bin_path = os.environ.get("ORDERTRAIL_BIN") or DEFAULT_BIN
-    if os.sep not in bin_path:  # bare name: look it up on PATH
-        bin_path = shutil.which(bin_path) or bin_path
-    elif not os.path.isabs(bin_path):  # relative paths are relative to the repo root
-        bin_path = str(REPO_ROOT / bin_path)
+    bin_path = ordertrail_bin()
     if a.self_test:
         bin_q = shlex.join([sys.executable, str(Path(__file__).resolve()), "fake-ordertrail"])
         gz = " --gzip" if a.self_test_gzip else ""
@@ -580,7 +486,7 @@ def main(argv: list[str]) -> int:
             trace_id = a.trace_id
         else:
             argv_tid = expand(a.trace_id_cmd, {"order": a.order, "bin": bin_q})
-            code, out = run_cmd(argv_tid, a.cmd_timeout, workdir / "trace-id.out", cmd_env)
+            code, out = run_cmd(argv_tid, a.cmd_timeout, workdir / "trace-id.out", cwd=REPO_ROOT, env=cmd_env)
             lines = [l.strip() for l in out.splitlines() if l.strip()]
             if code != 0:
                 raise HarnessError(f"trace-id command exited {code}; output:\n{out[-2000:]}")
@@ -607,7 +513,7 @@ def main(argv: list[str]) -> int:
             "bin": bin_q,
         }
         t0 = time.monotonic()
-        code, out = run_cmd(expand(a.sender_cmd, values), a.sender_timeout, workdir / "sender.out", cmd_env)
+        code, out = run_cmd(expand(a.sender_cmd, values), a.sender_timeout, workdir / "sender.out", cwd=REPO_ROOT, env=cmd_env)
         timings["sender_s"] = time.monotonic() - t0
         if a.verbose or code != 0:
             print(out[-4000:], flush=True)
@@ -661,32 +567,17 @@ def main(argv: list[str]) -> int:
             f"{a.order_attr}={a.order}, milestones {info['milestones']}"
         )
         rc, verdict = EXIT_OK, "PASS"
-    except AssertionFailed as e:
-        rc, verdict = EXIT_ASSERT, f"FAIL: {e}"
-    except HarnessError as e:
-        rc, verdict = EXIT_HARNESS, f"ERROR: {e}"
-    except KeyboardInterrupt:
-        rc, verdict = 130, "ERROR: interrupted"
-    except SystemExit as e:
-        rc, verdict = int(e.code or 1), f"ERROR: stopped by a signal (exit {e.code})"
-    except Exception as e:  # noqa: BLE001 - report, clean up, exit 2
-        import traceback
-
-        traceback.print_exc()
-        rc, verdict = EXIT_HARNESS, f"ERROR: unexpected {type(e).__name__}: {e}"
+    except BaseException as e:  # noqa: BLE001 - report, clean up, exit with the outcome's code
+        rc, verdict = outcome(e, AssertionFailed)
     finally:
         if rc != EXIT_OK and phoenix.log_path.exists():
             log(
                 f"Phoenix log tail, access log lines dropped ({phoenix.log_path}):\n"
-                + tail(phoenix.log_path, 25, drop_access_log=True)
+                + tail(phoenix.log_path, 25, keep=not_access_log)
             )
         phoenix.stop()
         timings["total_s"] = time.monotonic() - t_all
-        log("timings: " + ", ".join(f"{k}={v:.2f}" for k, v in timings.items()))
-        if a.keep_workdir or rc != EXIT_OK:
-            log(f"workdir kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        finish(workdir, a.keep_workdir or rc != EXIT_OK, timings)
         if rc != EXIT_OK:
             log(verdict)
         # Plain summary line that CI log readers understand.
