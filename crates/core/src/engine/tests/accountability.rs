@@ -1,0 +1,275 @@
+//! SLA clocks (deadlines, breaches, lateness, calendars, restarts) and conformance findings.
+
+use super::*;
+#[test]
+fn a_missed_deadline_is_breached_once_at_the_deadline_and_owned_by_the_awaited_milestone() {
+    let mut engine = engine();
+    process(&mut engine, vec![capture(1, "SO-1", "standard", T0)], T0);
+    tick(&mut engine, T0);
+    let deadline = T0 + END + 4 * HOUR;
+    let order = engine.order("SO-1").unwrap();
+    assert_eq!(order.sla("order_release").unwrap().deadline_unix_nanos, deadline);
+
+    // The default detection delay of 500 ms lets a span in flight arrive; the breach comes right after it.
+    let detected = deadline + 500_000_000;
+    let (spans, events) = tick(&mut engine, detected - 1);
+    assert!(spans.is_empty() && breaches(&events) == 0, "not due yet");
+    let (spans, events) = tick(&mut engine, detected);
+    assert_eq!(breaches(&events), 1);
+    let overdue = spans.iter().map(|(_, s)| s).find(|s| s.name == "pick_release overdue").expect("breach span");
+    assert_eq!(overdue.trace_id, ids::order_trace_id("SO-1"));
+    assert_eq!(overdue.parent_span_id, ids::root_span_id("SO-1"));
+    assert_eq!(overdue.status.as_ref().unwrap().code, StatusCode::Error as i32);
+    assert_eq!(attr(overdue, "order.exception.class").as_deref(), Some("execution"));
+    assert_eq!(attr(overdue, "order.exception.owner").as_deref(), Some("warehouse-operations"));
+    assert_eq!(attr(overdue, "order.sla.target").as_deref(), Some("order_release"));
+    let exception = engine.order("SO-1").unwrap().exceptions.iter().find(|e| e.signature == "sla:order_release");
+    let exception = exception.expect("breach recorded as an exception").clone();
+    assert_eq!((exception.class.as_str(), exception.owner.as_str()), ("execution", "warehouse-operations"));
+    assert!(exception.resolved_at_unix_nanos.is_none());
+
+    let (spans, events) = tick(&mut engine, deadline + HOUR);
+    assert!(spans.is_empty() && breaches(&events) == 0, "a breach is reported once");
+    assert_eq!(engine.stats().sla_breaches, 1);
+}
+
+#[test]
+fn a_late_milestone_resolves_the_breach_and_records_its_lateness() {
+    let mut engine = engine();
+    process(&mut engine, vec![capture(1, "SO-1", "standard", T0)], T0);
+    tick(&mut engine, T0);
+    let deadline = T0 + END + 4 * HOUR;
+    let (_, events) = tick(&mut engine, deadline + SECOND);
+    assert_eq!(breaches(&events), 1);
+    let release_at = deadline + 30 * MINUTE;
+    let (spans, events) =
+        process(&mut engine, vec![milestone("wms", "wave.release", "SO-1", release_at - END)], release_at);
+    let order = engine.order("SO-1").unwrap();
+    let sla = order.sla("order_release").unwrap();
+    assert_eq!(sla.status(), crate::order::SlaStatus::Late);
+    assert_eq!(sla.lateness_nanos, Some(30 * MINUTE));
+    let exception = order.exceptions.iter().find(|e| e.signature == "sla:order_release").unwrap();
+    assert_eq!(exception.resolved_at_unix_nanos, Some(release_at));
+    assert_eq!(breaches(&events), 0, "already reported");
+    let settled = events.iter().find_map(|e| match e {
+        events::Event::SlaSettled { lateness_nanos, duration_nanos, .. } => Some((*lateness_nanos, *duration_nanos)),
+        _ => None,
+    });
+    assert_eq!(settled, Some((Some(30 * MINUTE), 4 * HOUR + 30 * MINUTE)));
+    let milestone_span = spans.iter().map(|(_, s)| s).find(|s| s.name == "pick_release").unwrap();
+    assert_eq!(attr(milestone_span, "order.sla.status").as_deref(), Some("late"));
+    assert_eq!(attr(milestone_span, "order.sla.lateness_ms").as_deref(), Some("1800000"));
+}
+
+#[test]
+fn a_milestone_in_time_meets_the_target_and_a_late_one_arriving_before_the_check_is_still_a_breach() {
+    let mut engine = engine();
+    process(&mut engine, vec![capture(1, "SO-1", "standard", T0), capture(2, "SO-2", "standard", T0)], T0);
+    let deadline = T0 + END + 4 * HOUR;
+    process(&mut engine, vec![milestone("wms", "wave.release", "SO-1", T0 + HOUR)], T0 + HOUR);
+    // SO-2's release happened after its deadline, and its span arrives before any tick has checked.
+    let (_, events) =
+        process(&mut engine, vec![milestone("wms", "wave.release", "SO-2", deadline + MINUTE)], deadline + MINUTE);
+    assert_eq!(breaches(&events), 1);
+    let (_, events) = tick(&mut engine, deadline + 2 * HOUR);
+    assert_eq!(breaches(&events), 0);
+    assert_eq!(engine.order("SO-1").unwrap().sla("order_release").unwrap().status().as_str(), "met");
+    assert_eq!(engine.order("SO-2").unwrap().sla("order_release").unwrap().status().as_str(), "late");
+    assert!(engine.order("SO-1").unwrap().exceptions.iter().all(|e| !e.signature.starts_with("sla:")));
+}
+
+#[test]
+fn a_backfilled_clock_waits_the_detection_delay_for_its_milestone() {
+    let mut engine = engine();
+    let now = T0 + 10 * HOUR;
+    tick(&mut engine, now - HOUR);
+    // The capture happened ten hours ago; its 4 h deadline is long past when the span arrives.
+    process(&mut engine, vec![capture(1, "SO-1", "standard", T0)], now);
+    let (_, events) = tick(&mut engine, now);
+    assert_eq!(breaches(&events), 0, "the release may be on its way");
+    // The release, which happened in time, arrives 100 ms later.
+    process(&mut engine, vec![milestone("wms", "wave.release", "SO-1", T0 + HOUR)], now + 100_000_000);
+    let (_, events) = tick(&mut engine, now + SECOND);
+    assert_eq!(breaches(&events), 0);
+    assert_eq!(engine.order("SO-1").unwrap().sla("order_release").unwrap().status().as_str(), "met");
+}
+
+#[test]
+fn deadlines_survive_a_restart_and_a_breach_is_not_repeated_after_one() {
+    let config = Arc::new(default_config());
+    let mut first = Engine::new(config.clone(), vec![], vec![]);
+    process(&mut first, vec![capture(1, "SO-1", "standard", T0)], T0);
+    let deadline = T0 + END + 4 * HOUR;
+    let saved: Vec<OrderRecord> = first.take_changes().orders;
+
+    // Restarted before the deadline: the clock is still running and breaches on time.
+    let mut second = Engine::new(config.clone(), saved, vec![]);
+    assert_eq!(second.stats().pending_deadlines, 0, "gauge is set on the first tick");
+    let (_, events) = tick(&mut second, deadline - SECOND);
+    assert_eq!(breaches(&events), 0);
+    assert_eq!(second.stats().pending_deadlines, 1);
+    let (_, events) = tick(&mut second, deadline + SECOND);
+    assert_eq!(breaches(&events), 1);
+    let saved: Vec<OrderRecord> = second.take_changes().orders;
+
+    // Restarted after the breach: nothing is reported again.
+    let mut third = Engine::new(config, saved, vec![]);
+    let (spans, events) = tick(&mut third, deadline + HOUR);
+    assert_eq!(breaches(&events), 0);
+    assert!(spans.is_empty());
+    assert_eq!(third.stats().pending_deadlines, 0);
+}
+
+#[test]
+fn an_override_by_dimension_and_a_business_calendar_change_the_deadline() {
+    let extra = r#"
+sla:
+  calendars:
+    office:
+      time_zone: Europe/Paris
+      working_days: [mon, tue, wed, thu, fri]
+      working_hours: "09:00-17:00"
+  targets:
+    - name: order_release
+      from: order_capture
+      to: pick_release
+      within: 4h
+      calendar: office
+      overrides:
+        - dimension: segment
+          values: [key-account]
+          within: 30m
+          calendar: null
+"#;
+    let yaml = DEFAULT_CONFIG_YAML.split("\nsla:\n").next().unwrap().to_string();
+    let rest = DEFAULT_CONFIG_YAML.split("\nconformance:").nth(1).unwrap();
+    let config = parse(&format!("{yaml}{extra}\nconformance:{rest}"), "test.yaml").unwrap();
+    let mut engine = Engine::new(Arc::new(config), vec![], vec![]);
+    // Friday 2026-11-20 15:00 Paris time is 14:00 UTC: 2 working hours left on Friday, 2 more on Monday.
+    let friday = 1_795_183_200 * SECOND;
+    process(
+        &mut engine,
+        vec![capture(1, "SO-STD", "standard", friday - END), capture(2, "SO-KEY", "key-account", friday - END)],
+        friday,
+    );
+    let monday_11_paris = friday + 3 * 24 * HOUR - 4 * HOUR;
+    assert_eq!(engine.order("SO-STD").unwrap().sla("order_release").unwrap().deadline_unix_nanos, monday_11_paris);
+    assert_eq!(engine.order("SO-KEY").unwrap().sla("order_release").unwrap().deadline_unix_nanos, friday + 30 * MINUTE);
+}
+
+#[test]
+fn an_invoice_before_shipment_confirmation_is_a_policy_exception_of_the_invoicing_team() {
+    let mut engine = engine();
+    let steps = [
+        ("erp", "order.create", 0),
+        ("erp", "credit.check", 1),
+        ("erp", "inventory.allocate", 2),
+        ("wms", "wave.release", 3),
+        ("wms", "pack.confirm", 4),
+        ("finance", "invoice.create", 6),
+    ];
+    let spans = steps.iter().map(|(svc, name, h)| milestone(svc, name, "SO-1", T0 + h * HOUR)).collect();
+    let (out, _) = process(&mut engine, spans, T0 + 6 * HOUR);
+    let order = engine.order("SO-1").unwrap();
+    let open: Vec<_> = order.open_exceptions().collect();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].class, "policy");
+    assert_eq!(open[0].owner, "finance-billing");
+    assert_eq!(open[0].reason, "invoicing reached before shipment_confirmation");
+    let finding = out.iter().map(|(_, s)| s).find(|s| s.name == "invoicing reached before shipment_confirmation");
+    let finding = finding.expect("the finding is visible in the order trace");
+    assert_eq!(finding.parent_span_id, ids::milestone_span_id("SO-1", "invoicing"));
+
+    // The shipment confirmation arrives afterwards but happened before the invoice: the events were merely
+    // delivered out of order, and the finding is resolved.
+    process(&mut engine, vec![milestone("tms", "shipment.pickup.confirm", "SO-1", T0 + 5 * HOUR)], T0 + 7 * HOUR);
+    assert_eq!(engine.order("SO-1").unwrap().open_exceptions().count(), 0);
+}
+
+#[test]
+fn a_release_before_credit_approval_stays_a_finding_when_credit_comes_later() {
+    let mut engine = engine();
+    let spans = vec![
+        milestone("erp", "order.create", "SO-1", T0),
+        milestone("erp", "inventory.allocate", "SO-1", T0 + HOUR),
+        milestone("wms", "wave.release", "SO-1", T0 + 2 * HOUR),
+        milestone("erp", "credit.check", "SO-1", T0 + 3 * HOUR),
+    ];
+    process(&mut engine, spans, T0 + 3 * HOUR);
+    let order = engine.order("SO-1").unwrap();
+    let reasons: Vec<_> = order.open_exceptions().map(|e| (e.reason.as_str(), e.owner.as_str())).collect();
+    assert_eq!(
+        reasons,
+        [
+            ("inventory_allocation reached before credit_approval", "inventory-planning"),
+            ("pick_release reached before credit_approval", "warehouse-operations")
+        ]
+    );
+}
+
+#[test]
+fn work_after_a_cancellation_is_a_finding_whichever_arrives_first() {
+    let mut engine = engine();
+    process(
+        &mut engine,
+        vec![milestone("erp", "order.create", "SO-1", T0), milestone("erp", "order.cancel", "SO-1", T0 + HOUR)],
+        T0 + HOUR,
+    );
+    process(&mut engine, vec![milestone("wms", "pack.confirm", "SO-1", T0 + 2 * HOUR)], T0 + 2 * HOUR);
+    // SO-2: the pick span arrives before the cancellation that preceded it.
+    process(
+        &mut engine,
+        vec![milestone("erp", "order.create", "SO-2", T0), milestone("wms", "pack.confirm", "SO-2", T0 + 2 * HOUR)],
+        T0 + 2 * HOUR,
+    );
+    process(&mut engine, vec![milestone("erp", "order.cancel", "SO-2", T0 + HOUR)], T0 + 3 * HOUR);
+    for key in ["SO-1", "SO-2"] {
+        let order = engine.order(key).unwrap();
+        assert!(
+            order.open_exceptions().any(|e| e.reason == "pick_pack reached after order_cancellation"),
+            "{key}: {:?}",
+            order.exceptions
+        );
+    }
+}
+
+#[test]
+fn an_approval_by_email_is_a_policy_exception_with_the_approver_as_actor() {
+    let mut engine = engine();
+    process(
+        &mut engine,
+        vec![spec("erp", "pricing.approve", 1, 1)
+            .attr("order.id", "SO-1")
+            .attr("approval.channel", "email")
+            .attr("enduser.id", "j.moreau@example.com")],
+        T0,
+    );
+    let order = engine.order("SO-1").unwrap();
+    let e = order.exceptions.iter().find(|e| e.signature == "approval-outside-system-of-record").unwrap();
+    assert_eq!(e.class, "policy");
+    assert_eq!(e.actor.as_deref(), Some("j.moreau@example.com"));
+    assert!(e.resolved_at_unix_nanos.is_none());
+}
+
+#[test]
+fn a_cancelled_or_closed_order_stops_its_clocks_instead_of_breaching() {
+    let mut engine = engine();
+    process(&mut engine, vec![capture(1, "SO-C", "standard", T0), capture(2, "SO-I", "standard", T0)], T0);
+    tick(&mut engine, T0);
+    // SO-C is cancelled; SO-I is invoiced (which closes it) before it was ever released.
+    process(&mut engine, vec![milestone("erp", "order.cancel", "SO-C", T0 + HOUR)], T0 + HOUR);
+    process(&mut engine, vec![milestone("finance", "invoice.post", "SO-I", T0 + HOUR)], T0 + HOUR);
+    let (spans, events) = tick(&mut engine, T0 + 10 * HOUR);
+    assert_eq!(breaches(&events), 0, "{spans:?}");
+    for key in ["SO-C", "SO-I"] {
+        let sla = engine.order(key).unwrap().sla("order_release").unwrap().clone();
+        assert_eq!(sla.status(), crate::order::SlaStatus::Stopped, "{key}");
+    }
+    // A restart does not bring the stopped clocks back.
+    let saved: Vec<OrderRecord> = engine.orders().cloned().collect();
+    let mut restarted = Engine::new(Arc::new(default_config()), saved, vec![]);
+    tick(&mut restarted, T0 + 10 * HOUR);
+    let (_, events) = tick(&mut restarted, T0 + 11 * HOUR);
+    assert_eq!(breaches(&events), 0);
+    assert_eq!(restarted.stats().pending_deadlines, 0);
+}

@@ -1,0 +1,288 @@
+//! Finding a span's orders, labelling it, and the spans emitted into order traces.
+
+use super::*;
+#[test]
+fn keyed_span_is_reemitted_under_its_milestone_with_links_both_ways() {
+    let mut engine = engine();
+    let out = run(
+        &mut engine,
+        vec![spec("erp", "credit.check", 1, 1).attr("order.id", "SO-1").attr("credit.decision", "approved")],
+        T0,
+    );
+    let order_spans = in_order_trace(&out, "SO-1");
+    let correlated = order_spans.iter().find(|s| s.name == "credit.check").expect("re-emitted span");
+    assert_eq!(correlated.parent_span_id, ids::milestone_span_id("SO-1", "credit_approval"));
+    assert_eq!(attr(correlated, "order.milestone").as_deref(), Some("credit_approval"));
+    assert_eq!(attr(correlated, "order.milestone.reached").as_deref(), Some("true"));
+    assert_eq!(correlated.links[0].trace_id, vec![1; 16]);
+    assert_eq!(correlated.links[0].span_id, vec![1; 8]);
+    // The milestone span is emitted at once because the span reached it; it keeps its service as ordertrail.
+    let milestone = out.iter().find(|(_, s)| s.name == "credit_approval").expect("milestone span");
+    assert_eq!(milestone.0, "ordertrail");
+    assert_eq!(milestone.1.parent_span_id, ids::root_span_id("SO-1"));
+    // The original keeps its ids and links to the order trace's root.
+    let original = out.iter().find(|(_, s)| s.trace_id == vec![1; 16]).expect("enriched original");
+    assert_eq!(original.0, "erp");
+    assert_eq!(original.1.links[0].trace_id, ids::order_trace_id("SO-1"));
+    assert_eq!(original.1.links[0].span_id, ids::root_span_id("SO-1"));
+    assert_eq!(attr(&original.1, "order.id").as_deref(), Some("SO-1"));
+    // No root yet: the order is open.
+    assert!(out.iter().all(|(_, s)| s.name != "order SO-1"));
+    assert_eq!(engine.stats().spans_correlated, 1);
+}
+
+#[test]
+fn blocked_credit_works_on_milestone_and_later_release_reaches_it() {
+    let mut engine = engine();
+    let out = run(
+        &mut engine,
+        vec![spec("erp", "credit.check", 1, 1).attr("order.id", "SO-1").attr("credit.decision", "blocked")],
+        T0,
+    );
+    let span = in_order_trace(&out, "SO-1")[0];
+    assert_eq!(attr(span, "order.milestone").as_deref(), Some("credit_approval"));
+    assert_eq!(attr(span, "order.milestone.reached").as_deref(), Some("false"));
+    assert_eq!(attr(span, "order.exception.class").as_deref(), Some("policy"));
+    assert_eq!(attr(span, "order.exception.owner").as_deref(), Some("commercial-controls"));
+    assert!(out.iter().all(|(_, s)| s.name != "credit_approval"), "not reached yet, so no milestone span");
+    let order = engine.order("SO-1").unwrap();
+    assert_eq!(order.open_exceptions().count(), 1);
+
+    let out = run(
+        &mut engine,
+        vec![spec("erp", "credit.check", 2, 2).attr("order.id", "SO-1").attr("credit.decision", "approved")],
+        T0 + SECOND,
+    );
+    assert!(out.iter().any(|(_, s)| s.name == "credit_approval"));
+    let order = engine.order("SO-1").unwrap();
+    assert!(order.milestone("credit_approval").unwrap().reached.is_some());
+    let credit_holds = order.open_exceptions().filter(|e| e.milestone.as_deref() == Some("credit_approval"));
+    assert_eq!(credit_holds.filter(|e| e.class != "policy" || e.signature == "credit-hold").count(), 0);
+    // No order capture was seen, so the approval is out of order; that finding stays open.
+    assert_eq!(
+        order.open_exceptions().map(|e| e.signature.as_str()).collect::<Vec<_>>(),
+        ["conformance:credit_approval"]
+    );
+}
+
+#[test]
+fn aliases_are_learned_and_chained() {
+    let mut engine = engine();
+    run(&mut engine, vec![spec("wms", "pack.confirm", 1, 1).attr("order.id", "SO-1").attr("delivery.id", "DL-1")], T0);
+    // Only the delivery: joins through the alias and teaches the shipment.
+    let out = run(
+        &mut engine,
+        vec![spec("tms", "carrier.book", 2, 2).attr("delivery.id", "DL-1").attr("shipment.id", "SH-1")],
+        T0,
+    );
+    assert_eq!(in_order_trace(&out, "SO-1").len(), 1);
+    // Only the shipment.
+    let out = run(&mut engine, vec![spec("tms", "shipment.pickup.confirm", 3, 3).attr("shipment.id", "SH-1")], T0);
+    let spans = in_order_trace(&out, "SO-1");
+    assert!(spans.iter().any(|s| s.name == "shipment.pickup.confirm"));
+    assert!(spans.iter().any(|s| s.name == "shipment_confirmation"));
+    let changes = engine.take_changes();
+    let kinds: HashSet<_> = changes.aliases.iter().map(|a| a.kind.as_str()).collect();
+    assert_eq!(kinds, HashSet::from(["delivery", "shipment"]));
+}
+
+#[test]
+fn a_span_for_several_orders_belongs_to_each_order_trace() {
+    let mut engine = engine();
+    let ids = KeyValue {
+        key: "order.ids".into(),
+        value: Some(AnyValue {
+            value: Some(Value::ArrayValue(ArrayValue {
+                values: ["SO-1", "SO-2"]
+                    .iter()
+                    .map(|v| AnyValue { value: Some(Value::StringValue(v.to_string())) })
+                    .collect(),
+            })),
+        }),
+        ..Default::default()
+    };
+    let out = run(&mut engine, vec![spec("finance", "invoice.batch.post", 1, 1).attr_kv(ids)], T0);
+    assert_eq!(in_order_trace(&out, "SO-1").iter().filter(|s| s.name == "invoice.batch.post").count(), 1);
+    assert_eq!(in_order_trace(&out, "SO-2").iter().filter(|s| s.name == "invoice.batch.post").count(), 1);
+    // Invoicing closes both orders, so both roots are out.
+    assert!(out.iter().any(|(_, s)| s.name == "order SO-1"));
+    assert!(out.iter().any(|(_, s)| s.name == "order SO-2"));
+    let original = out.iter().find(|(_, s)| s.trace_id == vec![1; 16]).unwrap();
+    assert_eq!(original.1.links.len(), 2);
+}
+
+#[test]
+fn unkeyed_spans_inherit_from_their_trace_in_either_order() {
+    let mut engine = engine();
+    // The child arrives first and waits.
+    let out = run(&mut engine, vec![spec("integration-middleware", "map ORDERS05 -> wms.order", 7, 2)], T0);
+    assert!(out.is_empty());
+    assert_eq!(engine.pending_spans(), 1);
+    let out =
+        run(&mut engine, vec![spec("erp", "publish orders.released", 7, 1).attr("order.id", "SO-1")], T0 + SECOND);
+    let spans = in_order_trace(&out, "SO-1");
+    assert!(spans.iter().any(|s| s.name == "map ORDERS05 -> wms.order"));
+    assert_eq!(engine.pending_spans(), 0);
+    // A later child joins at once.
+    let out = run(&mut engine, vec![spec("integration-middleware", "process orders.released", 7, 3)], T0 + 2 * SECOND);
+    assert_eq!(in_order_trace(&out, "SO-1").len(), 1);
+    assert_eq!(engine.stats().spans_inherited, 2);
+}
+
+#[test]
+fn spans_still_unkeyed_after_the_wait_pass_on_unchanged() {
+    let mut engine = engine();
+    let out = run(&mut engine, vec![spec("customer-portal", "GET /healthz", 9, 1)], T0);
+    assert!(out.is_empty());
+    let mut out = Output::default();
+    engine.tick(T0 + SECOND, &mut out);
+    assert!(out.is_empty(), "still within the 2 s wait");
+    engine.tick(T0 + 3 * SECOND, &mut out);
+    let spans = collect(out);
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].1.trace_id, vec![9; 16]);
+    assert!(spans[0].1.attributes.is_empty(), "passed on unchanged");
+    assert_eq!(engine.stats().spans_uncorrelated, 1);
+}
+
+#[test]
+fn the_wait_buffer_is_bounded_and_counts_overflow() {
+    let yaml = DEFAULT_CONFIG_YAML.replace("inherit_wait: 2s", "inherit_wait: 2s\n  max_pending_spans: 2");
+    let mut engine = Engine::new(Arc::new(parse(&yaml, "t").unwrap()), vec![], vec![]);
+    let out = run(&mut engine, (1..=3).map(|i| spec("x", "unkeyed", i, i)).collect(), T0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(engine.pending_spans(), 2);
+    assert_eq!(engine.stats().pending_overflow, 1);
+    assert_eq!(engine.stats().spans_uncorrelated, 1);
+}
+
+#[test]
+fn milestones_are_emitted_once_even_after_a_restart() {
+    let mut engine = engine();
+    let capture =
+        || spec("customer-portal", "POST /api/orders", 1, 1).kind(SpanKind::Server).attr("app.order.id", "SO-1");
+    let out = run(&mut engine, vec![capture()], T0);
+    assert_eq!(out.iter().filter(|(_, s)| s.name == "order_capture").count(), 1);
+    let out = run(&mut engine, vec![capture()], T0);
+    assert_eq!(out.iter().filter(|(_, s)| s.name == "order_capture").count(), 0);
+
+    let changes = engine.take_changes();
+    let mut restarted = Engine::new(engine.config().clone(), changes.orders, changes.aliases);
+    let out = run(&mut restarted, vec![capture()], T0 + SECOND);
+    assert_eq!(out.iter().filter(|(_, s)| s.name == "order_capture").count(), 0);
+    // The trace continues: same order trace id, same parent.
+    let spans = in_order_trace(&out, "SO-1");
+    assert_eq!(spans[0].parent_span_id, ids::milestone_span_id("SO-1", "order_capture"));
+    assert_eq!(restarted.order("SO-1").unwrap().span_count, 3);
+}
+
+#[test]
+fn invoicing_closes_the_order_and_emits_unreached_milestones_and_the_root() {
+    let mut engine = engine();
+    run(
+        &mut engine,
+        vec![spec("erp", "pricing.check", 1, 1)
+            .attr("order.id", "SO-1")
+            .attr("pricing.decision", "exception")
+            .error("variance")],
+        T0,
+    );
+    let out = run(&mut engine, vec![spec("finance", "invoice.create", 2, 2).attr("order.id", "SO-1")], T0 + SECOND);
+    let root = out.iter().find(|(_, s)| s.name == "order SO-1").expect("root").1.clone();
+    assert!(root.parent_span_id.is_empty());
+    assert_eq!(root.span_id, ids::root_span_id("SO-1"));
+    assert_eq!(root.status.as_ref().unwrap().code, StatusCode::Error as i32, "an open pricing exception");
+    let pricing = out.iter().find(|(_, s)| s.name == "pricing_approval").expect("unreached milestone span").1.clone();
+    assert_eq!(attr(&pricing, "order.milestone.reached").as_deref(), Some("false"));
+    assert!(engine.order("SO-1").unwrap().is_closed());
+    // Nothing is emitted twice when a later span arrives.
+    let out = run(&mut engine, vec![spec("finance", "invoice.create", 3, 3).attr("order.id", "SO-1")], T0 + 2 * SECOND);
+    assert!(out.iter().all(|(_, s)| s.name != "order SO-1" && s.name != "invoicing" && s.name != "pricing_approval"));
+}
+
+#[test]
+fn idle_orders_close_after_the_configured_period() {
+    let yaml = DEFAULT_CONFIG_YAML.replace("idle_close_after: 168h", "idle_close_after: 10s");
+    let mut engine = Engine::new(Arc::new(parse(&yaml, "t").unwrap()), vec![], vec![]);
+    run(
+        &mut engine,
+        vec![spec("erp", "credit.check", 1, 1).attr("order.id", "SO-1").attr("credit.decision", "approved")],
+        T0,
+    );
+    let mut out = Output::default();
+    engine.tick(T0 + 5 * SECOND, &mut out);
+    assert!(out.is_empty());
+    engine.tick(T0 + 11 * SECOND, &mut out);
+    let spans = collect(out);
+    let root = spans.iter().find(|(_, s)| s.name == "order SO-1").expect("root after idle");
+    assert_eq!(attr(&root.1, "order.close_reason").as_deref(), Some("idle"));
+    assert_eq!(attr(&root.1, "order.next_milestone").as_deref(), Some("pricing_approval"));
+    assert_eq!(attr(&root.1, "order.next_owner").as_deref(), Some("commercial-pricing"));
+}
+
+#[test]
+fn self_declared_labels_are_checked_against_the_taxonomy() {
+    let mut engine = engine();
+    let out = run(
+        &mut engine,
+        vec![
+            spec("erp", "custom.step", 1, 1).attr("order.id", "SO-1").attr("order.milestone", "pick_release"),
+            spec("erp", "custom.step", 2, 2).attr("order.id", "SO-2").attr("order.milestone", "teleportation"),
+        ],
+        T0,
+    );
+    let ok = in_order_trace(&out, "SO-1")[0];
+    assert_eq!(attr(ok, "order.milestone").as_deref(), Some("pick_release"));
+    let bad = in_order_trace(&out, "SO-2")[0];
+    assert_eq!(attr(bad, "order.exception.class").as_deref(), Some("data_quality"));
+    assert!(attr(bad, "order.exception.reason").unwrap().contains("teleportation"));
+    assert_eq!(engine.order("SO-2").unwrap().exceptions[0].class, "data_quality");
+}
+
+#[test]
+fn failures_are_classified_by_the_semantic_conventions_when_no_rule_decides() {
+    let mut engine = engine();
+    let mut timeout = spec("erp", "HTTP POST", 1, 1).kind(SpanKind::Client).attr("order.id", "SO-1").error("upstream");
+    timeout.attrs.push(attributes::int("http.response.status_code", 503));
+    let mut invalid = spec("erp", "POST /api/orders", 2, 2).kind(SpanKind::Server).attr("order.id", "SO-2");
+    invalid.attrs.push(attributes::int("http.response.status_code", 422));
+    let crash = spec("wms", "label.print", 3, 3).attr("order.id", "SO-3").error("printer jammed");
+    let out = run(&mut engine, vec![timeout, invalid, crash], T0);
+    let class = |order: &str| attr(in_order_trace(&out, order)[0], "order.exception.class");
+    assert_eq!(class("SO-1").as_deref(), Some("integration"));
+    assert_eq!(class("SO-2").as_deref(), Some("data_quality"));
+    assert_eq!(class("SO-3").as_deref(), Some("execution"));
+    assert_eq!(
+        attr(in_order_trace(&out, "SO-3")[0], "order.exception.owner").as_deref(),
+        Some("operations-management")
+    );
+}
+
+#[test]
+fn a_failed_mapping_inherits_the_order_of_a_known_shipment_and_is_an_integration_exception() {
+    let mut engine = engine();
+    run(&mut engine, vec![spec("tms", "carrier.book", 1, 1).attr("order.ids", "SO-9").attr("shipment.id", "SH-9")], T0);
+    let mut mapping =
+        spec("integration-middleware", "map carrier.status -> erp.shipment_confirmation", 4, 3).error("field ShipDate");
+    mapping.events.push(Event {
+        name: "exception".into(),
+        attributes: vec![kv("exception.type", "MappingError"), kv("exception.message", "field ShipDate")],
+        ..Default::default()
+    });
+    // The mapping span comes first and waits; the client span names the shipment only in its URL path.
+    let out = run(&mut engine, vec![mapping], T0);
+    assert!(out.is_empty());
+    let out = run(
+        &mut engine,
+        vec![spec("tms", "PUT /api/shipments/{id}/status", 4, 2)
+            .kind(SpanKind::Client)
+            .attr("url.path", "/api/shipments/SH-9/status")],
+        T0,
+    );
+    let spans = in_order_trace(&out, "SO-9");
+    let mapped = spans.iter().find(|s| s.name.starts_with("map carrier.status")).expect("inherited");
+    assert_eq!(attr(mapped, "order.milestone").as_deref(), Some("shipment_confirmation"));
+    assert_eq!(attr(mapped, "order.milestone.reached").as_deref(), Some("false"));
+    assert_eq!(attr(mapped, "order.exception.class").as_deref(), Some("integration"));
+    assert_eq!(attr(mapped, "order.exception.owner").as_deref(), Some("integration-team"));
+}
