@@ -81,3 +81,44 @@ fn the_shipped_backend_fragments_are_valid_with_the_default() {
         assert!(config.exporter.is_some(), "{fragment}");
     }
 }
+
+#[test]
+fn validate_config_prints_what_a_partial_file_amounts_to() {
+    let fragment = "collector-config/ordertrail-to-tempo.yaml";
+    let print = |file: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_ordertrail")).args(["validate-config", file, "--print"]).output();
+        let output = output.unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let merged = print(fragment);
+    // The file's exporter, over the default's taxonomy, rules and every built-in setting.
+    assert!(merged.contains("endpoint: https://tempo-distributor.observability.svc:4317"), "{merged}");
+    assert!(merged.contains("X-Scope-OrgID: distribution"), "{merged}");
+    assert!(merged.contains("- name: order_capture"), "{merged}");
+    assert!(merged.contains("name: approval-outside-system-of-record"), "{merged}");
+    assert!(merged.contains("max_pending_spans: 100000"), "{merged}");
+    // What it prints is a complete configuration that amounts to itself.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("merged.yaml");
+    std::fs::write(&path, &merged).unwrap();
+    assert_eq!(print(path.to_str().unwrap()), merged);
+}
+
+#[test]
+fn print_default_config_shows_every_setting_with_its_value() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ordertrail")).arg("print-default-config").output().unwrap();
+    let printed = String::from_utf8(output.stdout).unwrap();
+    for setting in [
+        "max_recv_msg_size_mib: 4",
+        "inherit_wait: 2s",
+        "max_orders: 1000000",
+        "queue_size: 256",
+        "memory_limit_mib: null",
+        "detection_delay: 500ms",
+        "max_page_size: 1000",
+        "max_series_per_metric: 2000",
+    ] {
+        assert!(printed.contains(setting), "`{setting}` missing from:\n{printed}");
+    }
+}
