@@ -3,6 +3,10 @@
 //! `cargo bench --bench pipeline_throughput` prints spans per second and the cost of one store group commit.
 //! The load generator and the OTLP sink share the machine with ordertrail, so the figure is a floor.
 
+/// The binary's allocator, so that the figures are the service's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
