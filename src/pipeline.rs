@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use ordertrail_core::config::Config;
 use ordertrail_core::engine::events::Event;
-use ordertrail_core::engine::{Engine, Output};
+use ordertrail_core::engine::{Engine, EngineStats, Output};
 use ordertrail_core::order::OrderRecord;
 use prost::Message;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,7 +144,8 @@ impl PipelineHandle {
 #[derive(Debug)]
 pub struct Pipeline {
     handle: PipelineHandle,
-    thread: Option<JoinHandle<()>>,
+    /// The engine thread; it returns the engine's final counters.
+    thread: Option<JoinHandle<EngineStats>>,
     store_healthy: Arc<AtomicBool>,
 }
 
@@ -205,12 +206,12 @@ impl Pipeline {
     }
 
     /// Processes what is queued, passes waiting spans on, commits, and stops the thread.
-    pub async fn shutdown(mut self) {
+    /// Returns the engine's counters after its last commit, when the thread ended normally.
+    pub async fn shutdown(mut self) -> Option<EngineStats> {
         let tx = self.handle.tx.clone();
         let _ = tokio::task::spawn_blocking(move || tx.send(Command::Shutdown)).await;
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
+        let thread = self.thread.take()?;
+        tokio::task::spawn_blocking(move || thread.join()).await.ok()?.ok()
     }
 }
 
@@ -233,7 +234,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, rx: Receiver<Command>) {
+    fn run(mut self, rx: Receiver<Command>) -> EngineStats {
         loop {
             let mut group = Vec::new();
             match rx.recv_timeout(TICK) {
@@ -251,6 +252,7 @@ impl Worker {
                 break;
             }
         }
+        self.engine.stats().clone()
     }
 
     /// Handles one group of commands; returns false on shutdown.

@@ -216,7 +216,9 @@ impl Server {
     /// Stops intake, lets the engine finish what it holds, then drains the exporter, all within `deadline`.
     /// Whatever cannot be exported by then (a backend that is down) is given up on and counted, never waited
     /// for past the deadline.
-    pub async fn shutdown(self, deadline: Duration) {
+    /// Stops intake, lets the engine commit what it holds and the exporter drain within `deadline`; returns the
+    /// engine's final counters (the defaults if the engine thread did not end normally).
+    pub async fn shutdown(self, deadline: Duration) -> EngineStats {
         let end = tokio::time::Instant::now() + deadline;
         self.ready.store(false, Ordering::Relaxed);
         let _ = self.stop.send(true);
@@ -228,14 +230,17 @@ impl Server {
         let abort_export = self.exporter.as_ref().map(Exporter::abort_handle);
         let pipeline = self.pipeline.shutdown();
         tokio::pin!(pipeline);
-        if tokio::time::timeout_at(end, &mut pipeline).await.is_err() {
-            // The engine is blocked handing spans to a stuck exporter; stopping the exporter unblocks it.
-            tracing::warn!("shutdown deadline reached with spans still waiting for the exporter");
-            if let Some(abort) = &abort_export {
-                abort.abort();
+        let stats = match tokio::time::timeout_at(end, &mut pipeline).await {
+            Ok(stats) => stats,
+            Err(_) => {
+                // The engine is blocked handing spans to a stuck exporter; stopping the exporter unblocks it.
+                tracing::warn!("shutdown deadline reached with spans still waiting for the exporter");
+                if let Some(abort) = &abort_export {
+                    abort.abort();
+                }
+                tokio::time::timeout(Duration::from_secs(2), pipeline).await.ok().flatten()
             }
-            let _ = tokio::time::timeout(Duration::from_secs(2), pipeline).await;
-        }
+        };
         if let Some(exporter) = self.exporter {
             exporter.shutdown(end.saturating_duration_since(tokio::time::Instant::now())).await;
         }
@@ -244,5 +249,6 @@ impl Server {
             let _ = tokio::time::timeout_at(end, pusher.shutdown()).await;
         }
         tracing::info!("ordertrail stopped");
+        stats.unwrap_or_default()
     }
 }

@@ -158,15 +158,20 @@ impl OrderService for ApiState {
         request: Request<proto::ListOrdersRequest>,
     ) -> Result<Response<proto::ListOrdersResponse>, Status> {
         let r = request.into_inner();
+        // Checked in the order of the other transport, so that both name the same bad argument first.
+        let (since, until) = (from_ts("since", r.since)?, from_ts("until", r.until)?);
+        let stage = self.stage(non_empty(r.stage))?;
+        let sla_status = parse_status("sla_status", non_empty(r.sla_status))?;
+        let status = parse_status("status", non_empty(r.status))?;
         let filter = OrderFilter {
-            stage: non_empty(r.stage),
-            sla_status: parse_status("sla_status", non_empty(r.sla_status))?,
+            stage,
+            sla_status,
             owner: non_empty(r.owner),
             exception_class: non_empty(r.exception_class),
             customer: non_empty(r.customer),
-            status: parse_status("status", non_empty(r.status))?,
-            since: from_ts("since", r.since)?,
-            until: from_ts("until", r.until)?,
+            status,
+            since,
+            until,
         };
         let page = ApiState::list_orders(self, filter, r.page_size as usize, r.page_token).await?;
         Ok(Response::new(proto::ListOrdersResponse {

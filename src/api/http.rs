@@ -96,15 +96,20 @@ fn parsed<T>(query: QueryResult<T>) -> Result<T, ApiError> {
 async fn list_orders(State(state): State<ApiState>, query: QueryResult<OrdersQuery>) -> Response {
     let request = async {
         let q = parsed(query)?;
+        // Checked in the order of the other transport, so that both name the same bad argument first.
+        let (since, until) = (time("since", q.since.as_ref())?, time("until", q.until.as_ref())?);
+        let stage = state.stage(non_empty(q.stage))?;
+        let sla_status = parse_status("sla_status", non_empty(q.sla_status))?;
+        let status = parse_status("status", non_empty(q.status))?;
         let filter = OrderFilter {
-            stage: non_empty(q.stage),
-            sla_status: parse_status("sla_status", non_empty(q.sla_status))?,
+            stage,
+            sla_status,
             owner: non_empty(q.owner),
             exception_class: non_empty(q.exception_class),
             customer: non_empty(q.customer),
-            status: parse_status("status", non_empty(q.status))?,
-            since: time("since", q.since.as_ref())?,
-            until: time("until", q.until.as_ref())?,
+            status,
+            since,
+            until,
         };
         state.list_orders(filter, q.page_size.unwrap_or(0), q.page_token.unwrap_or_default()).await
     };

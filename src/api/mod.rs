@@ -120,6 +120,12 @@ impl ApiState {
         }
     }
 
+    /// A stage filter: a milestone name, or `none` for orders before their first main-path milestone.
+    pub(crate) fn stage(&self, stage: Option<String>) -> Result<Option<String>, ApiError> {
+        check_choice("stage", stage.as_deref(), &self.stage_names())?;
+        Ok(stage)
+    }
+
     fn stage_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.config.taxonomy.milestones.iter().map(|m| m.name.as_str()).collect();
         names.push("none");

@@ -86,9 +86,8 @@ pub(crate) async fn run(options: DemoOptions) -> Result<String, DemoError> {
             text.push('\n');
         }
     }
-    let engine = pipeline.inspect(|engine| engine.stats().clone()).await.unwrap_or_default();
     let counters = server.counters().clone();
-    server.shutdown(Duration::from_secs(30)).await;
+    let engine = server.shutdown(Duration::from_secs(30)).await;
     text.push_str(&timeline::summary(&counters, &engine, options.export_endpoint.as_deref()));
     if options.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&data_dir);

@@ -133,8 +133,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::ValidateConfig { file, print } => {
-            let raw = config::load_raw(&file)?;
-            raw.check(&file.display().to_string())?;
+            let (raw, _) = config::load_checked(&file)?;
             if print {
                 print!("{}", raw.to_yaml());
             } else {

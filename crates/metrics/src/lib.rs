@@ -404,8 +404,6 @@ struct Labels<'a> {
     overflow: bool,
 }
 
-impl Labels<'_> {}
-
 mod otlp_export;
 mod text;
 

@@ -16,7 +16,7 @@ pub struct RawApi {
     /// Largest page a list call returns (the default page is 100).
     pub max_page_size: usize,
     /// Link to an order trace in the tracing UI; `{trace_id}` is replaced, e.g.
-    /// `http://jaeger:16686/trace/{trace_id}`; no link when absent.
+    /// `http://jaeger:16686/trace/{trace_id}`; no link when absent or empty (`""` turns off a default's link).
     pub trace_url_template: Option<String>,
 }
 
@@ -26,8 +26,7 @@ impl Default for RawApi {
             http: RawApiListener { enabled: true, endpoint: Some("0.0.0.0:8080".into()) },
             grpc: RawApiListener { enabled: true, endpoint: Some("0.0.0.0:8081".into()) },
             max_page_size: 1000,
-            // Jaeger's UI on the machine that runs the demo; set your Jaeger or Grafana here.
-            trace_url_template: Some("http://localhost:16686/trace/{trace_id}".into()),
+            trace_url_template: None,
         }
     }
 }
@@ -75,7 +74,8 @@ impl RawApi {
             check.socket_addr(&format!("{key}.endpoint"), endpoint).map(Some)
         };
         let max_page_size = check.positive("api.max_page_size", self.max_page_size)?;
-        if let Some(template) = &self.trace_url_template {
+        let trace_url_template = self.trace_url_template.clone().filter(|t| !t.is_empty());
+        if let Some(template) = &trace_url_template {
             if !template.contains("{trace_id}") {
                 return Err(check.err("api.trace_url_template", "must contain `{trace_id}`"));
             }
@@ -84,7 +84,7 @@ impl RawApi {
             http: listener("api.http", &self.http, &defaults.http)?,
             grpc: listener("api.grpc", &self.grpc, &defaults.grpc)?,
             max_page_size,
-            trace_url_template: self.trace_url_template.clone(),
+            trace_url_template,
         })
     }
 }

@@ -7,6 +7,8 @@
 //! One exception keeps the taxonomy coherent: rules, SLA targets and `close_on` name milestones, so a file that
 //! states its own `taxonomy.milestones` does not inherit the default's `rules`, `sla.targets` or
 //! `order_traces.close_on`. They would name milestones the file's taxonomy may not have.
+//!
+//! A `null` (or an empty value) in the file states nothing: it is dropped before merging, so the default applies.
 
 use yaml_serde::{Mapping, Value};
 
@@ -43,6 +45,53 @@ pub(crate) fn decouple_taxonomy(default: &mut Value, file: &Value) {
     }
 }
 
+/// The value with every mapping entry whose value is `null` removed, at any depth.
+pub(crate) fn without_nulls(value: Value) -> Value {
+    match value {
+        Value::Mapping(map) => {
+            Value::Mapping(map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect())
+        }
+        Value::Sequence(items) => Value::Sequence(items.into_iter().map(without_nulls).collect()),
+        other => other,
+    }
+}
+
+/// Where `key` (a path such as `sla.targets[0].overrides[0].dimension`) leaves what `stated` contains, as the path
+/// a file would state to replace the value: the first list on the way (lists replace as a whole), else the key
+/// itself (maps merge, so a single key can be stated). `None` when `stated` holds all of `key`, or when `key` is no
+/// path (`(top level)`).
+pub(crate) fn first_unstated(stated: &Value, key: &str) -> Option<String> {
+    if key.starts_with('(') {
+        return None;
+    }
+    let mut current = Some(stated);
+    let mut path = String::new();
+    for segment in key.split('.') {
+        let (name, indices) = segment.split_once('[').unwrap_or((segment, ""));
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(name);
+        current = current.and_then(|value| value.get(name));
+        let is_list = !indices.is_empty();
+        match current {
+            // Not stated from here on: the first list from here is what the file would replace.
+            None if is_list => return Some(path),
+            None => continue,
+            Some(value) => {
+                let mut value = value;
+                for index in indices.split('[').filter(|i| !i.is_empty()) {
+                    let index: usize = index.trim_end_matches(']').parse().ok()?;
+                    // A list the file states is the file's down to its last item.
+                    value = value.get(index)?;
+                }
+                current = Some(value);
+            }
+        }
+    }
+    current.is_none().then_some(path)
+}
+
 /// An empty document (or one with only comments) is an empty mapping, not a null value.
 pub(crate) fn document(value: Value) -> Value {
     match value {
@@ -64,8 +113,19 @@ mod tests {
         let mut base = yaml("a: {x: 1, y: [1, 2], z: {deep: true, keep: 1}}\nb: 2\n");
         merge(&mut base, yaml("a: {y: [3], z: {deep: false}, w: new}\nc: 4\n"));
         assert_eq!(base, yaml("a: {x: 1, y: [3], z: {deep: false, keep: 1}, w: new}\nb: 2\nc: 4\n"));
-        merge(&mut base, yaml("a: null"));
-        assert_eq!(base.get("a"), Some(&Value::Null), "null replaces too");
+        assert_eq!(without_nulls(yaml("a: {b: null, c: [{d: ~, e: 1}]}\nf: null\n")), yaml("a: {c: [{e: 1}]}"));
+    }
+
+    #[test]
+    fn the_first_unstated_part_of_a_key_is_where_the_default_begins() {
+        let stated = yaml("sla: {detection_delay: 1s}\ndimensions: [{name: a}]\n");
+        assert_eq!(first_unstated(&stated, "sla.targets[0].overrides[0].dimension").as_deref(), Some("sla.targets"));
+        assert_eq!(first_unstated(&stated, "rules[2].milestone").as_deref(), Some("rules"));
+        assert_eq!(first_unstated(&stated, "sla.exception_class").as_deref(), Some("sla.exception_class"));
+        assert_eq!(first_unstated(&stated, "api.http.endpoint").as_deref(), Some("api.http.endpoint"));
+        assert_eq!(first_unstated(&stated, "dimensions[0].name"), None);
+        assert_eq!(first_unstated(&stated, "sla.detection_delay"), None);
+        assert_eq!(first_unstated(&stated, "(top level)"), None);
     }
 
     #[test]

@@ -165,58 +165,100 @@ impl RawConfig {
     }
 }
 
-/// Reads one document on its own: the typed read reports a wrong type or an unknown key with its key path and its
-/// line and column in this file; the untyped value is what gets merged.
+/// The key path and reason of a serde error, `(top level)` for the document itself.
+fn path_error(e: serde_path_to_error::Error<yaml_serde::Error>) -> (String, String) {
+    let key = e.path().to_string();
+    let key = if key == "." { "(top level)".to_string() } else { key };
+    (key, e.into_inner().to_string())
+}
+
+/// Reads one document on its own and returns what it states, which is what gets merged. A `null` (or an empty
+/// value) states nothing, so it is dropped here and the default applies, as if the key were absent.
+///
+/// The typed read of the text itself names the key, line and column of a wrong type, an unknown key or a key
+/// given twice. Only when it fails is the document read again without its nulls, so that a null is not taken for
+/// an error; any other error is then reported with its position when it is where the text read put it.
 fn read_document(text: &str, file: &str) -> Result<Value, ConfigError> {
-    let invalid = |key: String, reason: String| ConfigError::Invalid { file: file.to_string(), key, reason };
-    let value: Value = yaml_serde::from_str(text).map_err(|e| invalid("(top level)".into(), e.to_string()))?;
-    // An empty file, or one of comments only, states nothing and takes every default.
-    if value.is_null() {
-        return Ok(merge::document(value));
+    let invalid = |(key, reason): (String, String)| ConfigError::Invalid { file: file.to_string(), key, reason };
+    let typed = serde_path_to_error::deserialize::<_, RawConfig>(yaml_serde::Deserializer::from_str(text));
+    let value: Value = match yaml_serde::from_str(text) {
+        Ok(value) => value,
+        Err(e) => {
+            return Err(invalid(match typed {
+                Err(typed) => path_error(typed),
+                Ok(_) => ("(top level)".into(), e.to_string()),
+            }))
+        }
+    };
+    let value = merge::without_nulls(merge::document(value));
+    if !value.is_mapping() {
+        return Err(invalid(("(top level)".into(), "a configuration is a mapping of sections".into())));
     }
-    let deserializer = yaml_serde::Deserializer::from_str(text);
-    serde_path_to_error::deserialize::<_, RawConfig>(deserializer).map_err(|e| {
-        let key = e.path().to_string();
-        let key = if key == "." { "(top level)".to_string() } else { key };
-        invalid(key, e.into_inner().to_string())
-    })?;
+    if let Err(typed) = typed {
+        if let Err(again) = serde_path_to_error::deserialize::<_, RawConfig>(value.clone()) {
+            let (typed, again) = (path_error(typed), path_error(again));
+            return Err(invalid(if typed.0 == again.0 { typed } else { again }));
+        }
+    }
     Ok(value)
 }
 
-/// Turns a merged value into the raw configuration.
-fn raw_from_value(value: Value, file: &str) -> Result<RawConfig, ConfigError> {
-    serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Invalid {
-        file: file.to_string(),
-        key: e.path().to_string(),
-        reason: e.into_inner().to_string(),
+/// A file's document merged over the embedded default's: the raw configuration, and what the file itself states.
+fn merged(text: &str, file: &str) -> Result<(RawConfig, Value), ConfigError> {
+    let overlay = read_document(text, file)?;
+    let mut merged = read_document(DEFAULT_CONFIG_YAML, DEFAULT_CONFIG_NAME).expect("the embedded default is valid");
+    merge::decouple_taxonomy(&mut merged, &overlay);
+    merge::merge(&mut merged, overlay.clone());
+    let raw = serde_path_to_error::deserialize(merged).map_err(|e| {
+        let (key, reason) = path_error(e);
+        ConfigError::Invalid { file: file.to_string(), key, reason }
+    })?;
+    Ok((raw, overlay))
+}
+
+/// Checks a merged configuration. A value at fault that the file does not state came from the embedded default,
+/// which the message says, with what to state in the file instead: otherwise a user would search the file for a
+/// key that is not there.
+fn checked(raw: &RawConfig, stated: &Value, file: &str) -> Result<Config, ConfigError> {
+    raw.check(file).map_err(|error| match error {
+        ConfigError::Invalid { file, key, reason } => {
+            let reason = match merge::first_unstated(stated, &key) {
+                Some(inherited) => format!(
+                    "{reason} (`{inherited}` comes from the embedded default; state `{inherited}` in {file} to \
+                     replace it)"
+                ),
+                None => reason,
+            };
+            ConfigError::Invalid { file, key, reason }
+        }
+        other => other,
     })
 }
 
 /// The raw configuration of YAML text that came from `file`, merged over the embedded default.
 pub fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
-    let overlay = read_document(text, file)?;
-    let mut merged = read_document(DEFAULT_CONFIG_YAML, DEFAULT_CONFIG_NAME).expect("the embedded default is valid");
-    merge::decouple_taxonomy(&mut merged, &overlay);
-    merge::merge(&mut merged, overlay);
-    raw_from_value(merged, file)
+    merged(text, file).map(|(raw, _)| raw)
 }
 
 /// Parses and validates YAML text that came from `file`, merged over the embedded default.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-    parse_raw(text, file)?.check(file)
+    let (raw, stated) = merged(text, file)?;
+    checked(&raw, &stated, file)
 }
 
-/// Reads a configuration file and merges it over the embedded default, unchecked.
-pub fn load_raw(path: &Path) -> Result<RawConfig, ConfigError> {
+/// Reads a configuration file and merges it over the embedded default: the raw form, every setting included,
+/// and the validated form.
+pub fn load_checked(path: &Path) -> Result<(RawConfig, Config), ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
-    parse_raw(&text, &file)
+    let (raw, stated) = merged(&text, &file)?;
+    let config = checked(&raw, &stated, &file)?;
+    Ok((raw, config))
 }
 
 /// Reads, merges and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let raw = load_raw(path)?;
-    raw.check(&path.display().to_string())
+    load_checked(path).map(|(_, config)| config)
 }
 
 /// The embedded default over the built-in defaults, unchecked.

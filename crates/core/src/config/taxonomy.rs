@@ -38,12 +38,14 @@ pub struct RawMilestone {
     pub description: Option<String>,
 }
 
-/// One exception class.
+/// One exception class. Classes merge by name over the default's, so a file may give only what it changes, e.g. a
+/// default class's owner; a new class needs its owner.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawExceptionClass {
     /// Team that owns exceptions of this class unless a rule names another.
-    pub owner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// Human description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -143,10 +145,11 @@ impl RawTaxonomy {
             if !is_snake_name(name) || name == "none" {
                 return Err(check.err(key, "class names must be lower snake case and not `none`"));
             }
-            if class.owner.trim().is_empty() {
+            let owner = class.owner.as_deref().ok_or_else(|| check.err(format!("{key}.owner"), "is required"))?;
+            if owner.trim().is_empty() {
                 return Err(check.err(format!("{key}.owner"), "must not be empty"));
             }
-            classes.push(ExceptionClass { name: name.clone(), owner: class.owner.clone() });
+            classes.push(ExceptionClass { name: name.clone(), owner: owner.to_string() });
         }
         let required = |name: &str| {
             classes.iter().position(|c| c.name == name).ok_or_else(|| {

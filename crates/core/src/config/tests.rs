@@ -133,7 +133,7 @@ exporters:
   otlp:
     endpoint: http://tempo:4317
 api:
-  trace_url_template: null
+  trace_url_template: \"\"
 ";
     let config = parse(file, "partial.yaml").unwrap();
     let defaults = default_config();
@@ -143,7 +143,7 @@ api:
     // A map merges: the default's patterns stay next to the file's attributes, and its classes next to the new one.
     assert_eq!(config.correlation.order_keys.patterns.len(), defaults.correlation.order_keys.patterns.len());
     assert!(config.taxonomy.class("carrier").is_some() && config.taxonomy.class("policy").is_some());
-    // What the file leaves out is the default's; `null` removes an optional setting.
+    // What the file leaves out is the default's; an empty template turns the default's link off.
     assert_eq!(config.taxonomy.milestones.len(), defaults.taxonomy.milestones.len());
     assert_eq!(config.rules.len(), defaults.rules.len());
     assert_eq!(config.exporter.as_ref().map(|e| e.endpoint.as_str()), Some("http://tempo:4317"));
@@ -178,4 +178,62 @@ fn the_shipped_backend_fragments_are_valid_on_their_own() {
         assert!(config.exporter.is_some(), "{fragment}");
         assert_eq!(config.rules.len(), default_config().rules.len(), "{fragment} keeps the default's rules");
     }
+}
+
+#[test]
+fn a_null_or_empty_value_means_the_default() {
+    let file = "\
+correlation:
+  order_keys:
+  inherit_wait: ~
+order_traces:
+  actor_attributes:
+storage:
+  durability: ~
+sla:
+  calendars:
+    weekdays:
+      time_zone: Europe/Paris
+      working_days:
+api:
+  trace_url_template: null
+";
+    let config = parse(file, "nulls.yaml").unwrap();
+    let defaults = default_config();
+    assert_eq!(config.correlation.order_keys.attributes, defaults.correlation.order_keys.attributes);
+    assert_eq!(config.correlation.inherit_wait, defaults.correlation.inherit_wait);
+    assert_eq!(config.order_traces.actor_attributes, defaults.order_traces.actor_attributes);
+    assert_eq!(config.storage.durability, Durability::Durable);
+    assert_eq!(config.api.trace_url_template, defaults.api.trace_url_template);
+    let raw = parse_raw(file, "nulls.yaml").unwrap();
+    assert_eq!(raw.sla.calendars["weekdays"].working_days, RawCalendar::default().working_days);
+}
+
+#[test]
+fn a_key_that_only_the_default_states_is_named_as_the_defaults() {
+    // The default's order_release target has an override by `segment`, a dimension this file no longer has.
+    let err = parse("dimensions:\n  - { name: customer, attributes: [customer.id] }\n", "dims.yaml").unwrap_err();
+    let err = err.to_string();
+    assert!(err.starts_with("dims.yaml: key `sla.targets[0].overrides[0].dimension`"), "{err}");
+    assert!(err.contains("`sla.targets` comes from the embedded default; state `sla.targets` in dims.yaml"), "{err}");
+    // A key the file states is the file's own: no such note.
+    let err = parse("sla:\n  targets:\n    - { name: t, from: order_capture, to: nowhere, within: 1h }\n", "own.yaml");
+    let err = err.unwrap_err().to_string();
+    assert!(err.contains("`nowhere` is not a milestone") && !err.contains("embedded default"), "{err}");
+}
+
+#[test]
+fn a_default_class_can_be_changed_by_its_owner_alone_and_a_new_one_needs_an_owner() {
+    let config = parse("taxonomy:\n  exception_classes:\n    policy: { owner: compliance }\n", "c.yaml").unwrap();
+    assert_eq!(config.taxonomy.classes[config.taxonomy.policy].owner, "compliance");
+    let file = "taxonomy:\n  exception_classes:\n    carrier: { description: late pickups }\n";
+    let err = parse(file, "c.yaml").unwrap_err().to_string();
+    assert!(err.starts_with("c.yaml: key `taxonomy.exception_classes.carrier.owner`: is required"), "{err}");
+}
+
+#[test]
+fn a_key_given_twice_is_named_in_its_section_with_its_position() {
+    let err = parse("correlation:\n  inherit_wait: 1s\n  inherit_wait: 2s\n", "twice.yaml").unwrap_err().to_string();
+    assert!(err.starts_with("twice.yaml: key `correlation"), "{err}");
+    assert!(err.contains("duplicate field `inherit_wait`") && err.contains("line 2"), "{err}");
 }

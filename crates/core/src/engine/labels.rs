@@ -160,14 +160,16 @@ fn http_status(attributes: &[KeyValue]) -> Option<i64> {
     find(attributes, "http.response.status_code")
         .or_else(|| find(attributes, "http.status_code"))
         .and_then(number)
-        .and_then(whole_number)
+        .map(whole_number)
 }
 
-/// The whole part of a number an attribute carries, when it fits in an `i64`.
-fn whole_number(n: f64) -> Option<i64> {
-    // Checked against the range first, so the conversion neither saturates nor wraps.
+/// The whole part of a number an attribute carries, saturating at the ends of `i64`, and 0 for NaN.
+fn whole_number(n: f64) -> i64 {
+    // Exactly Rust's float-to-integer conversion, which saturates and maps NaN to 0: a status code that is no
+    // number at all still names the span's failure as before.
     #[allow(clippy::cast_possible_truncation)]
-    (n.is_finite() && n.abs() < 9.0e15).then(|| n.trunc() as i64)
+    let whole = n as i64;
+    whole
 }
 
 fn default_reason(input: &SpanInput) -> String {
