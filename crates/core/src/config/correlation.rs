@@ -249,10 +249,11 @@ impl RawPattern {
 }
 
 /// Turns `/api/orders/{id}/release` into an anchored regex; `{*}` matches one path segment and a trailing
-/// `/**` the rest of the path.
+/// `/**` the rest of the path. `{id:PATTERN}` constrains what the key may be, e.g. `{id:[A-Z]{2}-\d+}`, so that
+/// a collection action such as `/api/orders/allocate` is not taken for an order named `allocate`.
 pub fn template_to_regex(template: &str) -> Result<String, String> {
-    if !template.contains("{id}") {
-        return Err("template must contain `{id}`".into());
+    if !template.contains("{id}") && !template.contains("{id:") {
+        return Err("template must contain `{id}` or `{id:PATTERN}`".into());
     }
     let (body, tail) = match template.strip_suffix("/**") {
         Some(body) => (body, "(?:/.*)?"),
@@ -262,11 +263,28 @@ pub fn template_to_regex(template: &str) -> Result<String, String> {
     let mut rest = body;
     while let Some(start) = rest.find('{') {
         out.push_str(&regex::escape(&rest[..start]));
-        let end = rest[start..].find('}').ok_or("unclosed `{` in template")? + start;
+        // The placeholder ends at its matching brace, so that a pattern may hold quantifiers such as `{2}`.
+        let mut depth = 0usize;
+        let end = rest[start..]
+            .char_indices()
+            .find_map(|(i, c)| {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+                (depth == 0).then_some(start + i)
+            })
+            .ok_or("unclosed `{` in template")?;
         match &rest[start + 1..end] {
             "id" => out.push_str("(?P<id>[^/?#]+)"),
             "*" => out.push_str("[^/?#]+"),
-            other => return Err(format!("unknown placeholder `{{{other}}}`; use {{id}} or {{*}}")),
+            other => match other.strip_prefix("id:") {
+                // The template's next literal (or its end) bounds the capture; a pattern that may match `/` can
+                // still cross segments, so patterns use `[^/?#]` where they mean "any".
+                Some(pattern) if !pattern.is_empty() => out.push_str(&format!("(?P<id>(?:{pattern}))")),
+                _ => return Err(format!("unknown placeholder `{{{other}}}`; use {{id}}, {{id:PATTERN}} or {{*}}")),
+            },
         }
         rest = &rest[end + 1..];
     }
@@ -297,5 +315,20 @@ mod tests {
         assert_eq!(pattern.capture("/api/orders/:id/release"), None);
         assert_eq!(pattern.capture("/api/orders/SO-1/release"), Some("SO-1"));
         assert!(template_to_regex("/api/{order}").is_err());
+    }
+
+    #[test]
+    fn a_constrained_capture_leaves_collection_actions_alone() {
+        let any_digit = Regex::new(&template_to_regex(r"/api/orders/{id:[^/?#]*\d[^/?#]*}/**").unwrap()).unwrap();
+        let pattern = KeyPattern { source: PatternSource::SpanName, regex: any_digit };
+        assert_eq!(pattern.capture("/api/orders/SO-10042/release"), Some("SO-10042"));
+        assert_eq!(pattern.capture("/api/orders/10042"), Some("10042"));
+        assert_eq!(pattern.capture("/api/orders/allocate"), None, "an action, not an order");
+        assert_eq!(pattern.capture("/api/orders/bulk-release?x=1"), None);
+        let exact = Regex::new(&template_to_regex(r"/orders/{id:[A-Z]{2}-\d{5}}").unwrap()).unwrap();
+        assert_eq!(&exact.captures("/orders/SO-10042").unwrap()["id"], "SO-10042");
+        assert!(exact.captures("/orders/SO-1004").is_none());
+        assert!(template_to_regex("/orders/{id:}").is_err());
+        assert!(template_to_regex("/orders/{id:[0-9]").is_err(), "unclosed");
     }
 }

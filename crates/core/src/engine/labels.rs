@@ -186,8 +186,9 @@ fn mentions_transport_failure(text: &str) -> bool {
     TRANSPORT_WORDS.iter().any(|w| lower.contains(w))
 }
 
-/// The semantic-convention classification: validation failures are data quality; a client or producer that could
-/// not reach its peer is an integration failure; any other failure is an execution failure.
+/// The semantic-convention classification: validation failures are data quality; a message between systems that
+/// failed (a producer or consumer span, or one with `messaging.*` attributes), or a client that could not reach its
+/// peer, is an integration failure; any other failure is an execution failure.
 fn default_class(config: &Config, input: &SpanInput, failed: bool) -> Option<ClassId> {
     let taxonomy = &config.taxonomy;
     let span = &input.span;
@@ -213,7 +214,10 @@ fn default_class(config: &Config, input: &SpanInput, failed: bool) -> Option<Cla
         || matches!(status, Some(408) | Some(429) | Some(500..=599))
         || error_type.is_some_and(|t| mentions_transport_failure(&t))
         || exception_text;
-    if outbound && transport {
+    let messaging = span.kind == SpanKind::Producer as i32
+        || span.kind == SpanKind::Consumer as i32
+        || span.attributes.iter().any(|kv| kv.key.starts_with("messaging."));
+    if messaging || outbound && transport {
         Some(taxonomy.integration)
     } else {
         Some(taxonomy.execution)

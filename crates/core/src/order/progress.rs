@@ -64,18 +64,25 @@ impl ExceptionState {
     }
 }
 
-/// The furthest main-path milestone reached, and the first main-path milestone after it not yet reached.
+/// The furthest main-path milestone reached, and the first main-path milestone after it that is not reached and is
+/// expected: a skippable milestone (a pricing approval that only exceptions need) is expected only once a span
+/// worked on it or an exception names it, so that it does not take the next action from the team that really
+/// owns it.
 pub fn stage_and_next<'t>(
     taxonomy: &'t Taxonomy,
     order: &OrderRecord,
 ) -> (Option<&'t Milestone>, Option<&'t Milestone>) {
     let is_reached = |name: &str| order.milestone(name).is_some_and(|s| s.reached.is_some());
+    let expected = |m: &Milestone| {
+        !m.skippable
+            || order.milestone(&m.name).is_some()
+            || order.open_exceptions().any(|e| e.milestone.as_deref() == Some(m.name.as_str()))
+    };
     let main_path = taxonomy.milestones.iter().filter(|m| !m.off_path);
     let stage = main_path.clone().rfind(|m| is_reached(&m.name));
-    let next = match stage {
-        Some(stage) => main_path.skip_while(|m| m.name != stage.name).skip(1).find(|m| !is_reached(&m.name)),
-        None => main_path.clone().next(),
-    };
+    let after_stage =
+        main_path.skip_while(|m| stage.is_some_and(|s| m.name != s.name)).skip(usize::from(stage.is_some()));
+    let next = after_stage.filter(|m| !is_reached(&m.name)).find(|m| expected(m));
     (stage, next)
 }
 
@@ -92,4 +99,42 @@ pub fn blocking_exception<'o>(order: &'o OrderRecord, awaited: &str) -> Option<&
 /// milestone's owner.
 pub fn next_owner<'a>(order: &'a OrderRecord, next: &'a Milestone) -> &'a str {
     blocking_exception(order, &next.name).map_or(next.owner.as_str(), |b| b.owner.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::default_config;
+    use crate::order::{MilestoneState, Reach};
+
+    fn worked_on(order: &mut OrderRecord, name: &str, reached: bool) {
+        order.milestones.push(MilestoneState {
+            name: name.into(),
+            first_work_unix_nanos: 1,
+            span_count: 1,
+            reached: reached.then(|| Reach {
+                at_unix_nanos: 2,
+                trace_id: String::new(),
+                span_id: String::new(),
+                service: "erp".into(),
+                actor: None,
+            }),
+            span_emitted: false,
+        });
+    }
+
+    #[test]
+    fn a_skippable_milestone_is_next_only_once_something_asks_for_it() {
+        let taxonomy = default_config().taxonomy;
+        let mut order = OrderRecord::new("SO-1".into());
+        assert_eq!(stage_and_next(&taxonomy, &order).1.map(|m| m.name.as_str()), Some("order_capture"));
+        worked_on(&mut order, "order_capture", true);
+        worked_on(&mut order, "credit_approval", true);
+        let (stage, next) = stage_and_next(&taxonomy, &order);
+        assert_eq!(stage.map(|m| m.name.as_str()), Some("credit_approval"));
+        assert_eq!(next.map(|m| m.name.as_str()), Some("inventory_allocation"), "no pricing exception: not expected");
+        // A substitution that needs a price approval makes the approval the next step.
+        worked_on(&mut order, "pricing_approval", false);
+        assert_eq!(stage_and_next(&taxonomy, &order).1.map(|m| m.name.as_str()), Some("pricing_approval"));
+    }
 }

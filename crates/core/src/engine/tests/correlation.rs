@@ -216,8 +216,9 @@ fn idle_orders_close_after_the_configured_period() {
     let spans = collect(out);
     let root = spans.iter().find(|(_, s)| s.name == "order SO-1").expect("root after idle");
     assert_eq!(attr(&root.1, "order.close_reason").as_deref(), Some("idle"));
-    assert_eq!(attr(&root.1, "order.next_milestone").as_deref(), Some("pricing_approval"));
-    assert_eq!(attr(&root.1, "order.next_owner").as_deref(), Some("commercial-pricing"));
+    // Pricing approval is skippable and nothing asked for it: allocation is what is expected next (issue 9).
+    assert_eq!(attr(&root.1, "order.next_milestone").as_deref(), Some("inventory_allocation"));
+    assert_eq!(attr(&root.1, "order.next_owner").as_deref(), Some("inventory-planning"));
 }
 
 #[test]
@@ -285,4 +286,32 @@ fn a_failed_mapping_inherits_the_order_of_a_known_shipment_and_is_an_integration
     assert_eq!(attr(mapped, "order.milestone.reached").as_deref(), Some("false"));
     assert_eq!(attr(mapped, "order.exception.class").as_deref(), Some("integration"));
     assert_eq!(attr(mapped, "order.exception.owner").as_deref(), Some("integration-team"));
+}
+
+#[test]
+fn a_failed_message_between_systems_is_an_integration_exception() {
+    let mut engine = engine();
+    let consumer = spec("wms", "orders.inbound process", 1, 1).kind(SpanKind::Consumer).attr("order.id", "SO-1");
+    let producer = spec("erp", "orders.outbound publish", 2, 2).kind(SpanKind::Producer).attr("order.id", "SO-2");
+    let messaging = spec("edi-gateway", "asn.translate", 3, 3)
+        .attr("order.id", "SO-3")
+        .attr("messaging.system", "ibmmq")
+        .error("segment N1 missing");
+    let out =
+        run(&mut engine, vec![consumer.error("unparseable payload"), producer.error("queue full"), messaging], T0);
+    for order in ["SO-1", "SO-2", "SO-3"] {
+        let class = attr(in_order_trace(&out, order)[0], "order.exception.class");
+        assert_eq!(class.as_deref(), Some("integration"), "{order}");
+    }
+}
+
+#[test]
+fn the_default_key_pattern_takes_order_numbers_not_collection_actions() {
+    let mut engine = engine();
+    let action = spec("order-api", "POST /api/orders/allocate", 1, 1).attr("url.path", "/api/orders/allocate");
+    let order = spec("order-api", "POST /api/orders/{id}/release", 2, 2).attr("url.path", "/api/orders/SO-77/release");
+    run(&mut engine, vec![action, order], T0);
+    assert!(engine.order("SO-77").is_some());
+    assert!(engine.order("allocate").is_none(), "an action on the collection is no order");
+    assert_eq!(engine.stats().orders_created, 1);
 }
