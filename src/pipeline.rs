@@ -342,7 +342,12 @@ impl Worker {
         self.store_healthy.store(result.is_ok(), Ordering::Relaxed);
         log_events(self.engine.config(), &events);
         self.metrics.observe(&events, now);
-        self.metrics.sync(&self.counters, self.engine.stats(), self.engine.pending_spans());
+        self.metrics.sync(
+            &self.counters,
+            self.engine.stats(),
+            self.engine.pending_spans(),
+            self.engine.late_join_spans(),
+        );
         self.metrics.set_export_queue(self.queue.queued_entries(), self.queue.queued_bytes());
         if span_count > 0 {
             Counters::add(&self.counters.export_spans_queued, span_count as u64);

@@ -70,6 +70,7 @@ pub struct OrderMetrics {
     pipeline: Vec<PipelineCounter>,
     engine: Vec<EngineCounter>,
     pending_spans: Gauge,
+    late_join_spans: Gauge,
     series_overflow: Counter,
     queue_entries: Gauge,
     queue_bytes: Gauge,
@@ -174,6 +175,22 @@ impl OrderMetrics {
                 ),
                 |s| s.pending_overflow,
             ),
+            (
+                r.counter(
+                    "ordertrail_spans_late_joined",
+                    "Spans passed on uncorrelated that joined their order later, when an alias they carry was learned or a keyed span of their trace arrived.",
+                    &[],
+                ),
+                |s| s.spans_late_joined,
+            ),
+            (
+                r.counter(
+                    "ordertrail_late_joins_evicted",
+                    "Uncorrelated spans dropped from the late-join memory to stay within correlation.late_joins bounds.",
+                    &[],
+                ),
+                |s| s.late_joins_evicted,
+            ),
             (r.counter("ordertrail_order_spans_emitted", "Spans emitted into order traces.", &[]), |s| {
                 s.order_spans_emitted
             }),
@@ -255,7 +272,16 @@ impl OrderMetrics {
                 "Spans by service, route and whether they found an order: the correlation coverage of each API.",
                 &["service", "route", "correlation"],
             ),
-            pending_spans: r.gauge("ordertrail_spans_waiting", "Spans waiting to inherit an order.", &[]),
+            pending_spans: r.gauge(
+                "ordertrail_spans_waiting",
+                "Spans waiting for a keyed span of their trace or the span that teaches their alias.",
+                &[],
+            ),
+            late_join_spans: r.gauge(
+                "ordertrail_spans_kept_for_late_join",
+                "Spans passed on uncorrelated and kept in case an alias or a keyed span of their trace arrives late.",
+                &[],
+            ),
             series_overflow: r.counter(
                 "ordertrail_metric_series_overflow",
                 "Observations recorded in an overflow series because a metric reached max_series_per_metric.",
@@ -356,7 +382,7 @@ impl OrderMetrics {
     }
 
     /// Mirrors the pipeline's counters and the engine's counters and gauges.
-    pub fn sync(&self, counters: &Counters, stats: &EngineStats, pending_spans: usize) {
+    pub fn sync(&self, counters: &Counters, stats: &EngineStats, pending_spans: usize, late_join_spans: usize) {
         for (counter, read) in &self.pipeline {
             counter.set_total(&[], read(counters));
         }
@@ -371,6 +397,7 @@ impl OrderMetrics {
             .replace_all(stats.open_orders_by_stage.iter().map(|(s, n)| (vec![s.clone()], *n as f64)).collect());
         self.pending_deadlines.set(&[], stats.pending_deadlines as f64);
         self.pending_spans.set(&[], pending_spans as f64);
+        self.late_join_spans.set(&[], late_join_spans as f64);
         self.series_overflow.set_total(&[], self.registry.overflowed());
     }
 }

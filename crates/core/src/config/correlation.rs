@@ -30,6 +30,28 @@ pub struct RawCorrelation {
     pub max_orders: usize,
     /// Most alias values remembered.
     pub max_aliases: usize,
+    /// Spans passed on uncorrelated that are kept a while, so that an alias or a keyed span of their trace that
+    /// arrives later still brings them into their order's trace.
+    pub late_joins: RawLateJoins,
+}
+
+/// The memory of recently uncorrelated spans that may still join an order.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLateJoins {
+    /// How long an uncorrelated span is kept.
+    #[serde(with = "humantime_serde")]
+    pub keep: Duration,
+    /// Most spans kept; beyond it the oldest go first, counted.
+    pub max_spans: usize,
+    /// Most bytes of spans kept (their encoded size); beyond it the oldest go first, counted.
+    pub max_bytes: u64,
+}
+
+impl Default for RawLateJoins {
+    fn default() -> RawLateJoins {
+        RawLateJoins { keep: Duration::from_secs(3600), max_spans: 20_000, max_bytes: 32 * 1024 * 1024 }
+    }
 }
 
 impl Default for RawCorrelation {
@@ -46,6 +68,7 @@ impl Default for RawCorrelation {
             trace_memory: Duration::from_secs(600),
             max_orders: 1_000_000,
             max_aliases: 2_000_000,
+            late_joins: RawLateJoins::default(),
         }
     }
 }
@@ -106,6 +129,15 @@ pub struct CorrelationConfig {
     pub persist_trace_memory: bool,
     pub max_orders: usize,
     pub max_aliases: usize,
+    pub late_joins: LateJoinConfig,
+}
+
+/// Bounds of the memory of recently uncorrelated spans.
+#[derive(Debug, Clone, Copy)]
+pub struct LateJoinConfig {
+    pub keep: Duration,
+    pub max_spans: usize,
+    pub max_bytes: u64,
 }
 
 /// Compiled places a key can be read from.
@@ -188,6 +220,11 @@ impl RawCorrelation {
             persist_trace_memory: self.persist_trace_memory,
             max_orders: check.positive("correlation.max_orders", self.max_orders)?,
             max_aliases: check.positive("correlation.max_aliases", self.max_aliases)?,
+            late_joins: LateJoinConfig {
+                keep: self.late_joins.keep,
+                max_spans: self.late_joins.max_spans,
+                max_bytes: self.late_joins.max_bytes,
+            },
         };
         if correlation.trace_memory < correlation.inherit_wait {
             return Err(check.err("correlation.trace_memory", "must be at least inherit_wait"));

@@ -28,8 +28,8 @@ pub use api::{ApiConfig, RawApi, RawApiListener};
 pub use check::ConfigError;
 pub use conformance::{ConformanceConfig, KpiConfig, RawConformance, RawKpis};
 pub use correlation::{
-    template_to_regex, AliasSource, CorrelationConfig, KeyPattern, KeySources, PatternSource, RawAlias, RawCorrelation,
-    RawKeySources, RawPattern,
+    template_to_regex, AliasSource, CorrelationConfig, KeyPattern, KeySources, LateJoinConfig, PatternSource, RawAlias,
+    RawCorrelation, RawKeySources, RawLateJoins, RawPattern,
 };
 pub use dimensions::{Dimension, RawDimension};
 pub use exporter::{

@@ -166,12 +166,67 @@ impl TraceMemory {
     }
 }
 
-/// Unkeyed spans waiting for a keyed span of their technical trace.
+/// An alias value a span carries: (alias kind index, value).
+pub(crate) type AliasValue = (usize, String);
+
+/// Most alias values of one span that the wait buffer and the late-join memory index: a span naming more (an
+/// array attribute of thousands of references) still waits, but only its first values can bring it in.
+const MAX_INDEXED_ALIASES_PER_SPAN: usize = 64;
+
+/// A multimap from alias values to the entries that carry them; owners remove what they remove.
+#[derive(Debug)]
+struct AliasLookup<K> {
+    map: HashMap<AliasValue, Vec<K>>,
+}
+
+impl<K> Default for AliasLookup<K> {
+    fn default() -> AliasLookup<K> {
+        AliasLookup { map: HashMap::new() }
+    }
+}
+
+impl<K: PartialEq + Copy> AliasLookup<K> {
+    fn insert(&mut self, aliases: &[AliasValue], entry: K) {
+        for alias in aliases.iter().take(MAX_INDEXED_ALIASES_PER_SPAN) {
+            let entries = self.map.entry(alias.clone()).or_default();
+            if !entries.contains(&entry) {
+                entries.push(entry);
+            }
+        }
+    }
+
+    fn remove(&mut self, aliases: &[AliasValue], entry: K) {
+        for alias in aliases.iter().take(MAX_INDEXED_ALIASES_PER_SPAN) {
+            if let Some(entries) = self.map.get_mut(alias) {
+                entries.retain(|e| *e != entry);
+                if entries.is_empty() {
+                    self.map.remove(alias);
+                }
+            }
+        }
+    }
+
+    fn get(&self, alias: &AliasValue) -> Vec<K> {
+        self.map.get(alias).cloned().unwrap_or_default()
+    }
+}
+
+/// The spans of one technical trace waiting for their order, and the alias values they carry.
+#[derive(Debug)]
+struct Waiting {
+    deadline: u64,
+    spans: Vec<SpanInput>,
+    aliases: Vec<AliasValue>,
+}
+
+/// Spans without an order yet, waiting for a keyed span of their technical trace or for the span that teaches an
+/// alias they carry, whichever comes first.
 #[derive(Debug)]
 pub(crate) struct PendingSpans {
-    traces: HashMap<TraceId, (u64, Vec<SpanInput>)>,
+    traces: HashMap<TraceId, Waiting>,
     /// Deadline per waiting trace, in the order the traces started waiting.
     deadlines: VecDeque<(TraceId, u64)>,
+    by_alias: AliasLookup<TraceId>,
     spans: usize,
     capacity: usize,
     wait_nanos: u64,
@@ -179,7 +234,14 @@ pub(crate) struct PendingSpans {
 
 impl PendingSpans {
     pub(crate) fn new(capacity: usize, wait_nanos: u64) -> PendingSpans {
-        PendingSpans { traces: HashMap::new(), deadlines: VecDeque::new(), spans: 0, capacity, wait_nanos }
+        PendingSpans {
+            traces: HashMap::new(),
+            deadlines: VecDeque::new(),
+            by_alias: AliasLookup::default(),
+            spans: 0,
+            capacity,
+            wait_nanos,
+        }
     }
 
     /// Spans currently waiting.
@@ -187,32 +249,51 @@ impl PendingSpans {
         self.spans
     }
 
-    /// Holds `input` until its trace is keyed or the wait runs out; gives it back when the buffer is full.
-    pub(crate) fn hold(&mut self, trace: TraceId, input: SpanInput, now: u64) -> Result<(), Box<SpanInput>> {
+    /// Holds `input`, which carries `aliases`, until its trace is keyed, one of its aliases is learned, or the wait
+    /// runs out; gives it back when the buffer is full.
+    pub(crate) fn hold(
+        &mut self,
+        trace: TraceId,
+        input: SpanInput,
+        aliases: Vec<AliasValue>,
+        now: u64,
+    ) -> Result<(), Box<SpanInput>> {
         if self.spans >= self.capacity {
             return Err(Box::new(input));
         }
-        let (_, waiting) = self.traces.entry(trace).or_insert_with(|| {
+        let waiting = self.traces.entry(trace).or_insert_with(|| {
             let deadline = now.saturating_add(self.wait_nanos);
             self.deadlines.push_back((trace, deadline));
-            (deadline, Vec::new())
+            Waiting { deadline, spans: Vec::new(), aliases: Vec::new() }
         });
-        waiting.push(input);
+        self.by_alias.insert(&aliases, trace);
+        for alias in aliases {
+            if !waiting.aliases.contains(&alias) {
+                waiting.aliases.push(alias);
+            }
+        }
+        waiting.spans.push(input);
         self.spans += 1;
         Ok(())
     }
 
     /// The spans of `trace` waiting now, if any.
     pub(crate) fn waiting(&self, trace: &TraceId) -> Option<&[SpanInput]> {
-        self.traces.get(trace).map(|(_, spans)| spans.as_slice())
+        self.traces.get(trace).map(|w| w.spans.as_slice())
+    }
+
+    /// The technical traces with a waiting span that carries `alias`.
+    pub(crate) fn traces_with(&self, alias: &AliasValue) -> Vec<TraceId> {
+        self.by_alias.get(alias)
     }
 
     /// The spans of `trace` that were waiting, now that its orders are known.
     pub(crate) fn release(&mut self, trace: &TraceId) -> Vec<SpanInput> {
         // The deadline entry stays in the queue and is skipped when it comes due.
-        let released = self.traces.remove(trace).map(|(_, spans)| spans).unwrap_or_default();
-        self.spans -= released.len();
-        released
+        let Some(waiting) = self.traces.remove(trace) else { return Vec::new() };
+        self.by_alias.remove(&waiting.aliases, *trace);
+        self.spans -= waiting.spans.len();
+        waiting.spans
     }
 
     /// The spans whose wait has run out by `now`.
@@ -224,10 +305,144 @@ impl PendingSpans {
             }
             self.deadlines.pop_front();
             // A trace released earlier and waiting again has a newer deadline of its own; skip the stale entry.
-            if self.traces.get(&trace).is_some_and(|(d, _)| *d == deadline) {
+            if self.traces.get(&trace).is_some_and(|w| w.deadline == deadline) {
                 expired.extend(self.release(&trace));
             }
         }
         expired
+    }
+}
+
+/// One span kept after it was passed on uncorrelated.
+#[derive(Debug)]
+struct Kept {
+    input: SpanInput,
+    trace: Option<TraceId>,
+    aliases: Vec<AliasValue>,
+    bytes: u64,
+    expires: u64,
+}
+
+/// What the late-join memory turned away to stay within its bounds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Evicted {
+    pub(crate) spans: u64,
+}
+
+/// Recently uncorrelated spans, kept within bounds of count, bytes and time, so that an alias learned later or a
+/// keyed span of their trace arriving late still brings them into their order's trace. They were passed on already,
+/// so only their copies in the order traces are still to come.
+#[derive(Debug)]
+pub(crate) struct LateJoins {
+    kept: HashMap<u64, Kept>,
+    /// Entries in the order they were kept, which is also their expiry order; an entry taken out early stays here
+    /// until it reaches the front or the queue is compacted.
+    order: VecDeque<u64>,
+    by_alias: AliasLookup<u64>,
+    by_trace: HashMap<TraceId, Vec<u64>>,
+    next_id: u64,
+    bytes: u64,
+    max_spans: usize,
+    max_bytes: u64,
+    keep_nanos: u64,
+}
+
+impl LateJoins {
+    pub(crate) fn new(max_spans: usize, max_bytes: u64, keep_nanos: u64) -> LateJoins {
+        LateJoins {
+            kept: HashMap::new(),
+            order: VecDeque::new(),
+            by_alias: AliasLookup::default(),
+            by_trace: HashMap::new(),
+            next_id: 0,
+            bytes: 0,
+            max_spans,
+            max_bytes,
+            keep_nanos,
+        }
+    }
+
+    /// Spans kept now.
+    pub(crate) fn len(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// Whether a span is worth keeping: one with neither a trace id nor an alias could never join.
+    pub(crate) fn would_keep(&self, input: &SpanInput, aliases: &[AliasValue]) -> bool {
+        self.max_spans > 0 && (input.span.trace_id.len() == 16 || !aliases.is_empty())
+    }
+
+    /// Keeps a span that was passed on uncorrelated, evicting the oldest while over a bound; returns what was
+    /// evicted.
+    pub(crate) fn keep(&mut self, input: SpanInput, aliases: Vec<AliasValue>, now: u64) -> Evicted {
+        if !self.would_keep(&input, &aliases) {
+            return Evicted::default();
+        }
+        let trace = TraceId::try_from(input.span.trace_id.as_slice()).ok();
+        let bytes = u64::try_from(prost::Message::encoded_len(&input.span)).unwrap_or(u64::MAX);
+        let mut evicted = Evicted::default();
+        while !self.kept.is_empty() && (self.kept.len() >= self.max_spans || self.bytes + bytes > self.max_bytes) {
+            let Some(oldest) = self.order.pop_front() else { break };
+            if self.remove(oldest).is_some() {
+                evicted.spans += 1;
+            }
+        }
+        if bytes > self.max_bytes {
+            evicted.spans += 1;
+            return evicted;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_alias.insert(&aliases, id);
+        if let Some(trace) = trace {
+            self.by_trace.entry(trace).or_default().push(id);
+        }
+        self.bytes += bytes;
+        self.kept.insert(id, Kept { input, trace, aliases, bytes, expires: now.saturating_add(self.keep_nanos) });
+        self.order.push_back(id);
+        // Entries taken out early linger in `order`; dropping them once they outnumber the live ones keeps the
+        // queue within twice the bound.
+        if self.order.len() > 2 * self.kept.len() + 1024 {
+            let kept = &self.kept;
+            self.order.retain(|id| kept.contains_key(id));
+        }
+        evicted
+    }
+
+    fn remove(&mut self, id: u64) -> Option<SpanInput> {
+        let kept = self.kept.remove(&id)?;
+        self.by_alias.remove(&kept.aliases, id);
+        if let Some(trace) = kept.trace {
+            if let Some(ids) = self.by_trace.get_mut(&trace) {
+                ids.retain(|x| *x != id);
+                if ids.is_empty() {
+                    self.by_trace.remove(&trace);
+                }
+            }
+        }
+        self.bytes -= kept.bytes;
+        Some(kept.input)
+    }
+
+    /// The kept spans that carry `alias`, taken out.
+    pub(crate) fn take_alias(&mut self, alias: &AliasValue) -> Vec<SpanInput> {
+        self.by_alias.get(alias).into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    /// The kept spans of technical trace `trace`, taken out.
+    pub(crate) fn take_trace(&mut self, trace: &TraceId) -> Vec<SpanInput> {
+        let ids = self.by_trace.get(trace).cloned().unwrap_or_default();
+        ids.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    /// Forgets what was kept longer than `keep`.
+    pub(crate) fn expire(&mut self, now: u64) {
+        while let Some(oldest) = self.order.front().copied() {
+            if self.kept.get(&oldest).is_some_and(|k| k.expires > now) {
+                break;
+            }
+            self.order.pop_front();
+            self.remove(oldest);
+        }
     }
 }

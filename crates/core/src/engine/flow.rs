@@ -1,8 +1,9 @@
 //! The correlation flow of one span: find its orders (order key, learned alias, or its technical trace), wait a
-//! bounded time for a keyed span of its trace when it has none, teach the aliases it carries, and hand it to each
-//! order it concerns; or pass it on uncorrelated.
+//! bounded time for a keyed span of its trace or for the span that teaches an alias it carries, teach the aliases it
+//! carries, and hand it to each order it concerns; or pass it on uncorrelated and keep it a while, so that what it
+//! was waiting for can still bring it in later.
 
-use super::correlate::extract_keys;
+use super::correlate::{extract_keys, AliasValue};
 use super::emit;
 use super::input::SpanInput;
 use super::labels;
@@ -11,26 +12,35 @@ use super::Engine;
 use crate::ids::TraceId;
 use crate::order::OrderRecord;
 
+/// Whether the original of a span still goes out, or went out already when it was passed on uncorrelated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Original {
+    Pending,
+    Sent,
+}
+
 impl Engine {
+    /// The alias values `input` carries, by alias kind.
+    pub(crate) fn alias_values(&self, input: &SpanInput) -> Vec<AliasValue> {
+        let mut found = Vec::new();
+        for (kind, alias) in self.config.correlation.aliases.iter().enumerate() {
+            let mut values = Vec::new();
+            extract_keys(&alias.sources, input, &mut values);
+            found.extend(values.into_iter().map(|value| (kind, value)));
+        }
+        found
+    }
+
     pub(crate) fn process_span(&mut self, input: SpanInput, now: u64, out: &mut Output) {
         let config = self.config.clone();
         let mut orders = Vec::new();
         extract_keys(&config.correlation.order_keys, &input, &mut orders);
-        let mut alias_values: Vec<(usize, Vec<String>)> = Vec::new();
-        for (kind, alias) in config.correlation.aliases.iter().enumerate() {
-            let mut values = Vec::new();
-            extract_keys(&alias.sources, &input, &mut values);
-            if !values.is_empty() {
-                alias_values.push((kind, values));
-            }
-        }
+        let aliases = self.alias_values(&input);
         if orders.is_empty() {
-            for (kind, values) in &alias_values {
-                for value in values {
-                    for order in self.aliases.get(*kind, value).unwrap_or_default() {
-                        if !orders.contains(order) {
-                            orders.push(order.clone());
-                        }
+            for (kind, value) in &aliases {
+                for order in self.aliases.get(*kind, value).unwrap_or_default() {
+                    if !orders.contains(order) {
+                        orders.push(order.clone());
                     }
                 }
             }
@@ -40,66 +50,116 @@ impl Engine {
             if let Some(known) = trace_id.and_then(|t| self.traces.orders(&t)) {
                 let orders = known.to_vec();
                 self.stats.spans_inherited += 1;
-                self.correlate(input, &orders, now, out);
+                self.correlate(input, &orders, now, out, Original::Pending);
                 return;
             }
+            // Neither its trace nor its aliases are known yet: the span that would tell may still be on its way
+            // from another system, so it waits.
             match trace_id {
-                Some(trace) => match self.pending.hold(trace, input, now) {
+                Some(trace) => match self.pending.hold(trace, input, aliases, now) {
                     Ok(()) => self.persistence.waiting_changed(trace),
                     Err(input) => {
                         self.stats.pending_overflow += 1;
-                        self.pass_uncorrelated(*input, out);
+                        self.pass_uncorrelated(*input, now, out);
                     }
                 },
-                None => self.pass_uncorrelated(input, out),
+                None => self.pass_uncorrelated(input, now, out),
             }
             return;
         }
         // A span that names both orders and aliases teaches the aliases; this includes spans that found their
         // orders through another alias, so chains such as delivery → shipment → ASN are learned.
-        for (kind, values) in &alias_values {
-            for value in values {
-                match self.aliases.learn(*kind, value, &orders) {
-                    Some(true) => {
-                        self.stats.aliases_learned += 1;
-                        self.persistence.alias_changed(*kind, value);
-                    }
-                    Some(false) => {}
-                    None => self.stats.aliases_refused += 1,
+        let mut learned = Vec::new();
+        for (kind, value) in aliases {
+            match self.aliases.learn(kind, &value, &orders) {
+                Some(true) => {
+                    self.stats.aliases_learned += 1;
+                    self.persistence.alias_changed(kind, &value);
+                    learned.push((kind, value));
                 }
+                Some(false) => {}
+                None => self.stats.aliases_refused += 1,
             }
         }
         if let Some(trace) = trace_id {
-            let remembered = self.traces.remember(trace, &orders, now);
-            if remembered.changed && config.correlation.persist_trace_memory {
-                self.persistence.trace_changed(trace);
-            }
-            if let Some(evicted) = remembered.evicted {
-                self.stats.traces_evicted += 1;
-                self.persistence.trace_forgotten(evicted);
-            }
-            let released = self.pending.release(&trace);
-            if !released.is_empty() {
-                self.persistence.waiting_changed(trace);
-            }
-            for waiting in released {
-                self.stats.spans_inherited += 1;
-                self.correlate(waiting, &orders, now, out);
-            }
+            self.join_trace(trace, &orders, now, out);
         }
-        self.correlate(input, &orders, now, out);
+        self.correlate(input, &orders, now, out, Original::Pending);
+        for alias in learned {
+            self.join_alias(&alias, now, out);
+        }
     }
 
-    pub(crate) fn pass_uncorrelated(&mut self, input: SpanInput, out: &mut Output) {
+    /// A technical trace now known to concern `orders`: remembers it, and brings in its spans that were waiting
+    /// (their originals go out now) or were passed on and kept (only their copies are still to come).
+    fn join_trace(&mut self, trace: TraceId, orders: &[String], now: u64, out: &mut Output) {
+        let remembered = self.traces.remember(trace, orders, now);
+        if remembered.changed && self.config.correlation.persist_trace_memory {
+            self.persistence.trace_changed(trace);
+        }
+        if let Some(evicted) = remembered.evicted {
+            self.stats.traces_evicted += 1;
+            self.persistence.trace_forgotten(evicted);
+        }
+        let released = self.pending.release(&trace);
+        if !released.is_empty() {
+            self.persistence.waiting_changed(trace);
+        }
+        for waiting in released {
+            self.stats.spans_inherited += 1;
+            self.correlate(waiting, orders, now, out, Original::Pending);
+        }
+        for kept in self.late_joins.take_trace(&trace) {
+            self.stats.spans_late_joined += 1;
+            self.correlate(kept, orders, now, out, Original::Sent);
+        }
+    }
+
+    /// An alias just learned: the spans that carry it and were waiting, or were passed on and kept, join its orders,
+    /// and with them the technical traces they belong to.
+    fn join_alias(&mut self, alias: &AliasValue, now: u64, out: &mut Output) {
+        let orders = self.aliases.orders_of(alias.0, &alias.1);
+        if orders.is_empty() {
+            return;
+        }
+        for trace in self.pending.traces_with(alias) {
+            self.join_trace(trace, &orders, now, out);
+        }
+        for kept in self.late_joins.take_alias(alias) {
+            self.stats.spans_late_joined += 1;
+            let trace = TraceId::try_from(kept.span.trace_id.as_slice()).ok();
+            self.correlate(kept, &orders, now, out, Original::Sent);
+            if let Some(trace) = trace {
+                self.join_trace(trace, &orders, now, out);
+            }
+        }
+    }
+
+    /// Passes `input` on without an order and keeps a copy, so that what it waited for can still bring it in.
+    pub(crate) fn pass_uncorrelated(&mut self, input: SpanInput, now: u64, out: &mut Output) {
         self.stats.spans_uncorrelated += 1;
         self.coverage.count(&input, false);
+        let aliases = self.alias_values(&input);
+        if self.late_joins.would_keep(&input, &aliases) {
+            let kept =
+                SpanInput { resource: input.resource.clone(), scope: input.scope.clone(), span: input.span.clone() };
+            self.stats.late_joins_evicted += self.late_joins.keep(kept, aliases, now).spans;
+        }
         if self.config.order_traces.passthrough {
             out.push(&input.resource, &input.scope, input.span);
         }
     }
 
-    /// Labels `input` and records it on each of `orders`, re-emitting it into each order's trace.
-    pub(crate) fn correlate(&mut self, input: SpanInput, orders: &[String], now: u64, out: &mut Output) {
+    /// Labels `input` and records it on each of `orders`, re-emitting it into each order's trace; the enriched
+    /// original goes out too unless it was passed on already.
+    pub(crate) fn correlate(
+        &mut self,
+        input: SpanInput,
+        orders: &[String],
+        now: u64,
+        out: &mut Output,
+        original: Original,
+    ) {
         let config = self.config.clone();
         let labels = labels::label(&config, &input);
         let mut accepted: Vec<String> = Vec::with_capacity(orders.len());
@@ -126,8 +186,16 @@ impl Engine {
             }
             self.persistence.order_changed(key);
         }
+        if original == Original::Sent {
+            return;
+        }
         if accepted.is_empty() {
-            self.pass_uncorrelated(input, out);
+            // Refused for want of room: no order to wait for, so it is passed on without being kept.
+            self.stats.spans_uncorrelated += 1;
+            self.coverage.count(&input, false);
+            if config.order_traces.passthrough {
+                out.push(&input.resource, &input.scope, input.span);
+            }
             return;
         }
         self.stats.spans_correlated += 1;

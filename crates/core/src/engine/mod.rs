@@ -31,7 +31,7 @@ pub use stats::{Coverage, EngineStats};
 use crate::config::Config;
 use crate::order::{AliasRecord, OrderRecord};
 use crate::time::nanos;
-use correlate::{AliasIndex, PendingSpans, TraceMemory};
+use correlate::{AliasIndex, LateJoins, PendingSpans, TraceMemory};
 use input::OwnSource;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use persistence::Persistence;
@@ -55,6 +55,8 @@ pub struct Engine {
     aliases: AliasIndex,
     traces: TraceMemory,
     pending: PendingSpans,
+    /// Spans passed on uncorrelated, kept a while in case what they waited for arrives late.
+    late_joins: LateJoins,
     persistence: Persistence,
     clocks: DeadlineIndex,
     coverage: CoverageCounter,
@@ -75,6 +77,7 @@ impl Engine {
             aliases: AliasIndex::new(c.max_aliases),
             traces: TraceMemory::new(c.max_tracked_traces, nanos(c.trace_memory)),
             pending: PendingSpans::new(c.max_pending_spans, nanos(c.inherit_wait)),
+            late_joins: LateJoins::new(c.late_joins.max_spans, c.late_joins.max_bytes, nanos(c.late_joins.keep)),
             persistence: Persistence::default(),
             clocks: DeadlineIndex::default(),
             coverage: CoverageCounter::new(config.metrics.max_coverage_routes),
@@ -138,8 +141,9 @@ impl Engine {
     pub fn tick(&mut self, now: u64, out: &mut Output) {
         for input in self.pending.expire(now) {
             self.note_pending_change(&input);
-            self.pass_uncorrelated(input, out);
+            self.pass_uncorrelated(input, now, out);
         }
+        self.late_joins.expire(now);
         for trace in self.traces.expire(now) {
             self.persistence.trace_forgotten(trace);
         }
@@ -171,8 +175,17 @@ impl Engine {
     pub fn flush_pending(&mut self, out: &mut Output) {
         for input in self.pending.expire(u64::MAX) {
             self.note_pending_change(&input);
-            self.pass_uncorrelated(input, out);
+            self.stats.spans_uncorrelated += 1;
+            self.coverage.count(&input, false);
+            if self.config.order_traces.passthrough {
+                out.push(&input.resource, &input.scope, input.span);
+            }
         }
+    }
+
+    /// Spans passed on uncorrelated and kept in case they can still join (gauge).
+    pub fn late_join_spans(&self) -> usize {
+        self.late_joins.len()
     }
 }
 

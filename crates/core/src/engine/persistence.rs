@@ -2,6 +2,7 @@
 //! commit, what the store holds of them, and how state comes back after a restart. The engine does no I/O: the
 //! service takes the changes with [`Engine::take_changes`], writes them, and hands back those whose commit failed.
 
+use super::flow::Original;
 use super::input::{flatten, SpanInput};
 use super::output::Output;
 use super::Engine;
@@ -107,12 +108,24 @@ impl Engine {
                 // The keyed span of its trace may have been committed before the stop, with the trace remembered.
                 if let Some(orders) = self.traces.orders(&trace).map(<[String]>::to_vec) {
                     self.stats.spans_inherited += 1;
-                    self.correlate(input, &orders, now, out);
+                    self.correlate(input, &orders, now, out, Original::Pending);
                     continue;
                 }
-                if let Err(input) = self.pending.hold(trace, input, now) {
+                // Its aliases may have been learned before the stop.
+                let aliases = self.alias_values(&input);
+                let mut known: Vec<String> = Vec::new();
+                for order in aliases.iter().flat_map(|(kind, value)| self.aliases.orders_of(*kind, value)) {
+                    if !known.contains(&order) {
+                        known.push(order);
+                    }
+                }
+                if !known.is_empty() {
+                    self.correlate(input, &known, now, out, Original::Pending);
+                    continue;
+                }
+                if let Err(input) = self.pending.hold(trace, input, aliases, now) {
                     self.stats.pending_overflow += 1;
-                    self.pass_uncorrelated(*input, out);
+                    self.pass_uncorrelated(*input, now, out);
                 }
             }
         }

@@ -20,6 +20,11 @@ pub struct EngineStats {
     pub spans_inherited: u64,
     /// Spans passed on without waiting because the wait buffer was full.
     pub pending_overflow: u64,
+    /// Spans passed on uncorrelated that joined their order later, when an alias they carry was learned or a keyed
+    /// span of their trace arrived: their copies in the order trace were emitted then.
+    pub spans_late_joined: u64,
+    /// Uncorrelated spans dropped from the late-join memory to stay within its bounds, before their time was up.
+    pub late_joins_evicted: u64,
     /// Spans re-emitted into order traces (one per order a span concerns).
     pub order_spans_emitted: u64,
     pub milestone_spans_emitted: u64,

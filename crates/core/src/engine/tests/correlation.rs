@@ -315,3 +315,59 @@ fn the_default_key_pattern_takes_order_numbers_not_collection_actions() {
     assert!(engine.order("allocate").is_none(), "an action on the collection is no order");
     assert_eq!(engine.stats().orders_created, 1);
 }
+
+#[test]
+fn a_span_with_only_an_alias_waits_for_the_span_that_teaches_it() {
+    // The WMS reports the shipment before the middleware span that ties the shipment to its order arrives.
+    let mut engine = engine();
+    let wave = spec("wms", "wave.release", 1, 1).attr("shipment.id", "SH-9");
+    let out = run(&mut engine, vec![wave], T0);
+    assert!(out.is_empty(), "it waits instead of passing on uncorrelated: {out:?}");
+    let teacher = spec("middleware", "shipment.map", 2, 2).attr("order.id", "SO-9").attr("shipment.id", "SH-9");
+    let out = run(&mut engine, vec![teacher], T0 + SECOND);
+    let in_trace = in_order_trace(&out, "SO-9");
+    assert!(in_trace.iter().any(|s| s.name == "wave.release"), "the waiting span joined: {in_trace:?}");
+    let original = out.iter().find(|(_, s)| s.name == "wave.release" && s.trace_id == vec![1; 16]).unwrap();
+    assert_eq!(attr(&original.1, "order.id").as_deref(), Some("SO-9"), "its original goes out enriched");
+    assert_eq!(engine.stats().spans_uncorrelated, 0);
+}
+
+#[test]
+fn a_span_passed_on_uncorrelated_joins_its_order_late_when_its_alias_or_trace_arrives() {
+    let mut engine = engine();
+    let wave = spec("wms", "wave.release", 1, 1).attr("shipment.id", "SH-8");
+    let child = spec("wms", "db.query", 3, 3);
+    run(&mut engine, vec![wave, child], T0);
+    // The wait runs out: both originals go out as they are, and both are kept.
+    let mut out = Output::default();
+    engine.tick(T0 + 60 * SECOND, &mut out);
+    let passed = collect(out);
+    assert_eq!(passed.len(), 2);
+    assert_eq!(engine.stats().spans_uncorrelated, 2);
+    assert_eq!(engine.late_join_spans(), 2);
+    // Later, the alias is learned and a keyed span of the child's trace arrives: copies follow, originals do not.
+    let teacher = spec("middleware", "shipment.map", 2, 2).attr("order.id", "SO-8").attr("shipment.id", "SH-8");
+    let keyed = spec("wms", "pick.confirm", 3, 4).attr("order.id", "SO-8");
+    let out = run(&mut engine, vec![teacher, keyed], T0 + 120 * SECOND);
+    let in_trace: Vec<&str> = in_order_trace(&out, "SO-8").iter().map(|s| s.name.as_str()).collect();
+    assert!(in_trace.contains(&"wave.release") && in_trace.contains(&"db.query"), "{in_trace:?}");
+    let originals = out.iter().filter(|(_, s)| s.name == "wave.release" || s.name == "db.query");
+    assert_eq!(originals.filter(|(_, s)| s.trace_id != ids::order_trace_id("SO-8").to_vec()).count(), 0);
+    assert_eq!(engine.stats().spans_late_joined, 2);
+    assert_eq!(engine.late_join_spans(), 0);
+}
+
+#[test]
+fn the_late_join_memory_is_bounded_and_counts_what_it_drops() {
+    let yaml = DEFAULT_CONFIG_YAML.replace("    max_spans: 20000", "    max_spans: 2");
+    let mut engine = Engine::new(Arc::new(parse(&yaml, "t").unwrap()), vec![], vec![]);
+    let spans = (1..=5u8).map(|i| spec("wms", "db.query", i, i)).collect();
+    run(&mut engine, spans, T0);
+    let mut out = Output::default();
+    engine.tick(T0 + 60 * SECOND, &mut out);
+    assert_eq!(engine.late_join_spans(), 2);
+    assert_eq!(engine.stats().late_joins_evicted, 3);
+    // And what is kept is forgotten when its time is up (an hour by default).
+    engine.tick(T0 + 2 * 3_600 * SECOND, &mut out);
+    assert_eq!(engine.late_join_spans(), 0);
+}
