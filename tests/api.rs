@@ -271,7 +271,13 @@ async fn a_pending_deadline_survives_a_restart_and_its_breach_is_reported_once()
     record(&portal, &Context::new(), "order.create", SpanKind::Server, vec![KeyValue::new("order.id", "SO-R1")]);
     flush(&portal).await;
     server.pipeline().flush().await;
-    let deadline = server.pipeline().order("SO-R1").await.unwrap().slas[0].deadline_unix_nanos;
+    // The clock starts once the capture has settled (the test config's settling delay is 300 ms).
+    let pipeline = server.pipeline();
+    let deadline = eventually("the release clock to start", Duration::from_secs(5), || {
+        let pipeline = pipeline.clone();
+        async move { pipeline.order("SO-R1").await?.slas.first().map(|s| s.deadline_unix_nanos) }
+    })
+    .await;
     server.shutdown(Duration::from_secs(5)).await;
     assert!(breach_spans(&sink, "SO-R1").is_empty(), "stopped before the deadline");
 

@@ -111,11 +111,11 @@ fn print_default_config_shows_every_setting_with_its_value() {
     let printed = String::from_utf8(output.stdout).unwrap();
     for setting in [
         "max_recv_msg_size_mib: 4",
-        "inherit_wait: 2s",
+        "inherit_wait: 10s",
         "max_orders: 1000000",
         "queue_size: 256",
         "memory_limit_mib: null",
-        "detection_delay: 500ms",
+        "detection_delay: 10s",
         "max_page_size: 1000",
         "max_series_per_metric: 2000",
     ] {

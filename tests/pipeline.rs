@@ -63,8 +63,11 @@ async fn sdk_spans_become_labelled_order_traces_with_links_aliases_inheritance_a
     flush(&finance).await;
 
     let spans = sink
-        .wait_for(WAIT, "both roots and the inherited consumer span", |spans| {
-            let roots = spans.iter().filter(|r| r.span.name.starts_with("order SO-")).count();
+        .wait_for(WAIT, "both closing spans and the inherited consumer span", |spans| {
+            let roots = spans
+                .iter()
+                .filter(|r| r.span.name.starts_with("order SO-") && r.span.name.ends_with(" closed"))
+                .count();
             let inherited =
                 spans.iter().any(|r| r.span.name == "process orders.released" && r.span.trace_id == trace_of("SO-1"));
             roots == 2 && inherited
@@ -98,7 +101,7 @@ async fn sdk_spans_become_labelled_order_traces_with_links_aliases_inheritance_a
     assert!(so1.iter().any(|r| r.span.name == "shipment.pickup.confirm"));
     assert!(so1.iter().any(|r| r.span.name == "shipment_confirmation" && r.service == "ordertrail"));
 
-    // One span, two orders; the invoice closes both and their roots parent everything.
+    // One span, two orders; the invoice closes both, and their roots (out since their first span) parent everything.
     for order in ["SO-1", "SO-2"] {
         let trace = in_trace(order);
         assert_eq!(trace.iter().filter(|r| r.span.name == "invoice.batch.post").count(), 1, "{order}");

@@ -173,7 +173,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_span() {
     let (sink, sink_addr) = Sink::start(None).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ordertrail.yaml");
-    let yaml = ordertrail_core::config::DEFAULT_CONFIG_YAML.replace("inherit_wait: 2s", "inherit_wait: 1s")
+    let yaml = ordertrail_core::config::DEFAULT_CONFIG_YAML.replace("inherit_wait: 10s", "inherit_wait: 1s")
         + "\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:1\n    retry_on_failure:\n      initial_interval: 100ms\n      max_interval: 500ms\n";
     std::fs::write(&config, yaml).unwrap();
     let data = dir.path().join("data");

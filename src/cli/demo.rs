@@ -10,10 +10,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The demo compresses an order's days into seconds, so an order with no news for this long counts as idle and
-/// its root span is emitted before the demo ends.
-const DEMO_IDLE_CLOSE: Duration = Duration::from_secs(3);
-/// See where it is set.
-const DEMO_SLA_DETECTION_DELAY: Duration = Duration::from_secs(3);
+/// closes before the demo ends; it must outlast the settling of its milestones and their SLA clocks, which are
+/// judged one more delay after they start.
+const DEMO_IDLE_CLOSE: Duration = Duration::from_secs(6);
+/// The simulated systems all flush within a second of each other, so the demo settles sooner than production.
+const DEMO_DELAY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DemoError {
@@ -57,15 +58,16 @@ pub(crate) async fn run(options: DemoOptions) -> Result<String, DemoError> {
     })?;
     config.order_traces.idle_close_after = DEMO_IDLE_CLOSE;
     // The simulator replays two days of spans in a second, from seven services whose batches arrive in any
-    // order; SLA clocks give each milestone this long to arrive before judging it overdue.
-    config.sla.detection_delay = DEMO_SLA_DETECTION_DELAY;
+    // order: spans wait this long for their order, and milestones settle this long after they are reached.
+    config.correlation.inherit_wait = DEMO_DELAY;
+    config.sla.detection_delay = DEMO_DELAY;
     if let Some(exporter) = config.exporter.as_mut() {
         // A demo should show its result promptly rather than wait out the production retry budget.
         exporter.retry.max_elapsed_time = Some(Duration::from_secs(20));
         exporter.retry.initial_interval = Duration::from_millis(500);
     }
-    let wait =
-        config.correlation.inherit_wait.max(DEMO_SLA_DETECTION_DELAY) + DEMO_IDLE_CLOSE + Duration::from_millis(800);
+    // Spans wait, milestones settle, clocks started then are judged a delay later, and idle orders close.
+    let wait = DEMO_DELAY * 3 + DEMO_IDLE_CLOSE + Duration::from_millis(1500);
     let config_for_render = config.clone();
     let server = Server::start(config).await?;
     let grpc = server.grpc_addr.expect("the demo enables gRPC");

@@ -61,6 +61,7 @@ pub struct OrderMetrics {
     sla_duration: Histogram,
     sla_lateness: Histogram,
     sla_breaches: Counter,
+    sla_withdrawn: Counter,
     exceptions: Counter,
     orders_closed: Counter,
     fill_ratio: Histogram,
@@ -252,6 +253,11 @@ impl OrderMetrics {
                 "SLA deadlines that passed without their milestone, once per order and target.",
                 &with(&["target", "milestone", "owner"]),
             ),
+            sla_withdrawn: r.counter(
+                "ordertrail_sla_breaches_withdrawn",
+                "Breaches taken back because a span that arrived after them showed the milestone was reached in time.",
+                &with(&["target"]),
+            ),
             exceptions: r.counter(
                 "ordertrail_exceptions",
                 "Exceptions recorded on orders, counting repeats.",
@@ -345,6 +351,11 @@ impl OrderMetrics {
                     let milestone = &taxonomy.milestones[t.to].name;
                     self.sla_breaches.add(&labels(&[&t.name, milestone, self.owner_label(owner)], &dims), 1);
                 }
+                Event::SlaWithdrawn { target, dimensions, .. } => {
+                    let dims = self.dimensions.values(dimensions);
+                    let t = &self.config.sla.targets[*target];
+                    self.sla_withdrawn.add(&labels(&[&t.name], &dims), 1);
+                }
                 Event::ExceptionRecorded { class, owner, milestone, dimensions, .. } => {
                     let dims = self.dimensions.values(dimensions);
                     let milestone = milestone.as_deref().unwrap_or("");
@@ -357,7 +368,7 @@ impl OrderMetrics {
                         let dims = self.dimensions.values(dimensions);
                         let exemplar = Exemplar {
                             trace_id: ids::order_trace_id(order),
-                            span_id: ids::root_span_id(order),
+                            span_id: ids::closing_span_id(order),
                             timestamp_unix_nanos: now,
                         };
                         self.fill_ratio.observe(&labels(&[], &dims), *ratio, Some(exemplar));

@@ -154,7 +154,7 @@ pub(crate) fn test_config(sink: SocketAddr, data_dir: &Path, extra_yaml: &str) -
 
 /// `base_yaml` (a variant of the default configuration) on loopback port 0, exporting to `sink`.
 pub(crate) fn test_config_from(base_yaml: &str, sink: SocketAddr, data_dir: &Path, extra_yaml: &str) -> Config {
-    let yaml = format!("{}\n{extra_yaml}", base_yaml.replace("inherit_wait: 2s", "inherit_wait: 500ms"));
+    let yaml = format!("{}\n{extra_yaml}", base_yaml.replace("inherit_wait: 10s", "inherit_wait: 500ms"));
     let mut config = config::parse(&yaml, "test config").unwrap();
     config
         .apply(&Overrides {
@@ -167,6 +167,8 @@ pub(crate) fn test_config_from(base_yaml: &str, sink: SocketAddr, data_dir: &Pat
             api_grpc_listen: Some("127.0.0.1:0".into()),
         })
         .unwrap();
+    // Spans of one test arrive within milliseconds of each other: a short settling delay keeps tests quick.
+    config.sla.detection_delay = Duration::from_millis(300);
     let exporter = config.exporter.as_mut().unwrap();
     exporter.batch_timeout = Duration::from_millis(20);
     exporter.retry.initial_interval = Duration::from_millis(50);

@@ -535,11 +535,11 @@ def main(argv: list[str]) -> int:
         if code != 0:
             raise HarnessError(f"print-default-config exited {code}:\n{cfg[-2000:]}")
         config = workdir / "config.yaml"
-        r = subprocess.run(["sed", "s/^  detection_delay: 500ms$/  detection_delay: 3s/",
+        r = subprocess.run(["sed", "s/^  detection_delay: 10s$/  detection_delay: 3s/",
                             str(workdir / "default-config.yaml")],
                            capture_output=True, text=True, check=True, timeout=10)
         if "\n  detection_delay: 3s\n" not in r.stdout:
-            raise HarnessError("default config has no line '  detection_delay: 500ms' to replace")
+            raise HarnessError("default config has no line '  detection_delay: 10s' to replace")
         config.write_text(r.stdout)
         timings["startup_s"] = srv.start(config, a.startup_timeout)
 

@@ -44,6 +44,12 @@ pub fn root_span_id(order_key: &str) -> SpanId {
     non_zero(hash[..8].try_into().expect("8 of 32 bytes"))
 }
 
+/// The span id of the order's closing span, `order <key> closed`.
+pub fn closing_span_id(order_key: &str) -> SpanId {
+    let hash = digest(&[b"ordertrail/closing/v1", order_key.as_bytes()]);
+    non_zero(hash[..8].try_into().expect("8 of 32 bytes"))
+}
+
 /// The span id of a milestone span within an order trace.
 pub fn milestone_span_id(order_key: &str, milestone: &str) -> SpanId {
     let hash = digest(&[b"ordertrail/milestone/v1", order_key.as_bytes(), milestone.as_bytes()]);
@@ -82,6 +88,7 @@ mod tests {
         let root = root_span_id("SO-1");
         let milestone = milestone_span_id("SO-1", "invoicing");
         assert_ne!(root, milestone);
+        assert_ne!(root, closing_span_id("SO-1"));
         assert_ne!(milestone, milestone_span_id("SO-2", "invoicing"));
         assert_ne!(correlated_span_id("SO-1", &[1; 16], &[2; 8]), correlated_span_id("SO-2", &[1; 16], &[2; 8]));
     }

@@ -61,7 +61,7 @@ impl Default for RawCorrelation {
         RawCorrelation {
             order_keys: RawKeySources::default(),
             aliases: Vec::new(),
-            inherit_wait: Duration::from_secs(2),
+            inherit_wait: Duration::from_secs(10),
             max_pending_spans: 100_000,
             max_tracked_traces: 200_000,
             persist_trace_memory: true,

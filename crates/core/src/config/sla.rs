@@ -32,7 +32,7 @@ impl Default for RawSla {
             calendars: BTreeMap::new(),
             targets: Vec::new(),
             exception_class: "execution".into(),
-            detection_delay: Duration::from_millis(500),
+            detection_delay: Duration::from_secs(10),
         }
     }
 }

@@ -40,16 +40,6 @@ impl Engine {
                 format!("{} reached before {}", milestones[m].name, names.join(", ")),
             ));
         }
-        // A milestone that completes the predecessors of a later one, with an earlier time, shows the later one
-        // merely arrived first: its finding is resolved.
-        let mut resolved = Vec::new();
-        for (later, milestone) in milestones.iter().enumerate().skip(m + 1) {
-            let signature = format!("conformance:{}", milestone.name);
-            let open = order.open_exceptions().any(|e| e.signature == signature);
-            if open && self.missing_predecessors(order, later).is_empty() {
-                resolved.push(signature);
-            }
-        }
         // Nothing may follow a terminal milestone such as a cancellation.
         for (t, terminal) in milestones.iter().enumerate().filter(|(_, x)| x.terminal) {
             let Some(t_at) = order.reached_at(&terminal.name) else { continue };
@@ -71,18 +61,37 @@ impl Engine {
                 ));
             }
         }
+        self.resolve_conformance(key, m);
+        for (x, signature, reason) in findings {
+            self.conformance_finding(key, x, signature, reason, out);
+        }
+    }
+
+    /// A milestone that completes the predecessors of a later one, with an earlier time, shows that the later one
+    /// merely arrived first: the later one's finding is resolved.
+    pub(crate) fn resolve_conformance(&mut self, key: &str, m: MilestoneId) {
+        let config = self.config.clone();
+        let milestones = &config.taxonomy.milestones;
+        let Some(order) = self.orders.get(key) else { return };
+        let Some(at) = order.reached_at(&milestones[m].name) else { return };
+        let mut resolved = Vec::new();
+        for (later, milestone) in milestones.iter().enumerate().skip(m + 1) {
+            let signature = format!("conformance:{}", milestone.name);
+            let open = order.open_exceptions().any(|e| e.signature == signature);
+            if open && self.missing_predecessors(order, later).is_empty() {
+                resolved.push(signature);
+            }
+        }
+        if resolved.is_empty() {
+            return;
+        }
         let order = self.orders.get_mut(key).expect("checked above");
         for signature in &resolved {
             for e in order.exceptions.iter_mut().filter(|e| &e.signature == signature) {
                 e.resolved_at_unix_nanos.get_or_insert(at);
             }
         }
-        if !resolved.is_empty() {
-            self.persistence.order_changed(key);
-        }
-        for (x, signature, reason) in findings {
-            self.conformance_finding(key, x, signature, reason, out);
-        }
+        self.persistence.order_changed(key);
     }
 
     fn conformance_finding(&mut self, key: &str, x: MilestoneId, signature: String, reason: String, out: &mut Output) {

@@ -10,7 +10,7 @@ use crate::order::progress::{blocking_exception, next_owner, stage_and_next};
 use crate::order::OrderRecord;
 use crate::time::millis_i64;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::trace::v1::span::{Link, SpanKind};
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 
@@ -107,6 +107,10 @@ pub(crate) fn attr_int(key: &str, value: i64) -> KeyValue {
     int(key, value)
 }
 
+pub(crate) fn ok_status() -> Status {
+    Status { code: StatusCode::Ok as i32, message: String::new() }
+}
+
 pub(crate) fn error_status(message: String) -> Status {
     Status { code: StatusCode::Error as i32, message }
 }
@@ -165,7 +169,14 @@ pub(crate) fn milestone_span(config: &Config, order: &OrderRecord, m: usize) -> 
     }
     let exceptions: Vec<_> =
         order.exceptions.iter().filter(|e| e.milestone.as_deref() == Some(&milestone.name)).collect();
-    if let Some(latest) = exceptions.last() {
+    // The exception that began last before the milestone was reached (or at all, when it was not): chosen by the
+    // spans' own times, so the order they arrived in does not change what the milestone span shows.
+    let reached_at = state.reached.as_ref().map(|r| r.at_unix_nanos);
+    let latest = exceptions
+        .iter()
+        .filter(|e| reached_at.is_none_or(|at| e.first_seen_unix_nanos <= at))
+        .max_by(|a, b| (a.first_seen_unix_nanos, &a.signature).cmp(&(b.first_seen_unix_nanos, &b.signature)));
+    if let Some(latest) = latest {
         attributes.push(string(keys::EXCEPTION_CLASS, latest.class.clone()));
         attributes.push(string(keys::EXCEPTION_OWNER, latest.owner.clone()));
         attributes.push(string(keys::EXCEPTION_REASON, latest.reason.clone()));
@@ -201,8 +212,10 @@ pub(crate) fn milestone_span(config: &Config, order: &OrderRecord, m: usize) -> 
     Some(span)
 }
 
-/// The root span `order <key>`, emitted once when the order closes.
-pub(crate) fn root_span(config: &Config, order: &OrderRecord) -> Span {
+/// The root span `order <key>`, emitted once, when the order is first seen: every other span of the order trace
+/// hangs under it, so that the trace is whole while the order is open. It covers the first span the order was
+/// seen with; the closing span covers the whole order.
+pub(crate) fn root_span(order: &OrderRecord) -> Span {
     let mut span = own_span(
         ids::order_trace_id(&order.key),
         ids::root_span_id(&order.key),
@@ -211,6 +224,22 @@ pub(crate) fn root_span(config: &Config, order: &OrderRecord) -> Span {
         order.first_seen_unix_nanos,
         order.last_seen_unix_nanos,
     );
+    span.attributes = vec![string(keys::ORDER_ID, order.key.clone())];
+    span
+}
+
+/// The closing span `order <key> closed`, under the root, emitted once when the order closes (at `now`): the order's
+/// final state, from its first span to its last.
+pub(crate) fn closing_span(config: &Config, order: &OrderRecord, now: u64) -> Span {
+    let mut span = own_span(
+        ids::order_trace_id(&order.key),
+        ids::closing_span_id(&order.key),
+        Some(ids::root_span_id(&order.key)),
+        format!("order {} closed", order.key),
+        order.first_seen_unix_nanos,
+        order.last_seen_unix_nanos.max(order.first_seen_unix_nanos),
+    );
+    span.events.push(Event { time_unix_nano: now, name: "order.closed".into(), ..Default::default() });
     let reached: Vec<String> = config
         .taxonomy
         .milestones

@@ -46,6 +46,8 @@ pub enum Event {
         lateness_nanos: Option<u64>,
         dimensions: BTreeMap<String, String>,
     },
-    /// An order closed and its root span was emitted.
+    /// A breach was taken back: a span that arrived after it showed the milestone was reached in time.
+    SlaWithdrawn { order: String, target: usize, dimensions: BTreeMap<String, String> },
+    /// An order closed and its closing span was emitted.
     OrderClosed { order: String, reason: String, fill_ratio: Option<f64>, dimensions: BTreeMap<String, String> },
 }

@@ -173,16 +173,12 @@ impl Engine {
                 self.stats.orders_created += 1;
             }
             accepted.push(key.clone());
-            let newly_reached = self.record(key, &input, &labels, now, out);
+            let reach_moved = self.record(key, &input, &labels, now, out);
+            self.emit_root(key, out);
             out.push(&input.resource, &input.scope, emit::correlated_span(&config, &input, &labels, key));
             self.stats.order_spans_emitted += 1;
-            if let Some(m) = newly_reached {
-                self.on_reached(key, m, now, out);
-                self.emit_milestone(key, m, out);
-                if config.order_traces.close_on.contains(&m) {
-                    let reason = format!("milestone:{}", config.taxonomy.milestones[m].name);
-                    self.close(key, reason, now, out);
-                }
+            if let Some(m) = reach_moved {
+                self.reach_changed(key, m, now, out);
             }
             self.persistence.order_changed(key);
         }

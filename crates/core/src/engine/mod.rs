@@ -20,6 +20,7 @@ mod labels;
 mod output;
 mod persistence;
 mod records;
+mod settle;
 mod sla;
 mod stats;
 
@@ -35,6 +36,7 @@ use correlate::{AliasIndex, LateJoins, PendingSpans, TraceMemory};
 use input::OwnSource;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use persistence::Persistence;
+use settle::SettleIndex;
 use sla::DeadlineIndex;
 use stats::CoverageCounter;
 use std::collections::{HashMap, VecDeque};
@@ -59,6 +61,8 @@ pub struct Engine {
     late_joins: LateJoins,
     persistence: Persistence,
     clocks: DeadlineIndex,
+    /// Reached milestones waiting for the detection delay before what follows from them is decided.
+    settling: SettleIndex,
     coverage: CoverageCounter,
     own: OwnSource,
     /// When the next scan for idle orders and the next stats refresh are due.
@@ -80,6 +84,7 @@ impl Engine {
             late_joins: LateJoins::new(c.late_joins.max_spans, c.late_joins.max_bytes, nanos(c.late_joins.keep)),
             persistence: Persistence::default(),
             clocks: DeadlineIndex::default(),
+            settling: SettleIndex::default(),
             coverage: CoverageCounter::new(config.metrics.max_coverage_routes),
             own: OwnSource::new(&config.order_traces.service_name),
             next_idle_scan: 0,
@@ -98,6 +103,7 @@ impl Engine {
                 engine.closed.push_back(order.key.clone());
             }
             engine.index_deadlines(&order);
+            engine.index_unsettled(&order);
             engine.orders.insert(order.key.clone(), order);
         }
         for alias in aliases {
@@ -147,8 +153,11 @@ impl Engine {
         for trace in self.traces.expire(now) {
             self.persistence.trace_forgotten(trace);
         }
+        // Settling first, so that a milestone reached in time settles its clock before the clock is judged.
+        self.settle_due(now, out);
         self.check_deadlines(now, out);
         self.stats.pending_deadlines = self.clocks.len() as u64;
+        self.stats.milestones_settling = self.settling.len() as u64;
         if now >= self.next_stats_refresh {
             self.next_stats_refresh = now.saturating_add(STATS_REFRESH_NANOS);
             self.stats.open_orders_by_stage = stats::open_orders_by_stage(&self.config.taxonomy, self.orders.values());

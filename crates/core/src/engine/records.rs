@@ -11,7 +11,12 @@ use crate::config::{Config, MilestoneId};
 use crate::order::{ExceptionState, MilestoneState, OrderRecord, Reach};
 
 impl Engine {
-    /// Updates the order's record with one span; returns the milestone the span newly reached.
+    /// Updates the order's record with one span; returns the milestone whose reach the span set or moved earlier.
+    ///
+    /// Every update is a function of the spans' own times, not of the order they arrive in: a milestone is
+    /// reached by the reaching span that ended first, an exception shows the details of its latest occurrence,
+    /// a dimension the value of the span that started first. Two deliveries of the same spans in any order leave
+    /// the same record.
     pub(crate) fn record(
         &mut self,
         key: &str,
@@ -23,16 +28,17 @@ impl Engine {
         let config = &self.config;
         let order = self.orders.get_mut(key).expect("order inserted by the caller");
         let span = &input.span;
-        record_dimensions(config, input, order);
         let start = if span.start_time_unix_nano > 0 { span.start_time_unix_nano } else { now };
         let end = span.end_time_unix_nano.max(start);
+        record_dimensions(config, input, start, end, order);
         order.span_count += 1;
         order.first_seen_unix_nanos =
             if order.first_seen_unix_nanos == 0 { start } else { order.first_seen_unix_nanos.min(start) };
         order.last_seen_unix_nanos = order.last_seen_unix_nanos.max(end);
         order.last_activity_unix_nanos = now;
         let actor = labels.actor.clone();
-        let mut newly_reached = None;
+        let (trace_id, span_id) = (hex::encode(&span.trace_id), hex::encode(&span.span_id));
+        let mut reach_moved = None;
         // Records name milestones, not indices, so that a taxonomy edit between restarts cannot re-label what was
         // recorded before; an order has at most one entry per milestone, so this scan is short.
         let milestone_name = labels.milestone.map(|m| config.taxonomy.milestones[m].name.clone());
@@ -52,21 +58,18 @@ impl Engine {
             };
             state.span_count += 1;
             state.first_work_unix_nanos = state.first_work_unix_nanos.min(start);
-            if labels.reaches && state.reached.is_none() {
+            let earlier = state.reached.as_ref().is_none_or(|r| {
+                (end, trace_id.as_str(), span_id.as_str()) < (r.at_unix_nanos, r.trace_id.as_str(), r.span_id.as_str())
+            });
+            if labels.reaches && earlier {
                 state.reached = Some(Reach {
                     at_unix_nanos: end,
-                    trace_id: hex::encode(&span.trace_id),
-                    span_id: hex::encode(&span.span_id),
+                    trace_id: trace_id.clone(),
+                    span_id: span_id.clone(),
                     service: input.resource.service_name.clone(),
                     actor: actor.clone(),
                 });
-                newly_reached = Some(m);
-                // Reaching a milestone resolves the exceptions that held it up.
-                for exception in order.exceptions.iter_mut() {
-                    if exception.milestone.as_deref() == Some(name) && exception.resolved_at_unix_nanos.is_none() {
-                        exception.resolved_at_unix_nanos = Some(end);
-                    }
-                }
+                reach_moved = Some(m);
             }
         }
         for finding in labels.exception.iter().chain(&labels.findings) {
@@ -89,12 +92,15 @@ impl Engine {
                 Some(e) => {
                     e.count += 1;
                     e.first_seen_unix_nanos = e.first_seen_unix_nanos.min(start);
-                    e.last_seen_unix_nanos = e.last_seen_unix_nanos.max(end);
-                    e.reason = finding.reason.clone();
-                    e.trace_id = hex::encode(&span.trace_id);
-                    e.span_id = hex::encode(&span.span_id);
-                    e.service = input.resource.service_name.clone();
-                    e.actor = actor.clone();
+                    // The details are those of the occurrence that ended last.
+                    if (end, span_id.as_str()) >= (e.last_seen_unix_nanos, e.span_id.as_str()) {
+                        e.last_seen_unix_nanos = end;
+                        e.reason = finding.reason.clone();
+                        e.trace_id = trace_id.clone();
+                        e.span_id = span_id.clone();
+                        e.service = input.resource.service_name.clone();
+                        e.actor = actor.clone();
+                    }
                 }
                 None => order.exceptions.push(ExceptionState {
                     class,
@@ -105,17 +111,16 @@ impl Engine {
                     first_seen_unix_nanos: start,
                     last_seen_unix_nanos: end,
                     count: 1,
-                    trace_id: hex::encode(&span.trace_id),
-                    span_id: hex::encode(&span.span_id),
+                    trace_id: trace_id.clone(),
+                    span_id: span_id.clone(),
                     service: input.resource.service_name.clone(),
                     actor: actor.clone(),
-                    // An exception shown by the very span that reaches its milestone (an approval made outside
-                    // the system of record) stays open: reaching the milestone does not undo the breach.
                     resolved_at_unix_nanos: None,
                 }),
             }
         }
-        newly_reached
+        resolve_by_reach(order);
+        reach_moved
     }
 
     /// Everything that follows from `order` reaching milestone `m`.
@@ -171,13 +176,31 @@ impl Engine {
         }
     }
 
-    /// Closes an order: emits the spans of milestones worked on but never reached, then the root span.
-    pub(crate) fn close(&mut self, key: &str, reason: String, now: u64, out: &mut Output) {
-        let config = self.config.clone();
+    /// Emits the root span `order <key>` the first time the order is seen, so that its trace is a whole tree at
+    /// every moment, findable by the root searches of Jaeger and Tempo while the order is open.
+    pub(crate) fn emit_root(&mut self, key: &str, out: &mut Output) {
         let Some(order) = self.orders.get_mut(key) else { return };
-        if order.is_closed() {
+        // An order closed before roots were emitted on first sight emitted its root at close.
+        if order.root_emitted || order.is_closed() {
             return;
         }
+        order.root_emitted = true;
+        out.push(&self.own.resource, &self.own.scope, emit::root_span(order));
+        self.stats.root_spans_emitted += 1;
+    }
+
+    /// Closes an order: settles its milestones still waiting, emits the spans of milestones worked on but never
+    /// reached, stops its clocks, and emits the closing span with the order's final state under the root.
+    pub(crate) fn close(&mut self, key: &str, reason: String, now: u64, out: &mut Output) {
+        let config = self.config.clone();
+        if self.orders.get(key).is_none_or(OrderRecord::is_closed) {
+            return;
+        }
+        // An order loaded from a store written before roots were emitted on first sight has none yet.
+        self.emit_root(key, out);
+        // Its milestones still settling settle now, before the close, so that their clocks start and settle.
+        self.settle_all(key, now, out);
+        let Some(order) = self.orders.get_mut(key) else { return };
         order.closed_at_unix_nanos = Some(now);
         order.close_reason = Some(reason);
         let unreached: Vec<MilestoneId> = order
@@ -189,17 +212,16 @@ impl Engine {
         for m in unreached {
             self.emit_milestone(key, m, out);
         }
-        // Nothing more is awaited of a closed order, so its clocks stop instead of breaching after the root.
+        // Nothing more is awaited of a closed order, so its clocks stop instead of breaching after the close.
         self.stop_clocks(key, now);
         let order = &self.orders[key];
-        out.push(&self.own.resource, &self.own.scope, emit::root_span(&config, order));
+        out.push(&self.own.resource, &self.own.scope, emit::closing_span(&config, order, now));
         out.events.push(Event::OrderClosed {
             order: key.to_string(),
             reason: order.close_reason.clone().unwrap_or_default(),
             fill_ratio: order.fill_ratio(),
             dimensions: order.dimensions.clone(),
         });
-        self.stats.root_spans_emitted += 1;
         self.stats.orders_closed += 1;
         self.closed.push_back(key.to_string());
         self.persistence.order_changed(key);
@@ -230,20 +252,46 @@ impl Engine {
     }
 }
 
-/// Records the order's dimensions (first value wins) and quantities from one span.
-fn record_dimensions(config: &Config, input: &SpanInput, order: &mut OrderRecord) {
-    for dimension in &config.dimensions {
-        if order.dimensions.contains_key(&dimension.name) {
+/// Resolves each exception that held its milestone up: one whose latest occurrence ended before the milestone was
+/// reached. An exception shown by the very span that reaches its milestone (an approval made outside the system of
+/// record), or occurring again after the reach, stays open; an SLA breach (dated at its deadline) is resolved by a
+/// late reach. Conformance findings have a life of their own. Recomputed from the record, so the order in which
+/// spans arrived does not matter.
+fn resolve_by_reach(order: &mut OrderRecord) {
+    let reached: Vec<(String, u64)> =
+        order.milestones.iter().filter_map(|m| m.reached.as_ref().map(|r| (m.name.clone(), r.at_unix_nanos))).collect();
+    for exception in order.exceptions.iter_mut() {
+        if exception.signature.starts_with("conformance:") {
             continue;
         }
+        let reach =
+            exception.milestone.as_deref().and_then(|name| reached.iter().find(|(m, _)| m == name)).map(|(_, at)| *at);
+        exception.resolved_at_unix_nanos = reach.filter(|at| exception.last_seen_unix_nanos < *at);
+    }
+}
+
+/// Records the order's dimensions and quantities from one span (`start`, `end` its times): a dimension takes the
+/// value of the span that started first, the ordered quantity that of the span that ended last, the shipped
+/// quantity the largest reported.
+fn record_dimensions(config: &Config, input: &SpanInput, start: u64, end: u64, order: &mut OrderRecord) {
+    for dimension in &config.dimensions {
         let span_value = dimension.attributes.iter().find_map(|a| attributes::find(&input.span.attributes, a));
         let resource_attributes = input.resource.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         let value = span_value
             .or_else(|| dimension.resource_attributes.iter().find_map(|a| attributes::find(resource_attributes, a)));
-        if let Some(value) = value.and_then(attributes::scalar_string).filter(|v| !v.trim().is_empty()) {
-            // Values are labels and filters, so an overlong value is cut rather than allowed to bloat every record.
-            let value: String = value.trim().chars().take(128).collect();
+        let Some(value) = value.and_then(attributes::scalar_string).filter(|v| !v.trim().is_empty()) else { continue };
+        // Values are labels and filters, so an overlong value is cut rather than allowed to bloat every record.
+        let value: String = value.trim().chars().take(128).collect();
+        let since = order.dimension_since.get(&dimension.name).copied();
+        let earlier = match (order.dimensions.get(&dimension.name), since) {
+            (None, _) => true,
+            // A value recorded before start times were kept counts as the earliest.
+            (Some(_), None) => false,
+            (Some(current), Some(since)) => (start, &value) < (since, current),
+        };
+        if earlier {
             order.dimensions.insert(dimension.name.clone(), value);
+            order.dimension_since.insert(dimension.name.clone(), start);
         }
     }
     let quantity = |keys: &[String]| {
@@ -253,7 +301,14 @@ fn record_dimensions(config: &Config, input: &SpanInput, order: &mut OrderRecord
             .filter(|q| q.is_finite() && *q >= 0.0)
     };
     if let Some(ordered) = quantity(&config.kpis.ordered_quantity_attributes) {
-        order.ordered_quantity = Some(ordered);
+        let later = match (order.ordered_quantity_at, order.ordered_quantity) {
+            (Some(at), Some(current)) => end > at || end == at && ordered > current,
+            _ => true,
+        };
+        if later {
+            order.ordered_quantity = Some(ordered);
+            order.ordered_quantity_at = Some(end);
+        }
     }
     if let Some(shipped) = quantity(&config.kpis.shipped_quantity_attributes) {
         order.shipped_quantity = Some(order.shipped_quantity.map_or(shipped, |s| s.max(shipped)));

@@ -45,6 +45,12 @@ impl DeadlineIndex {
         }
     }
 
+    /// When the engine first ticked; judgements hold for the detection delay after it, so that spans still on their
+    /// way when ordertrail restarted (in a collector's retry queue, say) can arrive first.
+    pub(crate) fn started(&mut self, now: u64) -> u64 {
+        *self.first_tick.get_or_insert(now)
+    }
+
     /// The next clock due at or before `now`, taken out of the index.
     fn pop_due(&mut self, now: u64) -> Option<(String, usize)> {
         if self.by_due.first()?.0 > now {
@@ -111,7 +117,7 @@ impl Engine {
     /// Breaches every deadline that has passed by `now`.
     pub(crate) fn check_deadlines(&mut self, now: u64, out: &mut Output) {
         let delay = nanos(self.config.sla.detection_delay);
-        let started = *self.clocks.first_tick.get_or_insert(now);
+        let started = self.clocks.started(now);
         if now < started.saturating_add(delay) {
             return;
         }
@@ -125,7 +131,8 @@ impl Engine {
         let config = self.config.clone();
         for (i, target) in config.sla.targets.iter().enumerate().filter(|(_, t)| t.from == m) {
             let Some(order) = self.orders.get_mut(key) else { return };
-            if order.sla(&target.name).is_some() {
+            // Nothing is awaited of a closed order; a milestone reported after the close starts no clock.
+            if order.sla(&target.name).is_some() || order.is_closed() {
                 continue;
             }
             let Some(start) = order.reached_at(&config.taxonomy.milestones[m].name) else { return };
@@ -142,6 +149,7 @@ impl Engine {
                 lateness_nanos: None,
                 breach_span_emitted: false,
                 stopped_at_unix_nanos: None,
+                withdrawn_at_unix_nanos: None,
             });
             let to_at = order.reached_at(&config.taxonomy.milestones[target.to].name);
             self.persistence.order_changed(key);
@@ -160,13 +168,38 @@ impl Engine {
         let Some(order) = self.orders.get(key) else { return };
         let Some(at) = order.reached_at(&config.taxonomy.milestones[m].name) else { return };
         for (i, target) in config.sla.targets.iter().enumerate().filter(|(_, t)| t.to == m) {
-            let running = self
-                .orders
-                .get(key)
-                .and_then(|o| o.sla(&target.name))
-                .is_some_and(|s| s.reached_at_unix_nanos.is_none() && s.stopped_at_unix_nanos.is_none());
-            if running {
+            // A clock not yet settled, or settled by a span that ended later than this one.
+            let settles = self.orders.get(key).and_then(|o| o.sla(&target.name)).is_some_and(|s| {
+                s.stopped_at_unix_nanos.is_none() && s.reached_at_unix_nanos.is_none_or(|reached| at < reached)
+            });
+            if settles {
                 self.settle(key, i, at, now, out);
+            }
+        }
+    }
+
+    /// Moves the clocks that start at `m` to its (earlier) reach, while they still run: a span that arrived after
+    /// `m` was settled showed that it was reached sooner.
+    pub(crate) fn restart_slas(&mut self, key: &str, m: MilestoneId, now: u64) {
+        let config = self.config.clone();
+        for (i, target) in config.sla.targets.iter().enumerate().filter(|(_, t)| t.from == m) {
+            let Some(order) = self.orders.get_mut(key) else { return };
+            let Some(start) = order.reached_at(&config.taxonomy.milestones[m].name) else { return };
+            let (deadline, within) = target.deadline(start, &order.dimensions);
+            let Some(state) = order.slas.iter_mut().find(|s| s.target == target.name) else { continue };
+            let running = state.reached_at_unix_nanos.is_none()
+                && state.breached_at_unix_nanos.is_none()
+                && state.stopped_at_unix_nanos.is_none();
+            if !running || start >= state.started_at_unix_nanos {
+                continue;
+            }
+            state.started_at_unix_nanos = start;
+            state.deadline_unix_nanos = deadline;
+            state.allowed_nanos = nanos(within);
+            self.persistence.order_changed(key);
+            self.clocks.remove(key, i);
+            if deadline != u64::MAX {
+                self.schedule(key, i, deadline, now);
             }
         }
     }
@@ -176,20 +209,25 @@ impl Engine {
         let t = &config.sla.targets[target];
         let Some(order) = self.orders.get_mut(key) else { return };
         let Some(state) = order.slas.iter_mut().find(|s| s.target == t.name) else { return };
+        let first = state.reached_at_unix_nanos.is_none();
         state.reached_at_unix_nanos = Some(at);
         let late = at > state.deadline_unix_nanos;
-        if late {
-            state.lateness_nanos = Some(at - state.deadline_unix_nanos);
-        }
+        state.lateness_nanos = late.then(|| at - state.deadline_unix_nanos);
         let duration = at.saturating_sub(state.started_at_unix_nanos);
         let lateness = state.lateness_nanos;
-        let already_breached = state.breached_at_unix_nanos.is_some();
+        let breached = state.breached_at_unix_nanos.is_some();
+        let withdrawn = state.withdrawn_at_unix_nanos.is_some();
         self.persistence.order_changed(key);
         self.clocks.remove(key, target);
-        // A milestone that arrives late before the deadline check ran is still a breach, reported once, and
-        // resolved at once.
-        if late && !already_breached {
+        if late && !breached {
+            // A milestone that arrives late before the deadline check ran is still a breach, reported once.
             self.breach(key, target, now, out);
+        } else if !late && breached && !withdrawn {
+            // Declared after the settling delay, yet a span that arrived later still was in time.
+            self.withdraw(key, target, at, now, out);
+        }
+        if !first {
+            return;
         }
         let Some(order) = self.orders.get(key) else { return };
         out.events.push(Event::SlaSettled {
@@ -201,11 +239,61 @@ impl Engine {
         });
     }
 
+    /// Takes back a breach that a span arriving after it disproved. The breach span went out and a span id cannot be
+    /// sent twice, so a withdrawal span follows it into the order trace; the order's record and SLA status forget
+    /// the breach, and the withdrawal is counted.
+    fn withdraw(&mut self, key: &str, target: usize, at: u64, now: u64, out: &mut Output) {
+        let config = self.config.clone();
+        let t = &config.sla.targets[target];
+        let awaited = &config.taxonomy.milestones[t.to];
+        let Some(order) = self.orders.get_mut(key) else { return };
+        let Some(state) = order.slas.iter_mut().find(|s| s.target == t.name) else { return };
+        state.withdrawn_at_unix_nanos = Some(now);
+        let (deadline, breached_at) = (state.deadline_unix_nanos, state.breached_at_unix_nanos.unwrap_or(now));
+        let signature = format!("sla:{}", t.name);
+        order.exceptions.retain(|e| e.signature != signature);
+        let dimensions = order.dimensions.clone();
+        self.stats.sla_breaches_withdrawn += 1;
+        self.persistence.order_changed(key);
+        let reason = format!(
+            "{} overdue withdrawn: reached at {}, within its deadline {}; the span showing it arrived after the \
+             breach was declared",
+            awaited.name,
+            rfc3339(at),
+            rfc3339(deadline)
+        );
+        let mut span = emit::finding_span(
+            key,
+            &format!("{signature}:withdrawn"),
+            format!("{} overdue withdrawn", awaited.name),
+            breached_at.min(now),
+            now,
+        );
+        span.attributes.extend([
+            emit::attr_string("order.sla.target", &t.name),
+            emit::attr_string("order.sla.status", "met"),
+            emit::attr_string("order.sla.deadline", &rfc3339(deadline)),
+            emit::attr_string("order.sla.reached_at", &rfc3339(at)),
+            emit::attr_string("order.milestone", &awaited.name),
+            emit::attr_string("order.sla.withdrawn", &reason),
+        ]);
+        span.status = Some(emit::ok_status());
+        out.push(&self.own.resource, &self.own.scope, span);
+        self.stats.finding_spans_emitted += 1;
+        out.events.push(Event::SlaWithdrawn { order: key.to_string(), target, dimensions });
+    }
+
     fn breach(&mut self, key: &str, target: usize, now: u64, out: &mut Output) {
         let config = self.config.clone();
         let t = &config.sla.targets[target];
         let awaited = &config.taxonomy.milestones[t.to];
         let Some(order) = self.orders.get_mut(key) else { return };
+        // The awaited milestone may be recorded already, its settling still to come: in time, it is no breach.
+        let reached_in_time = |deadline: u64| order.reached_at(&awaited.name).is_some_and(|at| at <= deadline);
+        let Some(deadline) = order.sla(&t.name).map(|s| s.deadline_unix_nanos) else { return };
+        if reached_in_time(deadline) {
+            return;
+        }
         let Some(state) = order.slas.iter_mut().find(|s| s.target == t.name) else { return };
         if state.breached_at_unix_nanos.is_some() || state.stopped_at_unix_nanos.is_some() {
             return;

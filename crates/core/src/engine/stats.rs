@@ -40,6 +40,8 @@ pub struct EngineStats {
     pub traces_evicted: u64,
     pub exceptions_recorded: u64,
     pub sla_breaches: u64,
+    /// Breaches taken back because a span that arrived after them showed the milestone was reached in time.
+    pub sla_breaches_withdrawn: u64,
     pub conformance_findings: u64,
     /// Spans reporting SLA breaches and conformance findings.
     pub finding_spans_emitted: u64,
@@ -50,6 +52,8 @@ pub struct EngineStats {
     pub open_orders_by_stage: BTreeMap<String, u64>,
     /// Running SLA clocks (gauge).
     pub pending_deadlines: u64,
+    /// Reached milestones waiting for the detection delay before they settle (gauge).
+    pub milestones_settling: u64,
     /// Stored waiting spans that could not be decoded at startup (damage on disk).
     pub pending_undecodable: u64,
 }

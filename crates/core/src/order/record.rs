@@ -27,15 +27,27 @@ pub struct OrderRecord {
     pub closed_at_unix_nanos: Option<u64>,
     /// Why it was closed: `milestone:<name>` or `idle`.
     pub close_reason: Option<String>,
-    /// Values of the configured dimensions (customer, segment, warehouse…), first value seen wins.
+    /// Values of the configured dimensions (customer, segment, warehouse…): the value of the span that started
+    /// first wins, whatever order spans arrive in.
     #[serde(default)]
     pub dimensions: BTreeMap<String, String>,
+    /// Start time of the span each dimension value came from (source clock); values recorded before this was kept
+    /// count as the earliest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dimension_since: BTreeMap<String, u64>,
     /// SLA clocks started for the order, one per target whose `from` milestone was reached.
     #[serde(default)]
     pub slas: Vec<SlaState>,
-    /// Quantity ordered, the latest value a span reported.
+    /// Quantity ordered, the value of the span that ended last.
     #[serde(default)]
     pub ordered_quantity: Option<f64>,
+    /// End time of the span that reported `ordered_quantity` (source clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordered_quantity_at: Option<u64>,
+    /// Whether the root span `order <key>` was emitted; it is emitted when the order is first seen, so that its
+    /// trace is a whole tree while it is open. Orders closed before this was kept emitted theirs at close.
+    #[serde(default)]
+    pub root_emitted: bool,
     /// Cumulative quantity shipped, the largest value a span reported.
     #[serde(default)]
     pub shipped_quantity: Option<f64>,
@@ -54,8 +66,11 @@ impl OrderRecord {
             closed_at_unix_nanos: None,
             close_reason: None,
             dimensions: BTreeMap::new(),
+            dimension_since: BTreeMap::new(),
             slas: Vec::new(),
             ordered_quantity: None,
+            ordered_quantity_at: None,
+            root_emitted: false,
             shipped_quantity: None,
         }
     }
@@ -172,18 +187,23 @@ pub struct SlaState {
     /// clock); a stopped clock never breaches.
     #[serde(default)]
     pub stopped_at_unix_nanos: Option<u64>,
+    /// When a breach was withdrawn (ordertrail's clock): a span that arrived after the breach was declared showed
+    /// that `to` was reached in time. The breach span went out and cannot be taken back; a withdrawal span follows
+    /// it into the order trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdrawn_at_unix_nanos: Option<u64>,
 }
 
 impl SlaState {
+    /// Decided by the source times alone once `to` is reached, so that the order in which spans arrived cannot
+    /// make a milestone reached in time late.
     pub fn status(&self) -> SlaStatus {
-        if self.stopped_at_unix_nanos.is_some() && self.breached_at_unix_nanos.is_none() {
-            return SlaStatus::Stopped;
-        }
-        match (self.reached_at_unix_nanos, self.breached_at_unix_nanos.is_some() || self.lateness_nanos.is_some()) {
-            (None, false) => SlaStatus::Pending,
-            (None, true) => SlaStatus::Breached,
-            (Some(_), false) => SlaStatus::Met,
-            (Some(_), true) => SlaStatus::Late,
+        match self.reached_at_unix_nanos {
+            Some(at) if at <= self.deadline_unix_nanos => SlaStatus::Met,
+            Some(_) => SlaStatus::Late,
+            None if self.breached_at_unix_nanos.is_some() => SlaStatus::Breached,
+            None if self.stopped_at_unix_nanos.is_some() => SlaStatus::Stopped,
+            None => SlaStatus::Pending,
         }
     }
 }

@@ -70,6 +70,7 @@ fn stalled() -> OrderRecord {
         lateness_nanos: None,
         breach_span_emitted: false,
         stopped_at_unix_nanos: None,
+        withdrawn_at_unix_nanos: None,
     });
     o
 }

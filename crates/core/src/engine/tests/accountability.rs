@@ -5,13 +5,13 @@ use super::*;
 fn a_missed_deadline_is_breached_once_at_the_deadline_and_owned_by_the_awaited_milestone() {
     let mut engine = engine();
     process(&mut engine, vec![capture(1, "SO-1", "standard", T0)], T0);
-    tick(&mut engine, T0);
+    settle(&mut engine, T0);
     let deadline = T0 + END + 4 * HOUR;
     let order = engine.order("SO-1").unwrap();
     assert_eq!(order.sla("order_release").unwrap().deadline_unix_nanos, deadline);
 
-    // The default detection delay of 500 ms lets a span in flight arrive; the breach comes right after it.
-    let detected = deadline + 500_000_000;
+    // The detection delay lets spans in flight arrive; the breach comes right after it.
+    let detected = deadline + delay();
     let (spans, events) = tick(&mut engine, detected - 1);
     assert!(spans.is_empty() && breaches(&events) == 0, "not due yet");
     let (spans, events) = tick(&mut engine, detected);
@@ -37,13 +37,16 @@ fn a_missed_deadline_is_breached_once_at_the_deadline_and_owned_by_the_awaited_m
 fn a_late_milestone_resolves_the_breach_and_records_its_lateness() {
     let mut engine = engine();
     process(&mut engine, vec![capture(1, "SO-1", "standard", T0)], T0);
-    tick(&mut engine, T0);
+    settle(&mut engine, T0);
     let deadline = T0 + END + 4 * HOUR;
-    let (_, events) = tick(&mut engine, deadline + SECOND);
+    let (_, events) = tick(&mut engine, deadline + delay());
     assert_eq!(breaches(&events), 1);
     let release_at = deadline + 30 * MINUTE;
-    let (spans, events) =
+    let (mut spans, mut events) =
         process(&mut engine, vec![milestone("wms", "wave.release", "SO-1", release_at - END)], release_at);
+    let (settled, settle_events) = tick(&mut engine, release_at + delay());
+    spans.extend(settled);
+    events.extend(settle_events);
     let order = engine.order("SO-1").unwrap();
     let sla = order.sla("order_release").unwrap();
     assert_eq!(sla.status(), crate::order::SlaStatus::Late);
@@ -64,14 +67,18 @@ fn a_late_milestone_resolves_the_breach_and_records_its_lateness() {
 #[test]
 fn a_milestone_in_time_meets_the_target_and_a_late_one_arriving_before_the_check_is_still_a_breach() {
     let mut engine = engine();
+    tick(&mut engine, T0);
     process(&mut engine, vec![capture(1, "SO-1", "standard", T0), capture(2, "SO-2", "standard", T0)], T0);
     let deadline = T0 + END + 4 * HOUR;
     process(&mut engine, vec![milestone("wms", "wave.release", "SO-1", T0 + HOUR)], T0 + HOUR);
-    // SO-2's release happened after its deadline, and its span arrives before any tick has checked.
+    // SO-2's release happened after its deadline, and its span arrives before any tick has checked: the breach
+    // comes when it settles, once.
     let (_, events) =
         process(&mut engine, vec![milestone("wms", "wave.release", "SO-2", deadline + MINUTE)], deadline + MINUTE);
-    assert_eq!(breaches(&events), 1);
+    assert_eq!(breaches(&events), 0, "judged when settled");
     let (_, events) = tick(&mut engine, deadline + 2 * HOUR);
+    assert_eq!(breaches(&events), 1);
+    let (_, events) = tick(&mut engine, deadline + 3 * HOUR);
     assert_eq!(breaches(&events), 0);
     assert_eq!(engine.order("SO-1").unwrap().sla("order_release").unwrap().status().as_str(), "met");
     assert_eq!(engine.order("SO-2").unwrap().sla("order_release").unwrap().status().as_str(), "late");
@@ -89,7 +96,7 @@ fn a_backfilled_clock_waits_the_detection_delay_for_its_milestone() {
     assert_eq!(breaches(&events), 0, "the release may be on its way");
     // The release, which happened in time, arrives 100 ms later.
     process(&mut engine, vec![milestone("wms", "wave.release", "SO-1", T0 + HOUR)], now + 100_000_000);
-    let (_, events) = tick(&mut engine, now + SECOND);
+    let (_, events) = tick(&mut engine, now + 3 * delay());
     assert_eq!(breaches(&events), 0);
     assert_eq!(engine.order("SO-1").unwrap().sla("order_release").unwrap().status().as_str(), "met");
 }
@@ -99,6 +106,7 @@ fn deadlines_survive_a_restart_and_a_breach_is_not_repeated_after_one() {
     let config = Arc::new(default_config());
     let mut first = Engine::new(config.clone(), vec![], vec![]);
     process(&mut first, vec![capture(1, "SO-1", "standard", T0)], T0);
+    settle(&mut first, T0);
     let deadline = T0 + END + 4 * HOUR;
     let saved: Vec<OrderRecord> = first.take_changes().orders;
 
@@ -108,7 +116,7 @@ fn deadlines_survive_a_restart_and_a_breach_is_not_repeated_after_one() {
     let (_, events) = tick(&mut second, deadline - SECOND);
     assert_eq!(breaches(&events), 0);
     assert_eq!(second.stats().pending_deadlines, 1);
-    let (_, events) = tick(&mut second, deadline + SECOND);
+    let (_, events) = tick(&mut second, deadline + delay() + SECOND);
     assert_eq!(breaches(&events), 1);
     let saved: Vec<OrderRecord> = second.take_changes().orders;
 
@@ -152,6 +160,7 @@ sla:
         vec![capture(1, "SO-STD", "standard", friday - END), capture(2, "SO-KEY", "key-account", friday - END)],
         friday,
     );
+    settle(&mut engine, friday);
     let monday_11_paris = friday + 3 * 24 * HOUR - 4 * HOUR;
     assert_eq!(engine.order("SO-STD").unwrap().sla("order_release").unwrap().deadline_unix_nanos, monday_11_paris);
     assert_eq!(engine.order("SO-KEY").unwrap().sla("order_release").unwrap().deadline_unix_nanos, friday + 30 * MINUTE);
@@ -169,7 +178,8 @@ fn an_invoice_before_shipment_confirmation_is_a_policy_exception_of_the_invoicin
         ("finance", "invoice.create", 6),
     ];
     let spans = steps.iter().map(|(svc, name, h)| milestone(svc, name, "SO-1", T0 + h * HOUR)).collect();
-    let (out, _) = process(&mut engine, spans, T0 + 6 * HOUR);
+    process(&mut engine, spans, T0 + 6 * HOUR);
+    let out = settle(&mut engine, T0 + 6 * HOUR);
     let order = engine.order("SO-1").unwrap();
     let open: Vec<_> = order.open_exceptions().collect();
     assert_eq!(open.len(), 1, "{open:?}");
@@ -180,9 +190,10 @@ fn an_invoice_before_shipment_confirmation_is_a_policy_exception_of_the_invoicin
     let finding = finding.expect("the finding is visible in the order trace");
     assert_eq!(finding.parent_span_id, ids::milestone_span_id("SO-1", "invoicing"));
 
-    // The shipment confirmation arrives afterwards but happened before the invoice: the events were merely
-    // delivered out of order, and the finding is resolved.
+    // The shipment confirmation arrives after the finding was judged, later than the settling delay, but happened
+    // before the invoice: the events were merely delivered out of order, and the finding is resolved.
     process(&mut engine, vec![milestone("tms", "shipment.pickup.confirm", "SO-1", T0 + 5 * HOUR)], T0 + 7 * HOUR);
+    settle(&mut engine, T0 + 7 * HOUR);
     assert_eq!(engine.order("SO-1").unwrap().open_exceptions().count(), 0);
 }
 
@@ -196,6 +207,7 @@ fn a_release_before_credit_approval_stays_a_finding_when_credit_comes_later() {
         milestone("erp", "credit.check", "SO-1", T0 + 3 * HOUR),
     ];
     process(&mut engine, spans, T0 + 3 * HOUR);
+    settle(&mut engine, T0 + 3 * HOUR);
     let order = engine.order("SO-1").unwrap();
     let reasons: Vec<_> = order.open_exceptions().map(|e| (e.reason.as_str(), e.owner.as_str())).collect();
     assert_eq!(
@@ -215,14 +227,18 @@ fn work_after_a_cancellation_is_a_finding_whichever_arrives_first() {
         vec![milestone("erp", "order.create", "SO-1", T0), milestone("erp", "order.cancel", "SO-1", T0 + HOUR)],
         T0 + HOUR,
     );
+    settle(&mut engine, T0 + HOUR);
     process(&mut engine, vec![milestone("wms", "pack.confirm", "SO-1", T0 + 2 * HOUR)], T0 + 2 * HOUR);
-    // SO-2: the pick span arrives before the cancellation that preceded it.
+    settle(&mut engine, T0 + 2 * HOUR);
+    // SO-2: the pick span arrives before the cancellation that preceded it, later than the settling delay.
     process(
         &mut engine,
         vec![milestone("erp", "order.create", "SO-2", T0), milestone("wms", "pack.confirm", "SO-2", T0 + 2 * HOUR)],
         T0 + 2 * HOUR,
     );
+    settle(&mut engine, T0 + 2 * HOUR);
     process(&mut engine, vec![milestone("erp", "order.cancel", "SO-2", T0 + HOUR)], T0 + 3 * HOUR);
+    settle(&mut engine, T0 + 3 * HOUR);
     for key in ["SO-1", "SO-2"] {
         let order = engine.order(key).unwrap();
         assert!(
@@ -255,7 +271,7 @@ fn an_approval_by_email_is_a_policy_exception_with_the_approver_as_actor() {
 fn a_cancelled_or_closed_order_stops_its_clocks_instead_of_breaching() {
     let mut engine = engine();
     process(&mut engine, vec![capture(1, "SO-C", "standard", T0), capture(2, "SO-I", "standard", T0)], T0);
-    tick(&mut engine, T0);
+    settle(&mut engine, T0);
     // SO-C is cancelled; SO-I is invoiced (which closes it) before it was ever released.
     process(&mut engine, vec![milestone("erp", "order.cancel", "SO-C", T0 + HOUR)], T0 + HOUR);
     process(&mut engine, vec![milestone("finance", "invoice.post", "SO-I", T0 + HOUR)], T0 + HOUR);
@@ -272,4 +288,69 @@ fn a_cancelled_or_closed_order_stops_its_clocks_instead_of_breaching() {
     let (_, events) = tick(&mut restarted, T0 + 11 * HOUR);
     assert_eq!(breaches(&events), 0);
     assert_eq!(restarted.stats().pending_deadlines, 0);
+}
+
+#[test]
+fn a_milestone_reached_in_time_is_met_whenever_its_span_arrives() {
+    let mut engine = engine();
+    tick(&mut engine, T0);
+    let deadline = T0 + END + 4 * HOUR;
+    process(&mut engine, vec![capture(1, "SO-A", "standard", T0), capture(2, "SO-B", "standard", T0)], T0);
+    settle(&mut engine, T0);
+    // SO-A's release happened a minute before the deadline; its span arrives within the settling delay after it.
+    let (_, events) =
+        process(&mut engine, vec![milestone("wms", "wave.release", "SO-A", deadline - MINUTE)], deadline + SECOND);
+    assert_eq!(breaches(&events), 0);
+    let (spans, events) = tick(&mut engine, deadline + delay() + SECOND);
+    assert_eq!(breaches(&events), 1, "SO-B's release never came");
+    assert!(spans
+        .iter()
+        .all(|(_, s)| !(s.name == "pick_release overdue" && s.trace_id == ids::order_trace_id("SO-A"))));
+    assert_eq!(engine.order("SO-A").unwrap().sla("order_release").unwrap().status().as_str(), "met");
+
+    // SO-B's release also happened in time, but its span arrives an hour late, after the breach went out: the breach
+    // is withdrawn, visibly, and the order is on time again.
+    let (spans, events) =
+        process(&mut engine, vec![milestone("wms", "wave.release", "SO-B", deadline - MINUTE)], deadline + HOUR);
+    let (settled, _) = tick(&mut engine, deadline + HOUR + delay());
+    let order = engine.order("SO-B").unwrap();
+    let sla = order.sla("order_release").unwrap();
+    assert_eq!(sla.status().as_str(), "met");
+    assert!(sla.withdrawn_at_unix_nanos.is_some() && sla.lateness_nanos.is_none());
+    assert!(order.exceptions.iter().all(|e| e.signature != "sla:order_release"), "the breach is no exception now");
+    assert_eq!(order.sla_status(deadline + 2 * HOUR).as_str(), "on_time");
+    let withdrawn = spans.iter().chain(&settled).map(|(_, s)| s).find(|s| s.name == "pick_release overdue withdrawn");
+    let withdrawn = withdrawn.expect("the withdrawal is visible in the order trace");
+    assert_eq!(withdrawn.parent_span_id, ids::root_span_id("SO-B"));
+    assert_eq!(withdrawn.status.as_ref().unwrap().code, StatusCode::Ok as i32);
+    assert!(events
+        .iter()
+        .chain(&tick(&mut engine, deadline + 3 * HOUR).1)
+        .all(|e| !matches!(e, events::Event::SlaBreached { .. })));
+    assert_eq!(engine.stats().sla_breaches_withdrawn, 1);
+}
+
+#[test]
+fn milestones_delivered_out_of_order_within_the_delay_make_no_conformance_finding() {
+    let mut engine = engine();
+    tick(&mut engine, T0);
+    let steps = [
+        ("erp", "order.create", 0),
+        ("erp", "credit.check", 1),
+        ("erp", "inventory.allocate", 2),
+        ("wms", "wave.release", 3),
+        ("wms", "pack.confirm", 4),
+        ("tms", "shipment.pickup.confirm", 5),
+        ("finance", "invoice.create", 6),
+    ];
+    // Every system flushed in reverse: the invoice arrives first, the order capture last, all within a few seconds.
+    for (i, (service, name, h)) in steps.iter().rev().enumerate() {
+        let arrival = T0 + 6 * HOUR + u64::try_from(i).unwrap() * SECOND;
+        process(&mut engine, vec![milestone(service, name, "SO-1", T0 + h * HOUR)], arrival);
+    }
+    let spans = settle(&mut engine, T0 + 6 * HOUR + 7 * SECOND);
+    let order = engine.order("SO-1").unwrap();
+    assert!(order.exceptions.is_empty(), "{:?}", order.exceptions);
+    assert!(spans.iter().all(|(_, s)| s.status.as_ref().is_none_or(|st| st.code != StatusCode::Error as i32)));
+    assert!(order.is_closed());
 }

@@ -3,7 +3,7 @@
 use super::*;
 #[test]
 fn an_order_with_uncommitted_changes_is_not_evicted() {
-    let yaml = DEFAULT_CONFIG_YAML.replace("  inherit_wait: 2s", "  inherit_wait: 2s\n  max_orders: 2");
+    let yaml = DEFAULT_CONFIG_YAML.replace("  inherit_wait: 10s", "  inherit_wait: 10s\n  max_orders: 2");
     let mut engine = Engine::new(Arc::new(parse(&yaml, "test.yaml").unwrap()), vec![], vec![]);
     // SO-A closes (invoiced) and, in the same group, two new orders arrive: without the guard SO-A would be
     // evicted before its closed record is taken for the commit.
@@ -16,6 +16,8 @@ fn an_order_with_uncommitted_changes_is_not_evicted() {
         ],
         T0,
     );
+    // SO-A closes when its invoicing settles.
+    settle(&mut engine, T0);
     let changes = engine.take_changes();
     let closed_a = changes.orders.iter().find(|o| o.key == "SO-A").expect("SO-A's final state is committed");
     assert!(closed_a.is_closed());

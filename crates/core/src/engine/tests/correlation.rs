@@ -4,7 +4,7 @@ use super::*;
 #[test]
 fn keyed_span_is_reemitted_under_its_milestone_with_links_both_ways() {
     let mut engine = engine();
-    let out = run(
+    let out = run_settled(
         &mut engine,
         vec![spec("erp", "credit.check", 1, 1).attr("order.id", "SO-1").attr("credit.decision", "approved")],
         T0,
@@ -16,7 +16,7 @@ fn keyed_span_is_reemitted_under_its_milestone_with_links_both_ways() {
     assert_eq!(attr(correlated, "order.milestone.reached").as_deref(), Some("true"));
     assert_eq!(correlated.links[0].trace_id, vec![1; 16]);
     assert_eq!(correlated.links[0].span_id, vec![1; 8]);
-    // The milestone span is emitted at once because the span reached it; it keeps its service as ordertrail.
+    // The milestone span is emitted once the reach has settled; its service is ordertrail.
     let milestone = out.iter().find(|(_, s)| s.name == "credit_approval").expect("milestone span");
     assert_eq!(milestone.0, "ordertrail");
     assert_eq!(milestone.1.parent_span_id, ids::root_span_id("SO-1"));
@@ -26,8 +26,12 @@ fn keyed_span_is_reemitted_under_its_milestone_with_links_both_ways() {
     assert_eq!(original.1.links[0].trace_id, ids::order_trace_id("SO-1"));
     assert_eq!(original.1.links[0].span_id, ids::root_span_id("SO-1"));
     assert_eq!(attr(&original.1, "order.id").as_deref(), Some("SO-1"));
-    // No root yet: the order is open.
-    assert!(out.iter().all(|(_, s)| s.name != "order SO-1"));
+    // The root is out from the first span on, so the open order's trace is whole; it is not closed yet.
+    let roots: Vec<_> = out.iter().filter(|(_, s)| s.name == "order SO-1").collect();
+    assert_eq!(roots.len(), 1);
+    assert!(roots[0].1.parent_span_id.is_empty());
+    assert_eq!(roots[0].1.span_id, ids::root_span_id("SO-1"));
+    assert!(out.iter().all(|(_, s)| s.name != "order SO-1 closed"));
     assert_eq!(engine.stats().spans_correlated, 1);
 }
 
@@ -48,7 +52,7 @@ fn blocked_credit_works_on_milestone_and_later_release_reaches_it() {
     let order = engine.order("SO-1").unwrap();
     assert_eq!(order.open_exceptions().count(), 1);
 
-    let out = run(
+    let out = run_settled(
         &mut engine,
         vec![spec("erp", "credit.check", 2, 2).attr("order.id", "SO-1").attr("credit.decision", "approved")],
         T0 + SECOND,
@@ -77,10 +81,11 @@ fn aliases_are_learned_and_chained() {
     );
     assert_eq!(in_order_trace(&out, "SO-1").len(), 1);
     // Only the shipment.
-    let out = run(&mut engine, vec![spec("tms", "shipment.pickup.confirm", 3, 3).attr("shipment.id", "SH-1")], T0);
+    let out =
+        run_settled(&mut engine, vec![spec("tms", "shipment.pickup.confirm", 3, 3).attr("shipment.id", "SH-1")], T0);
     let spans = in_order_trace(&out, "SO-1");
     assert!(spans.iter().any(|s| s.name == "shipment.pickup.confirm"));
-    assert!(spans.iter().any(|s| s.name == "shipment_confirmation"));
+    assert!(out.iter().any(|(_, s)| s.name == "shipment_confirmation"));
     let changes = engine.take_changes();
     let kinds: HashSet<_> = changes.aliases.iter().map(|a| a.kind.as_str()).collect();
     assert_eq!(kinds, HashSet::from(["delivery", "shipment"]));
@@ -104,9 +109,12 @@ fn a_span_for_several_orders_belongs_to_each_order_trace() {
     let out = run(&mut engine, vec![spec("finance", "invoice.batch.post", 1, 1).attr_kv(ids)], T0);
     assert_eq!(in_order_trace(&out, "SO-1").iter().filter(|s| s.name == "invoice.batch.post").count(), 1);
     assert_eq!(in_order_trace(&out, "SO-2").iter().filter(|s| s.name == "invoice.batch.post").count(), 1);
-    // Invoicing closes both orders, so both roots are out.
+    // Each order's root is out from its first span; invoicing closes both once it has settled.
     assert!(out.iter().any(|(_, s)| s.name == "order SO-1"));
     assert!(out.iter().any(|(_, s)| s.name == "order SO-2"));
+    let settled = settle(&mut engine, T0);
+    assert!(settled.iter().any(|(_, s)| s.name == "order SO-1 closed"));
+    assert!(settled.iter().any(|(_, s)| s.name == "order SO-2 closed"));
     let original = out.iter().find(|(_, s)| s.trace_id == vec![1; 16]).unwrap();
     assert_eq!(original.1.links.len(), 2);
 }
@@ -135,9 +143,9 @@ fn spans_still_unkeyed_after_the_wait_pass_on_unchanged() {
     let out = run(&mut engine, vec![spec("customer-portal", "GET /healthz", 9, 1)], T0);
     assert!(out.is_empty());
     let mut out = Output::default();
-    engine.tick(T0 + SECOND, &mut out);
-    assert!(out.is_empty(), "still within the 2 s wait");
-    engine.tick(T0 + 3 * SECOND, &mut out);
+    engine.tick(T0 + 5 * SECOND, &mut out);
+    assert!(out.is_empty(), "still within the 10 s wait");
+    engine.tick(T0 + 11 * SECOND, &mut out);
     let spans = collect(out);
     assert_eq!(spans.len(), 1);
     assert_eq!(spans[0].1.trace_id, vec![9; 16]);
@@ -147,7 +155,7 @@ fn spans_still_unkeyed_after_the_wait_pass_on_unchanged() {
 
 #[test]
 fn the_wait_buffer_is_bounded_and_counts_overflow() {
-    let yaml = DEFAULT_CONFIG_YAML.replace("inherit_wait: 2s", "inherit_wait: 2s\n  max_pending_spans: 2");
+    let yaml = DEFAULT_CONFIG_YAML.replace("inherit_wait: 10s", "inherit_wait: 10s\n  max_pending_spans: 2");
     let mut engine = Engine::new(Arc::new(parse(&yaml, "t").unwrap()), vec![], vec![]);
     let out = run(&mut engine, (1..=3).map(|i| spec("x", "unkeyed", i, i)).collect(), T0);
     assert_eq!(out.len(), 1);
@@ -161,15 +169,16 @@ fn milestones_are_emitted_once_even_after_a_restart() {
     let mut engine = engine();
     let capture =
         || spec("customer-portal", "POST /api/orders", 1, 1).kind(SpanKind::Server).attr("app.order.id", "SO-1");
-    let out = run(&mut engine, vec![capture()], T0);
+    let out = run_settled(&mut engine, vec![capture()], T0);
     assert_eq!(out.iter().filter(|(_, s)| s.name == "order_capture").count(), 1);
-    let out = run(&mut engine, vec![capture()], T0);
+    let out = run_settled(&mut engine, vec![capture()], T0);
     assert_eq!(out.iter().filter(|(_, s)| s.name == "order_capture").count(), 0);
 
     let changes = engine.take_changes();
     let mut restarted = Engine::new(engine.config().clone(), changes.orders, changes.aliases);
-    let out = run(&mut restarted, vec![capture()], T0 + SECOND);
+    let out = run_settled(&mut restarted, vec![capture()], T0 + SECOND);
     assert_eq!(out.iter().filter(|(_, s)| s.name == "order_capture").count(), 0);
+    assert!(out.iter().all(|(_, s)| s.name != "order SO-1"), "nor the root");
     // The trace continues: same order trace id, same parent.
     let spans = in_order_trace(&out, "SO-1");
     assert_eq!(spans[0].parent_span_id, ids::milestone_span_id("SO-1", "order_capture"));
@@ -177,9 +186,9 @@ fn milestones_are_emitted_once_even_after_a_restart() {
 }
 
 #[test]
-fn invoicing_closes_the_order_and_emits_unreached_milestones_and_the_root() {
+fn invoicing_closes_the_order_and_emits_unreached_milestones_and_the_closing_span() {
     let mut engine = engine();
-    run(
+    let first = run(
         &mut engine,
         vec![spec("erp", "pricing.check", 1, 1)
             .attr("order.id", "SO-1")
@@ -187,17 +196,26 @@ fn invoicing_closes_the_order_and_emits_unreached_milestones_and_the_root() {
             .error("variance")],
         T0,
     );
-    let out = run(&mut engine, vec![spec("finance", "invoice.create", 2, 2).attr("order.id", "SO-1")], T0 + SECOND);
-    let root = out.iter().find(|(_, s)| s.name == "order SO-1").expect("root").1.clone();
+    let root = first.iter().find(|(_, s)| s.name == "order SO-1").expect("root on the first span").1.clone();
     assert!(root.parent_span_id.is_empty());
     assert_eq!(root.span_id, ids::root_span_id("SO-1"));
-    assert_eq!(root.status.as_ref().unwrap().code, StatusCode::Error as i32, "an open pricing exception");
+    let out =
+        run_settled(&mut engine, vec![spec("finance", "invoice.create", 2, 2).attr("order.id", "SO-1")], T0 + SECOND);
+    let closing = out.iter().find(|(_, s)| s.name == "order SO-1 closed").expect("closing span").1.clone();
+    assert_eq!(closing.parent_span_id, ids::root_span_id("SO-1"));
+    assert_eq!(closing.span_id, ids::closing_span_id("SO-1"));
+    assert_eq!(closing.status.as_ref().unwrap().code, StatusCode::Error as i32, "an open pricing exception");
     let pricing = out.iter().find(|(_, s)| s.name == "pricing_approval").expect("unreached milestone span").1.clone();
     assert_eq!(attr(&pricing, "order.milestone.reached").as_deref(), Some("false"));
     assert!(engine.order("SO-1").unwrap().is_closed());
     // Nothing is emitted twice when a later span arrives.
-    let out = run(&mut engine, vec![spec("finance", "invoice.create", 3, 3).attr("order.id", "SO-1")], T0 + 2 * SECOND);
-    assert!(out.iter().all(|(_, s)| s.name != "order SO-1" && s.name != "invoicing" && s.name != "pricing_approval"));
+    let out = run_settled(
+        &mut engine,
+        vec![spec("finance", "invoice.create", 3, 3).attr("order.id", "SO-1")],
+        T0 + 2 * SECOND,
+    );
+    let again = ["order SO-1", "order SO-1 closed", "invoicing", "pricing_approval"];
+    assert!(out.iter().all(|(_, s)| !again.contains(&s.name.as_str())));
 }
 
 #[test]
@@ -214,7 +232,7 @@ fn idle_orders_close_after_the_configured_period() {
     assert!(out.is_empty());
     engine.tick(T0 + 11 * SECOND, &mut out);
     let spans = collect(out);
-    let root = spans.iter().find(|(_, s)| s.name == "order SO-1").expect("root after idle");
+    let root = spans.iter().find(|(_, s)| s.name == "order SO-1 closed").expect("closing span after idle");
     assert_eq!(attr(&root.1, "order.close_reason").as_deref(), Some("idle"));
     // Pricing approval is skippable and nothing asked for it: allocation is what is expected next (issue 9).
     assert_eq!(attr(&root.1, "order.next_milestone").as_deref(), Some("inventory_allocation"));

@@ -122,9 +122,32 @@ pub(super) fn attr(span: &Span, key: &str) -> Option<String> {
     find(&span.attributes, key).and_then(scalar_string).map(|s| s.into_owned())
 }
 
+/// The technical spans re-emitted into the trace of `order` (ordertrail's own root, milestone and finding spans
+/// left out).
 pub(super) fn in_order_trace<'a>(spans: &'a [(String, Span)], order: &str) -> Vec<&'a Span> {
     let trace = ids::order_trace_id(order).to_vec();
-    spans.iter().map(|(_, s)| s).filter(|s| s.trace_id == trace).collect()
+    spans.iter().filter(|(service, s)| s.trace_id == trace && service != "ordertrail").map(|(_, s)| s).collect()
+}
+
+/// The settling delay of the default configuration.
+pub(super) fn delay() -> u64 {
+    crate::time::nanos(default_config().sla.detection_delay)
+}
+
+/// Advances the engine past the settling delay after `now`: what follows from the milestones reached by then. It
+/// ticks at `now` first, which starts a fresh engine's clock (judgements hold for the delay after the first tick).
+pub(super) fn settle(engine: &mut Engine, now: u64) -> Vec<(String, Span)> {
+    let mut out = Output::default();
+    engine.tick(now, &mut out);
+    engine.tick(now + crate::time::nanos(engine.config().sla.detection_delay), &mut out);
+    collect(out)
+}
+
+/// Processes `spans` at `now` and lets them settle: what a run of the old, immediate engine produced at once.
+pub(super) fn run_settled(engine: &mut Engine, spans: Vec<SpanSpec>, now: u64) -> Vec<(String, Span)> {
+    let mut out = run(engine, spans, now);
+    out.extend(settle(engine, now));
+    out
 }
 
 pub(super) const MINUTE: u64 = 60 * SECOND;

@@ -1,0 +1,142 @@
+//! Settling: what follows from a milestone being reached (its span, its SLA clocks, the conformance check, the
+//! close) waits `sla.detection_delay` after the reach became known, so that the spans of other systems that could
+//! still change it, exported in their own batches, have arrived. Until then a span that reached the milestone
+//! earlier replaces the reach; afterwards it still moves the record and the clocks (a revision), but the
+//! milestone span has gone out.
+//!
+//! Within the delay, the answer therefore does not depend on the order in which systems flushed: the record is a
+//! function of the spans' own times (see `records.rs`), and every judgement waits until the spans that could
+//! change it are in.
+
+use super::output::Output;
+use super::Engine;
+use crate::config::MilestoneId;
+use crate::order::OrderRecord;
+use crate::time::nanos;
+use std::collections::{BTreeSet, HashSet};
+
+/// Reached milestones waiting to settle, by when they are due.
+#[derive(Debug, Default)]
+pub(crate) struct SettleIndex {
+    by_due: BTreeSet<(u64, String, MilestoneId)>,
+    scheduled: HashSet<(String, MilestoneId)>,
+}
+
+impl SettleIndex {
+    /// Schedules a milestone once; a reach that moves earlier before it settled keeps the first due time, since
+    /// every span that could still move it ended before the first reach that became known.
+    fn insert(&mut self, due: u64, key: &str, m: MilestoneId) {
+        if self.scheduled.insert((key.to_string(), m)) {
+            self.by_due.insert((due, key.to_string(), m));
+        }
+    }
+
+    fn remove(&mut self, key: &str, m: MilestoneId) {
+        if self.scheduled.remove(&(key.to_string(), m)) {
+            self.by_due.retain(|(_, k, x)| !(k == key && *x == m));
+        }
+    }
+
+    fn pop_due(&mut self, now: u64) -> Option<(String, MilestoneId)> {
+        if self.by_due.first()?.0 > now {
+            return None;
+        }
+        let (_, key, m) = self.by_due.pop_first()?;
+        self.scheduled.remove(&(key.clone(), m));
+        Some((key, m))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_due.len()
+    }
+}
+
+impl Engine {
+    /// A span set the reach of milestone `m` of `key` or moved it earlier.
+    pub(crate) fn reach_changed(&mut self, key: &str, m: MilestoneId, now: u64, out: &mut Output) {
+        let name = &self.config.taxonomy.milestones[m].name;
+        let settled = self.orders.get(key).and_then(|o| o.milestone(name)).is_some_and(|s| s.span_emitted);
+        if settled {
+            self.revise(key, m, now, out);
+        } else {
+            let due = now.saturating_add(nanos(self.config.sla.detection_delay));
+            self.settling.insert(due, key, m);
+        }
+    }
+
+    /// Puts the reached but unsettled milestones of a loaded order back in the index; they settle the detection
+    /// delay after startup.
+    pub(crate) fn index_unsettled(&mut self, order: &OrderRecord) {
+        if order.is_closed() {
+            return;
+        }
+        for state in order.milestones.iter().filter(|s| s.reached.is_some() && !s.span_emitted) {
+            if let Some(m) = self.config.taxonomy.milestone(&state.name) {
+                self.settling.insert(0, &order.key, m);
+            }
+        }
+    }
+
+    /// Settles every milestone whose delay is up.
+    pub(crate) fn settle_due(&mut self, now: u64, out: &mut Output) {
+        let started = self.clocks.started(now);
+        if now < started.saturating_add(nanos(self.config.sla.detection_delay)) {
+            return;
+        }
+        while let Some((key, m)) = self.settling.pop_due(now) {
+            self.settle_milestone(&key, m, now, out);
+        }
+    }
+
+    /// Settles every reached milestone of `key` not settled yet, earliest reach first: the order closes, and its
+    /// clocks and findings must be what they would have been had the systems flushed in business order.
+    pub(crate) fn settle_all(&mut self, key: &str, now: u64, out: &mut Output) {
+        let Some(order) = self.orders.get(key) else { return };
+        let mut waiting: Vec<(u64, MilestoneId)> = order
+            .milestones
+            .iter()
+            .filter(|s| !s.span_emitted)
+            .filter_map(|s| Some((s.reached.as_ref()?.at_unix_nanos, self.config.taxonomy.milestone(&s.name)?)))
+            .collect();
+        waiting.sort_unstable();
+        for (_, m) in waiting {
+            self.settling.remove(key, m);
+            self.settle_reached(key, m, now, out);
+        }
+    }
+
+    /// Settles `m`; a `close_on` milestone closes the order, which settles the order's other reached milestones
+    /// with it, in the order they were reached.
+    fn settle_milestone(&mut self, key: &str, m: MilestoneId, now: u64, out: &mut Output) {
+        let config = self.config.clone();
+        if config.order_traces.close_on.contains(&m) {
+            self.close(key, format!("milestone:{}", config.taxonomy.milestones[m].name), now, out);
+        } else {
+            self.settle_reached(key, m, now, out);
+        }
+    }
+
+    /// What follows from `m` being reached, now that it has settled: transition event, SLA clocks, conformance and
+    /// its span.
+    fn settle_reached(&mut self, key: &str, m: MilestoneId, now: u64, out: &mut Output) {
+        let name = &self.config.taxonomy.milestones[m].name;
+        let Some(state) = self.orders.get(key).and_then(|o| o.milestone(name)) else { return };
+        if state.span_emitted || state.reached.is_none() {
+            return;
+        }
+        self.on_reached(key, m, now, out);
+        self.emit_milestone(key, m, out);
+    }
+
+    /// A settled milestone's reach moved earlier: the clocks that end there take the earlier time (a breach it
+    /// disproves is withdrawn), those that start there move their deadline, and conformance findings of later
+    /// milestones that it completes are resolved. Its span has gone out and stays as it was.
+    fn revise(&mut self, key: &str, m: MilestoneId, now: u64, out: &mut Output) {
+        self.settle_slas(key, m, now, out);
+        self.restart_slas(key, m, now);
+        if self.config.conformance.enabled {
+            self.resolve_conformance(key, m);
+        }
+        self.persistence.order_changed(key);
+    }
+}
