@@ -438,6 +438,9 @@ fn log_events(config: &Config, events: &[Event]) {
                     "sla breach withdrawn: a span that arrived late shows the milestone was reached in time"
                 );
             }
+            Event::FindingWithdrawn { order, signature, reason } => {
+                tracing::warn!(order = %order, finding = %signature, "{reason}");
+            }
             Event::ExceptionRecorded { order, class, owner, milestone, signature, reason, .. }
                 if signature.starts_with("conformance:") =>
             {

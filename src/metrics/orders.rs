@@ -192,6 +192,14 @@ impl OrderMetrics {
                 ),
                 |s| s.late_joins_evicted,
             ),
+            (
+                r.counter(
+                    "ordertrail_conformance_findings_withdrawn",
+                    "Conformance findings taken back because the milestones they missed arrived later with earlier times.",
+                    &[],
+                ),
+                |s| s.conformance_findings_withdrawn,
+            ),
             (r.counter("ordertrail_order_spans_emitted", "Spans emitted into order traces.", &[]), |s| {
                 s.order_spans_emitted
             }),
@@ -361,6 +369,8 @@ impl OrderMetrics {
                     let milestone = milestone.as_deref().unwrap_or("");
                     self.exceptions.add(&labels(&[class, self.owner_label(owner), milestone], &dims), 1);
                 }
+                // Counted from the engine stats as ordertrail_conformance_findings_withdrawn; it has no dimensions.
+                Event::FindingWithdrawn { .. } => {}
                 Event::OrderClosed { order, reason, fill_ratio, dimensions } => {
                     // `milestone:<name>` and `idle` are few; the order key never becomes a label.
                     self.orders_closed.add(&[reason], 1);

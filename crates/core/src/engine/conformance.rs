@@ -1,9 +1,10 @@
 //! Conformance: milestones checked against the taxonomy's order. A milestone reached before a required earlier
-//! one, or anything reached after a terminal milestone, is a finding owned by the team that acted out of order; a
-//! finding that turns out to be only delivery order (the missing milestone arrives later with an earlier time) is
-//! resolved.
+//! one, or anything reached after a terminal milestone, is a finding owned by the team that acted out of order. A
+//! finding that turns out to be only delivery order (the missing milestone arrives past the detection delay, with an
+//! earlier time) is withdrawn: taken off the record and, since its span went out, followed by a withdrawal span.
 
 use super::emit::{self, keys};
+use super::events::Event;
 use super::findings::finding_labels;
 use super::output::Output;
 use super::Engine;
@@ -25,7 +26,7 @@ impl Engine {
             .collect()
     }
 
-    pub(crate) fn check_conformance(&mut self, key: &str, m: MilestoneId, out: &mut Output) {
+    pub(crate) fn check_conformance(&mut self, key: &str, m: MilestoneId, now: u64, out: &mut Output) {
         let config = self.config.clone();
         let milestones = &config.taxonomy.milestones;
         let Some(order) = self.orders.get(key) else { return };
@@ -61,37 +62,63 @@ impl Engine {
                 ));
             }
         }
-        self.resolve_conformance(key, m);
+        self.withdraw_disproved_conformance(key, m, now, out);
         for (x, signature, reason) in findings {
             self.conformance_finding(key, x, signature, reason, out);
         }
     }
 
     /// A milestone that completes the predecessors of a later one, with an earlier time, shows that the later one
-    /// merely arrived first: the later one's finding is resolved.
-    pub(crate) fn resolve_conformance(&mut self, key: &str, m: MilestoneId) {
+    /// merely arrived first: the later one's finding was never true, and is withdrawn. (A predecessor reached after
+    /// the later milestone leaves the finding standing, so nothing else takes one back.)
+    pub(crate) fn withdraw_disproved_conformance(&mut self, key: &str, m: MilestoneId, now: u64, out: &mut Output) {
         let config = self.config.clone();
         let milestones = &config.taxonomy.milestones;
         let Some(order) = self.orders.get(key) else { return };
-        let Some(at) = order.reached_at(&milestones[m].name) else { return };
-        let mut resolved = Vec::new();
-        for (later, milestone) in milestones.iter().enumerate().skip(m + 1) {
-            let signature = format!("conformance:{}", milestone.name);
-            let open = order.open_exceptions().any(|e| e.signature == signature);
-            if open && self.missing_predecessors(order, later).is_empty() {
-                resolved.push(signature);
-            }
-        }
-        if resolved.is_empty() {
+        if order.reached_at(&milestones[m].name).is_none() {
             return;
         }
-        let order = self.orders.get_mut(key).expect("checked above");
-        for signature in &resolved {
-            for e in order.exceptions.iter_mut().filter(|e| &e.signature == signature) {
-                e.resolved_at_unix_nanos.get_or_insert(at);
-            }
+        let disproved: Vec<MilestoneId> = (m + 1..milestones.len())
+            .filter(|later| {
+                let signature = format!("conformance:{}", milestones[*later].name);
+                order.exceptions.iter().any(|e| e.signature == signature)
+                    && self.missing_predecessors(order, *later).is_empty()
+            })
+            .collect();
+        for later in disproved {
+            self.withdraw_conformance(key, later, now, out);
         }
+    }
+
+    fn withdraw_conformance(&mut self, key: &str, x: MilestoneId, now: u64, out: &mut Output) {
+        let config = self.config.clone();
+        let milestone = &config.taxonomy.milestones[x];
+        let signature = format!("conformance:{}", milestone.name);
+        let Some(order) = self.orders.get_mut(key) else { return };
+        let Some(index) = order.exceptions.iter().position(|e| e.signature == signature) else { return };
+        let finding = order.exceptions.remove(index);
+        self.stats.conformance_findings_withdrawn += 1;
         self.persistence.order_changed(key);
+        let reason = format!(
+            "{} withdrawn: the milestones it missed arrived later, reached before {}",
+            finding.reason, milestone.name
+        );
+        let mut span = emit::finding_span(
+            key,
+            &format!("{signature}:withdrawn"),
+            format!("{} withdrawn", finding.reason),
+            finding.first_seen_unix_nanos.min(now),
+            now,
+        );
+        span.parent_span_id = ids::milestone_span_id(key, &milestone.name).to_vec();
+        span.attributes.extend([
+            emit::attr_string("order.milestone", &milestone.name),
+            emit::attr_string("order.finding.withdrawn", &reason),
+        ]);
+        span.status = Some(emit::ok_status());
+        out.push(&self.own.resource, &self.own.scope, span);
+        self.stats.finding_spans_emitted += 1;
+        out.events.push(Event::FindingWithdrawn { order: key.to_string(), signature, reason });
     }
 
     fn conformance_finding(&mut self, key: &str, x: MilestoneId, signature: String, reason: String, out: &mut Output) {

@@ -48,6 +48,8 @@ pub enum Event {
     },
     /// A breach was taken back: a span that arrived after it showed the milestone was reached in time.
     SlaWithdrawn { order: String, target: usize, dimensions: BTreeMap<String, String> },
+    /// A conformance finding was taken back: the milestones it missed arrived later, with earlier times.
+    FindingWithdrawn { order: String, signature: String, reason: String },
     /// An order closed and its closing span was emitted.
     OrderClosed { order: String, reason: String, fill_ratio: Option<f64>, dimensions: BTreeMap<String, String> },
 }

@@ -19,6 +19,14 @@ pub(crate) enum Original {
     Sent,
 }
 
+/// How a span found its orders: through its own attributes (an order key or a learned alias), or through its
+/// technical trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    Attributes,
+    Trace,
+}
+
 impl Engine {
     /// The alias values `input` carries, by alias kind.
     pub(crate) fn alias_values(&self, input: &SpanInput) -> Vec<AliasValue> {
@@ -35,7 +43,8 @@ impl Engine {
         let config = self.config.clone();
         let mut orders = Vec::new();
         extract_keys(&config.correlation.order_keys, &input, &mut orders);
-        let aliases = self.alias_values(&input);
+        // A keyed span's aliases are read once, when it teaches them (`correlate`).
+        let aliases = if orders.is_empty() { self.alias_values(&input) } else { Vec::new() };
         if orders.is_empty() {
             for (kind, value) in &aliases {
                 for order in self.aliases.get(*kind, value).unwrap_or_default() {
@@ -50,7 +59,7 @@ impl Engine {
             if let Some(known) = trace_id.and_then(|t| self.traces.orders(&t)) {
                 let orders = known.to_vec();
                 self.stats.spans_inherited += 1;
-                self.correlate(input, &orders, now, out, Original::Pending);
+                self.correlate(input, &orders, now, out, Original::Pending, Via::Trace);
                 return;
             }
             // Neither its trace nor its aliases are known yet: the span that would tell may still be on its way
@@ -67,27 +76,10 @@ impl Engine {
             }
             return;
         }
-        // A span that names both orders and aliases teaches the aliases; this includes spans that found their
-        // orders through another alias, so chains such as delivery → shipment → ASN are learned.
-        let mut learned = Vec::new();
-        for (kind, value) in aliases {
-            match self.aliases.learn(kind, &value, &orders) {
-                Some(true) => {
-                    self.stats.aliases_learned += 1;
-                    self.persistence.alias_changed(kind, &value);
-                    learned.push((kind, value));
-                }
-                Some(false) => {}
-                None => self.stats.aliases_refused += 1,
-            }
-        }
         if let Some(trace) = trace_id {
             self.join_trace(trace, &orders, now, out);
         }
-        self.correlate(input, &orders, now, out, Original::Pending);
-        for alias in learned {
-            self.join_alias(&alias, now, out);
-        }
+        self.correlate(input, &orders, now, out, Original::Pending, Via::Attributes);
     }
 
     /// A technical trace now known to concern `orders`: remembers it, and brings in its spans that were waiting
@@ -107,11 +99,11 @@ impl Engine {
         }
         for waiting in released {
             self.stats.spans_inherited += 1;
-            self.correlate(waiting, orders, now, out, Original::Pending);
+            self.correlate(waiting, orders, now, out, Original::Pending, Via::Trace);
         }
         for kept in self.late_joins.take_trace(&trace) {
             self.stats.spans_late_joined += 1;
-            self.correlate(kept, orders, now, out, Original::Sent);
+            self.correlate(kept, orders, now, out, Original::Sent, Via::Trace);
         }
     }
 
@@ -128,7 +120,7 @@ impl Engine {
         for kept in self.late_joins.take_alias(alias) {
             self.stats.spans_late_joined += 1;
             let trace = TraceId::try_from(kept.span.trace_id.as_slice()).ok();
-            self.correlate(kept, &orders, now, out, Original::Sent);
+            self.correlate(kept, &orders, now, out, Original::Sent, Via::Attributes);
             if let Some(trace) = trace {
                 self.join_trace(trace, &orders, now, out);
             }
@@ -159,6 +151,7 @@ impl Engine {
         now: u64,
         out: &mut Output,
         original: Original,
+        via: Via,
     ) {
         let config = self.config.clone();
         let labels = labels::label(&config, &input);
@@ -182,9 +175,42 @@ impl Engine {
             }
             self.persistence.order_changed(key);
         }
-        if original == Original::Sent {
-            return;
+        let learned = self.teach_aliases(&input, &accepted, via);
+        if original == Original::Pending {
+            self.send_original(input, &labels, &accepted, out);
         }
+        for alias in learned {
+            self.join_alias(&alias, now, out);
+        }
+    }
+
+    /// Learns the aliases `input` carries as names of `orders`, whichever way it found them and whenever it arrived,
+    /// so that a chain such as delivery → shipment → ASN is learned in any delivery order. A span that found its
+    /// orders only through a technical trace of several orders (a batch) teaches nothing: it cannot tell which of
+    /// them its aliases belong to. Returns the aliases new to the memory.
+    fn teach_aliases(&mut self, input: &SpanInput, orders: &[String], via: Via) -> Vec<AliasValue> {
+        if orders.is_empty() || (via == Via::Trace && orders.len() > 1) {
+            return Vec::new();
+        }
+        let mut learned = Vec::new();
+        for (kind, value) in self.alias_values(input) {
+            match self.aliases.learn(kind, &value, orders) {
+                Some(true) => {
+                    self.stats.aliases_learned += 1;
+                    self.persistence.alias_changed(kind, &value);
+                    learned.push((kind, value));
+                }
+                Some(false) => {}
+                None => self.stats.aliases_refused += 1,
+            }
+        }
+        learned
+    }
+
+    /// Sends the enriched original of a span correlated to `accepted`, or the plain original when every order
+    /// was refused for want of room.
+    fn send_original(&mut self, input: SpanInput, labels: &labels::Labels, accepted: &[String], out: &mut Output) {
+        let config = self.config.clone();
         if accepted.is_empty() {
             // Refused for want of room: no order to wait for, so it is passed on without being kept.
             self.stats.spans_uncorrelated += 1;
@@ -197,7 +223,7 @@ impl Engine {
         self.stats.spans_correlated += 1;
         self.coverage.count(&input, true);
         if config.order_traces.passthrough {
-            let span = emit::enriched_original(&config, &input, &labels, &accepted);
+            let span = emit::enriched_original(&config, &input, labels, accepted);
             out.push(&input.resource, &input.scope, span);
         }
     }

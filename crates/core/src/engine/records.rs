@@ -46,14 +46,21 @@ impl Engine {
             let state = match order.milestones.iter_mut().position(|s| &s.name == name) {
                 Some(i) => &mut order.milestones[i],
                 None => {
-                    order.milestones.push(MilestoneState {
-                        name: name.clone(),
-                        first_work_unix_nanos: start,
-                        span_count: 0,
-                        reached: None,
-                        span_emitted: false,
-                    });
-                    order.milestones.last_mut().expect("just pushed")
+                    // Kept in the taxonomy's order, so that the record does not depend on which system's span
+                    // came first (a name an edited taxonomy no longer has sorts last).
+                    let rank = |name: &str| config.taxonomy.milestone(name).unwrap_or(usize::MAX);
+                    let at = order.milestones.iter().position(|s| rank(&s.name) > m).unwrap_or(order.milestones.len());
+                    order.milestones.insert(
+                        at,
+                        MilestoneState {
+                            name: name.clone(),
+                            first_work_unix_nanos: start,
+                            span_count: 0,
+                            reached: None,
+                            span_emitted: false,
+                        },
+                    );
+                    &mut order.milestones[at]
                 }
             };
             state.span_count += 1;
@@ -134,7 +141,7 @@ impl Engine {
             self.start_slas(key, m, now, out);
         }
         if self.config.conformance.enabled {
-            self.check_conformance(key, m, out);
+            self.check_conformance(key, m, now, out);
         }
     }
 

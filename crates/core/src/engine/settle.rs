@@ -128,14 +128,20 @@ impl Engine {
         self.emit_milestone(key, m, out);
     }
 
-    /// A settled milestone's reach moved earlier: the clocks that end there take the earlier time (a breach it
-    /// disproves is withdrawn), those that start there move their deadline, and conformance findings of later
-    /// milestones that it completes are resolved. Its span has gone out and stays as it was.
+    /// A settled milestone's reach moved earlier, or a milestone whose span went out unreached (at the close) was
+    /// reached after all: the clocks that end there take the earlier time (a breach it disproves is withdrawn),
+    /// those that start there start or move their deadline, and conformance is judged again by the times, which
+    /// withdraws the findings of later milestones that it completes. Its span has gone out and stays as it was.
     fn revise(&mut self, key: &str, m: MilestoneId, now: u64, out: &mut Output) {
         self.settle_slas(key, m, now, out);
-        self.restart_slas(key, m, now);
+        if self.config.taxonomy.milestones[m].terminal {
+            self.stop_clocks(key, now);
+        } else {
+            self.restart_slas(key, m, now);
+            self.start_slas(key, m, now, out);
+        }
         if self.config.conformance.enabled {
-            self.resolve_conformance(key, m);
+            self.check_conformance(key, m, now, out);
         }
         self.persistence.order_changed(key);
     }

@@ -131,32 +131,41 @@ impl Engine {
         let config = self.config.clone();
         for (i, target) in config.sla.targets.iter().enumerate().filter(|(_, t)| t.from == m) {
             let Some(order) = self.orders.get_mut(key) else { return };
-            // Nothing is awaited of a closed order; a milestone reported after the close starts no clock.
-            if order.sla(&target.name).is_some() || order.is_closed() {
+            if order.sla(&target.name).is_some() {
                 continue;
             }
             let Some(start) = order.reached_at(&config.taxonomy.milestones[m].name) else { return };
             let (deadline, within) = target.deadline(start, &order.dimensions);
-            order.slas.push(SlaState {
-                target: target.name.clone(),
-                from: config.taxonomy.milestones[target.from].name.clone(),
-                to: config.taxonomy.milestones[target.to].name.clone(),
-                started_at_unix_nanos: start,
-                deadline_unix_nanos: deadline,
-                allowed_nanos: nanos(within),
-                breached_at_unix_nanos: None,
-                reached_at_unix_nanos: None,
-                lateness_nanos: None,
-                breach_span_emitted: false,
-                stopped_at_unix_nanos: None,
-                withdrawn_at_unix_nanos: None,
-            });
+            // Kept in the configuration's order, so that the record does not depend on which clock started first.
+            let rank = |name: &str| config.sla.targets.iter().position(|t| t.name == name).unwrap_or(usize::MAX);
+            let at = order.slas.iter().position(|s| rank(&s.target) > i).unwrap_or(order.slas.len());
+            order.slas.insert(
+                at,
+                SlaState {
+                    target: target.name.clone(),
+                    from: config.taxonomy.milestones[target.from].name.clone(),
+                    to: config.taxonomy.milestones[target.to].name.clone(),
+                    started_at_unix_nanos: start,
+                    deadline_unix_nanos: deadline,
+                    allowed_nanos: nanos(within),
+                    breached_at_unix_nanos: None,
+                    reached_at_unix_nanos: None,
+                    lateness_nanos: None,
+                    breach_span_emitted: false,
+                    // Nothing is awaited of a closed order: a clock whose start arrived after the close is stopped
+                    // from the outset, as it would have been stopped at the close had the start arrived first. It is
+                    // still kept, and settled by its end's time, so that the record does not depend on which came first.
+                    stopped_at_unix_nanos: order.closed_at_unix_nanos,
+                    withdrawn_at_unix_nanos: None,
+                },
+            );
             let to_at = order.reached_at(&config.taxonomy.milestones[target.to].name);
+            let closed = order.is_closed();
             self.persistence.order_changed(key);
             // The awaited milestone may have arrived first: spans of different systems arrive out of order.
             if let Some(to_at) = to_at {
                 self.settle(key, i, to_at, now, out);
-            } else if deadline != u64::MAX {
+            } else if deadline != u64::MAX && !closed {
                 self.schedule(key, i, deadline, now);
             }
         }
@@ -168,10 +177,13 @@ impl Engine {
         let Some(order) = self.orders.get(key) else { return };
         let Some(at) = order.reached_at(&config.taxonomy.milestones[m].name) else { return };
         for (i, target) in config.sla.targets.iter().enumerate().filter(|(_, t)| t.to == m) {
-            // A clock not yet settled, or settled by a span that ended later than this one.
-            let settles = self.orders.get(key).and_then(|o| o.sla(&target.name)).is_some_and(|s| {
-                s.stopped_at_unix_nanos.is_none() && s.reached_at_unix_nanos.is_none_or(|reached| at < reached)
-            });
+            // A clock not yet settled, or settled by a span that ended later than this one. A stopped clock is
+            // settled too: its end arriving after the close or cancellation still tells whether it was in time.
+            let settles = self
+                .orders
+                .get(key)
+                .and_then(|o| o.sla(&target.name))
+                .is_some_and(|s| s.reached_at_unix_nanos.is_none_or(|reached| at < reached));
             if settles {
                 self.settle(key, i, at, now, out);
             }
@@ -294,6 +306,9 @@ impl Engine {
         if reached_in_time(deadline) {
             return;
         }
+        // Reached late, and recorded before this check ran: the breach is resolved by that reach, as it is when
+        // the reach arrives after the breach (`resolve_by_reach`), whichever came first.
+        let reached_late = order.reached_at(&awaited.name);
         let Some(state) = order.slas.iter_mut().find(|s| s.target == t.name) else { return };
         if state.breached_at_unix_nanos.is_some() || state.stopped_at_unix_nanos.is_some() {
             return;
@@ -324,7 +339,7 @@ impl Engine {
             span_id: hex::encode(span_id),
             service: config.order_traces.service_name.clone(),
             actor: None,
-            resolved_at_unix_nanos: state.reached_at_unix_nanos,
+            resolved_at_unix_nanos: reached_late,
         });
         self.stats.sla_breaches += 1;
         self.stats.exceptions_recorded += 1;

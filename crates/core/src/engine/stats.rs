@@ -43,6 +43,8 @@ pub struct EngineStats {
     /// Breaches taken back because a span that arrived after them showed the milestone was reached in time.
     pub sla_breaches_withdrawn: u64,
     pub conformance_findings: u64,
+    /// Conformance findings taken back because the milestones they missed arrived later with earlier times.
+    pub conformance_findings_withdrawn: u64,
     /// Spans reporting SLA breaches and conformance findings.
     pub finding_spans_emitted: u64,
     /// Spans correlated and uncorrelated by `service.name` and route (`http.route`, else the span name), bounded

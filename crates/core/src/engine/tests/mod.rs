@@ -5,6 +5,7 @@
 mod accountability;
 mod bounds;
 mod correlation;
+mod invariance;
 
 use super::*;
 use crate::config::{default_config, parse, DEFAULT_CONFIG_YAML};
