@@ -9,10 +9,6 @@ use ordertrail_simulator as simulator;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The demo compresses an order's days into seconds, so an order with no news for this long counts as idle and
-/// closes before the demo ends; it must outlast the settling of its milestones and their SLA clocks, which are
-/// judged one more delay after they start.
-const DEMO_IDLE_CLOSE: Duration = Duration::from_secs(6);
 /// The simulated systems all flush within a second of each other, so the demo settles sooner than production.
 const DEMO_DELAY: Duration = Duration::from_secs(2);
 
@@ -56,7 +52,6 @@ pub(crate) async fn run(options: DemoOptions) -> Result<String, DemoError> {
         api_http_listen: Some("127.0.0.1:0".into()),
         api_grpc_listen: Some("127.0.0.1:0".into()),
     })?;
-    config.order_traces.idle_close_after = DEMO_IDLE_CLOSE;
     // The simulator replays two days of spans in a second, from seven services whose batches arrive in any
     // order: spans wait this long for their order, and milestones settle this long after they are reached.
     config.correlation.inherit_wait = DEMO_DELAY;
@@ -66,8 +61,10 @@ pub(crate) async fn run(options: DemoOptions) -> Result<String, DemoError> {
         exporter.retry.max_elapsed_time = Some(Duration::from_secs(20));
         exporter.retry.initial_interval = Duration::from_millis(500);
     }
-    // Spans wait, milestones settle, clocks started then are judged a delay later, and idle orders close.
-    let wait = DEMO_DELAY * 3 + DEMO_IDLE_CLOSE + Duration::from_millis(1500);
+    // Spans wait, milestones settle, and clocks started then are judged a delay later. Orders that reach invoicing
+    // close; the stalled one stays open, as it would in production until `idle_close_after`, its root in the
+    // store since its first span.
+    let wait = DEMO_DELAY * 3 + Duration::from_millis(1500);
     let config_for_render = config.clone();
     let server = Server::start(config).await?;
     let grpc = server.grpc_addr.expect("the demo enables gRPC");
@@ -77,7 +74,7 @@ pub(crate) async fn run(options: DemoOptions) -> Result<String, DemoError> {
         ..Default::default()
     })
     .await?;
-    // Let spans waiting for their trace's order time out and idle orders close, as they would over days.
+    // Let spans waiting for their trace's order time out, milestones settle and clocks breach, as over days.
     tokio::time::sleep(wait).await;
     let pipeline = server.pipeline();
     pipeline.flush().await;

@@ -67,6 +67,7 @@ pub struct OrderMetrics {
     fill_ratio: Histogram,
     open_orders: Gauge,
     pending_deadlines: Gauge,
+    milestones_settling: Gauge,
     coverage: Counter,
     pipeline: Vec<PipelineCounter>,
     engine: Vec<EngineCounter>,
@@ -281,6 +282,11 @@ impl OrderMetrics {
             ),
             open_orders: r.gauge("ordertrail_open_orders", "Open orders by current stage.", &["stage"]),
             pending_deadlines: r.gauge("ordertrail_sla_clocks_running", "SLA clocks running.", &[]),
+            milestones_settling: r.gauge(
+                "ordertrail_milestones_settling",
+                "Reached milestones waiting sla.detection_delay for spans that could still change them.",
+                &[],
+            ),
             coverage: r.counter(
                 "ordertrail_spans",
                 "Spans by service, route and whether they found an order: the correlation coverage of each API.",
@@ -417,6 +423,7 @@ impl OrderMetrics {
         self.open_orders
             .replace_all(stats.open_orders_by_stage.iter().map(|(s, n)| (vec![s.clone()], *n as f64)).collect());
         self.pending_deadlines.set(&[], stats.pending_deadlines as f64);
+        self.milestones_settling.set(&[], stats.milestones_settling as f64);
         self.pending_spans.set(&[], pending_spans as f64);
         self.late_join_spans.set(&[], late_join_spans as f64);
         self.series_overflow.set_total(&[], self.registry.overflowed());

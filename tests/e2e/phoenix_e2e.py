@@ -368,6 +368,9 @@ def check(spans: list[dict], a: argparse.Namespace) -> tuple[list[str], dict[str
     for expected in a.expect_span:
         if expected not in names:
             failures.append(f"no span named {expected!r} in the trace")
+    for unexpected in a.expect_no_span:
+        if unexpected in names:
+            failures.append(f"a span named {unexpected!r} is in the trace")
     if len(milestones) < a.min_milestones:
         failures.append(
             f"expected at least {a.min_milestones} distinct {a.milestone_attr} values, "
@@ -415,6 +418,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--min-milestones", type=int, default=3)
     p.add_argument("--expect-span", action="append", default=[],
                    help="a span name the trace must contain (repeatable), e.g. an SLA breach span")
+    p.add_argument("--expect-no-span", action="append", default=[],
+                   help="a span name the trace must not contain (repeatable), e.g. the closing span of an "
+                        "order that is still open")
     p.add_argument("--order-attr", default="order.id")
     p.add_argument("--milestone-attr", default="order.milestone")
     p.add_argument("--allow-root-parent", action="store_true",

@@ -1,6 +1,17 @@
 //! SLA clocks (deadlines, breaches, lateness, calendars, restarts) and conformance findings.
 
 use super::*;
+
+/// An order's milestones, one an hour: service, span name, hour.
+const DAY: [(&str, &str, u64); 7] = [
+    ("erp", "order.create", 0),
+    ("erp", "credit.check", 1),
+    ("erp", "inventory.allocate", 2),
+    ("wms", "wave.release", 3),
+    ("wms", "pack.confirm", 4),
+    ("tms", "shipment.pickup.confirm", 5),
+    ("finance", "invoice.create", 6),
+];
 #[test]
 fn a_missed_deadline_is_breached_once_at_the_deadline_and_owned_by_the_awaited_milestone() {
     let mut engine = engine();
@@ -169,14 +180,7 @@ sla:
 #[test]
 fn an_invoice_before_shipment_confirmation_is_a_policy_exception_of_the_invoicing_team() {
     let mut engine = engine();
-    let steps = [
-        ("erp", "order.create", 0),
-        ("erp", "credit.check", 1),
-        ("erp", "inventory.allocate", 2),
-        ("wms", "wave.release", 3),
-        ("wms", "pack.confirm", 4),
-        ("finance", "invoice.create", 6),
-    ];
+    let steps: Vec<_> = DAY.iter().filter(|(service, ..)| *service != "tms").collect();
     let spans = steps.iter().map(|(svc, name, h)| milestone(svc, name, "SO-1", T0 + h * HOUR)).collect();
     process(&mut engine, spans, T0 + 6 * HOUR);
     let out = settle(&mut engine, T0 + 6 * HOUR);
@@ -334,15 +338,7 @@ fn a_milestone_reached_in_time_is_met_whenever_its_span_arrives() {
 fn milestones_delivered_out_of_order_within_the_delay_make_no_conformance_finding() {
     let mut engine = engine();
     tick(&mut engine, T0);
-    let steps = [
-        ("erp", "order.create", 0),
-        ("erp", "credit.check", 1),
-        ("erp", "inventory.allocate", 2),
-        ("wms", "wave.release", 3),
-        ("wms", "pack.confirm", 4),
-        ("tms", "shipment.pickup.confirm", 5),
-        ("finance", "invoice.create", 6),
-    ];
+    let steps = DAY;
     // Every system flushed in reverse: the invoice arrives first, the order capture last, all within a few seconds.
     for (i, (service, name, h)) in steps.iter().rev().enumerate() {
         let arrival = T0 + 6 * HOUR + u64::try_from(i).unwrap() * SECOND;
@@ -353,4 +349,42 @@ fn milestones_delivered_out_of_order_within_the_delay_make_no_conformance_findin
     assert!(order.exceptions.is_empty(), "{:?}", order.exceptions);
     assert!(spans.iter().all(|(_, s)| s.status.as_ref().is_none_or(|st| st.code != StatusCode::Error as i32)));
     assert!(order.is_closed());
+}
+
+#[test]
+fn a_conformance_finding_disproved_by_a_late_span_is_withdrawn() {
+    let mut engine = engine();
+    tick(&mut engine, T0);
+    // The credit approval settles without an order capture: out of order, as far as anyone can tell.
+    run_settled(&mut engine, vec![milestone("erp", "credit.check", "SO-1", T0 + HOUR)], T0 + 2 * HOUR);
+    let open: Vec<String> = engine.order("SO-1").unwrap().open_exceptions().map(|e| e.signature.clone()).collect();
+    assert_eq!(open, ["conformance:credit_approval"]);
+    // The capture, an hour earlier, arrives an hour late: the finding was only delivery order.
+    let out = run_settled(&mut engine, vec![milestone("erp", "order.create", "SO-1", T0)], T0 + 3 * HOUR);
+    let order = engine.order("SO-1").unwrap();
+    assert!(order.exceptions.iter().all(|e| !e.signature.starts_with("conformance:")), "{:?}", order.exceptions);
+    let withdrawn = out.iter().map(|(_, s)| s).find(|s| s.name.ends_with(" withdrawn")).expect("a withdrawal span");
+    assert_eq!(withdrawn.parent_span_id, ids::milestone_span_id("SO-1", "credit_approval"));
+    assert_eq!(withdrawn.status.as_ref().unwrap().code, StatusCode::Ok as i32);
+    assert_eq!(engine.stats().conformance_findings_withdrawn, 1);
+}
+
+#[test]
+fn clocks_of_an_order_closed_before_its_shipment_arrived_settle_by_the_shipment_time() {
+    let mut engine = engine();
+    tick(&mut engine, T0);
+    let steps: Vec<_> = DAY.iter().filter(|(service, ..)| *service != "tms").collect();
+    let spans = steps.iter().map(|(svc, name, h)| milestone(svc, name, "SO-1", T0 + h * HOUR)).collect();
+    run_settled(&mut engine, spans, T0 + 7 * HOUR);
+    assert!(engine.order("SO-1").unwrap().is_closed(), "the invoice closes it");
+    // The carrier's confirmation, from hour 5, arrives a day late.
+    run_settled(&mut engine, vec![milestone("tms", "shipment.pickup.confirm", "SO-1", T0 + 5 * HOUR)], T0 + 31 * HOUR);
+    let order = engine.order("SO-1").unwrap();
+    let status = |target: &str| order.sla(target).map(|s| s.status().as_str().to_string());
+    assert_eq!(status("pick_pack_ship").as_deref(), Some("met"), "stopped at the close, settled by its time");
+    assert_eq!(status("invoice_completion").as_deref(), Some("met"), "started by the late shipment, already met");
+    let targets: Vec<&str> = order.slas.iter().map(|s| s.target.as_str()).collect();
+    let config = default_config();
+    let configured: Vec<&str> = config.sla.targets.iter().map(|t| t.name.as_str()).collect();
+    assert!(configured.iter().filter(|t| targets.contains(t)).eq(targets.iter()), "configuration order: {targets:?}");
 }

@@ -389,3 +389,28 @@ fn the_late_join_memory_is_bounded_and_counts_what_it_drops() {
     engine.tick(T0 + 2 * 3_600 * SECOND, &mut out);
     assert_eq!(engine.late_join_spans(), 0);
 }
+
+#[test]
+fn an_alias_chain_is_learned_when_the_carrier_reports_before_the_warehouse() {
+    let mut engine = engine();
+    tick(&mut engine, T0);
+    // The carrier's booking (delivery and shipment, no order) and its pickup (shipment only) arrive first; the
+    // warehouse span tying the delivery to the order comes last, past the wait.
+    let carrier = spec("tms", "carrier.book", 2, 2).attr("delivery.id", "DL-1").attr("shipment.id", "SH-1");
+    run(&mut engine, vec![carrier], T0);
+    let wait = crate::time::nanos(engine.config().correlation.inherit_wait);
+    tick(&mut engine, T0 + wait + SECOND);
+    let pickup = spec("tms", "shipment.pickup.confirm", 3, 3).attr("shipment.id", "SH-1");
+    run(&mut engine, vec![pickup], T0 + wait + 2 * SECOND);
+    tick(&mut engine, T0 + 2 * wait + 3 * SECOND);
+    assert_eq!(engine.stats().spans_uncorrelated, 2, "both passed on after the wait");
+    let pack = spec("wms", "pack.confirm", 1, 1).attr("order.id", "SO-1").attr("delivery.id", "DL-1");
+    let at = T0 + 2 * wait + 4 * SECOND;
+    let out = run_settled(&mut engine, vec![pack], at);
+    // The booking joins through the delivery and, having joined, teaches the shipment, which brings in the pickup.
+    let names: Vec<&str> = in_order_trace(&out, "SO-1").iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"carrier.book") && names.contains(&"shipment.pickup.confirm"), "{names:?}");
+    assert_eq!(engine.stats().spans_late_joined, 2);
+    let order = engine.order("SO-1").unwrap();
+    assert!(order.milestone("shipment_confirmation").unwrap().reached.is_some());
+}
