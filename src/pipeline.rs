@@ -311,7 +311,7 @@ impl Worker {
         // With durable storage, spans still waiting for their order are on disk and wait on after a restart;
         // in memory mode they are passed on now rather than lost.
         if shutdown && self.durability == Durability::Memory {
-            self.engine.flush_pending(&mut out);
+            self.engine.flush_pending(now, &mut out);
         }
         let changes = self.engine.take_changes();
         let span_count = out.span_count();

@@ -514,13 +514,15 @@ fn check_engine_run(run: EngineRun) -> Result<(), TestCaseError> {
         prop_assert!(engine.orders().count() <= config.correlation.max_orders);
         prop_assert!(engine.pending_spans() <= config.correlation.max_pending_spans);
     }
+    let mut last = 0;
     for now in ticks {
         let mut out = Output::default();
         engine.tick(now, &mut out);
         emitted.extend(out.into_resource_spans());
+        last = last.max(now);
     }
     let mut out = Output::default();
-    engine.flush_pending(&mut out);
+    engine.flush_pending(last, &mut out);
     emitted.extend(out.into_resource_spans());
     let _ = engine.take_changes();
 

@@ -313,14 +313,16 @@ impl PendingSpans {
     }
 }
 
-/// One span kept after it was passed on uncorrelated.
+/// One span kept: passed on uncorrelated, or joined to `joined` through an alias or its trace.
 #[derive(Debug)]
-struct Kept {
-    input: SpanInput,
+pub(crate) struct Kept {
+    pub(crate) input: SpanInput,
     trace: Option<TraceId>,
     aliases: Vec<AliasValue>,
+    /// The orders it joined already; a later join brings it into the others only.
+    pub(crate) joined: Vec<String>,
     bytes: u64,
-    expires: u64,
+    pub(crate) expires: u64,
 }
 
 /// What the late-join memory turned away to stay within its bounds.
@@ -329,9 +331,11 @@ pub(crate) struct Evicted {
     pub(crate) spans: u64,
 }
 
-/// Recently uncorrelated spans, kept within bounds of count, bytes and time, so that an alias learned later or a
-/// keyed span of their trace arriving late still brings them into their order's trace. They were passed on already,
-/// so only their copies in the order traces are still to come.
+/// Recent spans that a later span may still tie to an order, kept within bounds of count, bytes and time: spans
+/// passed on uncorrelated, and spans without an order key that carry aliases (an alias, or their trace, may come to
+/// name more orders, as when a carrier consolidates two deliveries into one shipment). An alias learned later or a
+/// keyed span of their trace arriving late then brings them into the order traces they are not in yet. Their
+/// originals were passed on already, so only their copies in the order traces are still to come.
 #[derive(Debug)]
 pub(crate) struct LateJoins {
     kept: HashMap<u64, Kept>,
@@ -372,9 +376,15 @@ impl LateJoins {
         self.max_spans > 0 && (input.span.trace_id.len() == 16 || !aliases.is_empty())
     }
 
-    /// Keeps a span that was passed on uncorrelated, evicting the oldest while over a bound; returns what was
-    /// evicted.
-    pub(crate) fn keep(&mut self, input: SpanInput, aliases: Vec<AliasValue>, now: u64) -> Evicted {
+    /// Keeps a span that joined `joined` (none: passed on uncorrelated) until `expires`, evicting the oldest while
+    /// over a bound; returns what was evicted.
+    pub(crate) fn keep(
+        &mut self,
+        input: SpanInput,
+        aliases: Vec<AliasValue>,
+        joined: Vec<String>,
+        expires: u64,
+    ) -> Evicted {
         if !self.would_keep(&input, &aliases) {
             return Evicted::default();
         }
@@ -398,7 +408,7 @@ impl LateJoins {
             self.by_trace.entry(trace).or_default().push(id);
         }
         self.bytes += bytes;
-        self.kept.insert(id, Kept { input, trace, aliases, bytes, expires: now.saturating_add(self.keep_nanos) });
+        self.kept.insert(id, Kept { input, trace, aliases, joined, bytes, expires });
         self.order.push_back(id);
         // Entries taken out early linger in `order`; dropping them once they outnumber the live ones keeps the
         // queue within twice the bound.
@@ -409,7 +419,17 @@ impl LateJoins {
         evicted
     }
 
-    fn remove(&mut self, id: u64) -> Option<SpanInput> {
+    /// Keeps again a span taken out, until its first expiry.
+    pub(crate) fn put_back(&mut self, kept: Kept) -> Evicted {
+        self.keep(kept.input, kept.aliases, kept.joined, kept.expires)
+    }
+
+    /// When a span kept at `now` expires.
+    pub(crate) fn expiry(&self, now: u64) -> u64 {
+        now.saturating_add(self.keep_nanos)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Kept> {
         let kept = self.kept.remove(&id)?;
         self.by_alias.remove(&kept.aliases, id);
         if let Some(trace) = kept.trace {
@@ -421,21 +441,22 @@ impl LateJoins {
             }
         }
         self.bytes -= kept.bytes;
-        Some(kept.input)
+        Some(kept)
     }
 
     /// The kept spans that carry `alias`, taken out.
-    pub(crate) fn take_alias(&mut self, alias: &AliasValue) -> Vec<SpanInput> {
+    pub(crate) fn take_alias(&mut self, alias: &AliasValue) -> Vec<Kept> {
         self.by_alias.get(alias).into_iter().filter_map(|id| self.remove(id)).collect()
     }
 
     /// The kept spans of technical trace `trace`, taken out.
-    pub(crate) fn take_trace(&mut self, trace: &TraceId) -> Vec<SpanInput> {
+    pub(crate) fn take_trace(&mut self, trace: &TraceId) -> Vec<Kept> {
         let ids = self.by_trace.get(trace).cloned().unwrap_or_default();
         ids.into_iter().filter_map(|id| self.remove(id)).collect()
     }
 
-    /// Forgets what was kept longer than `keep`.
+    /// Forgets what was kept longer than `keep`. Entries kept again after a join keep their first expiry, so they
+    /// may sit behind younger ones in the queue and leave a little after their time.
     pub(crate) fn expire(&mut self, now: u64) {
         while let Some(oldest) = self.order.front().copied() {
             if self.kept.get(&oldest).is_some_and(|k| k.expires > now) {

@@ -3,7 +3,7 @@
 //! carries, and hand it to each order it concerns; or pass it on uncorrelated and keep it a while, so that what it
 //! was waiting for can still bring it in later.
 
-use super::correlate::{extract_keys, AliasValue};
+use super::correlate::{extract_keys, AliasValue, Kept};
 use super::emit;
 use super::input::SpanInput;
 use super::labels;
@@ -19,12 +19,35 @@ pub(crate) enum Original {
     Sent,
 }
 
-/// How a span found its orders: through its own attributes (an order key or a learned alias), or through its
-/// technical trace.
+/// How a span found its orders: an order key of its own, a learned alias it carries, or its technical trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Via {
-    Attributes,
+    Key,
+    Alias,
     Trace,
+}
+
+/// How a span joins orders: whether its original still goes out, how it found them, the orders it joined before
+/// (a span brought in again by an alias or trace that came to name more orders), and until when it is kept for
+/// such later joins.
+#[derive(Debug)]
+pub(crate) struct Join {
+    pub(crate) original: Original,
+    pub(crate) via: Via,
+    joined: Vec<String>,
+    kept_until: Option<u64>,
+}
+
+impl Join {
+    /// A span joining its orders as it arrives, or as it is released from its wait.
+    pub(crate) fn first(via: Via) -> Join {
+        Join { original: Original::Pending, via, joined: Vec::new(), kept_until: None }
+    }
+
+    /// A kept span, passed on already, joining orders it is not in yet.
+    fn again(kept: &Kept, via: Via) -> Join {
+        Join { original: Original::Sent, via, joined: kept.joined.clone(), kept_until: Some(kept.expires) }
+    }
 }
 
 impl Engine {
@@ -43,23 +66,34 @@ impl Engine {
         let config = self.config.clone();
         let mut orders = Vec::new();
         extract_keys(&config.correlation.order_keys, &input, &mut orders);
+        let via = if orders.is_empty() { Via::Alias } else { Via::Key };
         // A keyed span's aliases are read once, when it teaches them (`correlate`).
         let aliases = if orders.is_empty() { self.alias_values(&input) } else { Vec::new() };
+        let trace_id: Option<TraceId> = input.span.trace_id.as_slice().try_into().ok();
         if orders.is_empty() {
-            for (kind, value) in &aliases {
-                for order in self.aliases.get(*kind, value).unwrap_or_default() {
-                    if !orders.contains(order) {
-                        orders.push(order.clone());
+            let (named, complete) = self.orders_named_by(&aliases);
+            orders = named;
+            // Some values of an alias name orders and others nothing yet (a consolidated booking whose second
+            // delivery is still on its way): it waits for the rest, as a span knowing none of them does, so that it
+            // joins every order it concerns at once, whichever system flushed first.
+            if !orders.is_empty() && !complete {
+                if let Some(trace) = trace_id {
+                    match self.pending.hold(trace, input, aliases, now) {
+                        Ok(()) => self.persistence.waiting_changed(trace),
+                        Err(input) => {
+                            self.stats.pending_overflow += 1;
+                            self.correlate(*input, &orders, now, out, Join::first(Via::Alias));
+                        }
                     }
+                    return;
                 }
             }
         }
-        let trace_id: Option<TraceId> = input.span.trace_id.as_slice().try_into().ok();
         if orders.is_empty() {
             if let Some(known) = trace_id.and_then(|t| self.traces.orders(&t)) {
                 let orders = known.to_vec();
                 self.stats.spans_inherited += 1;
-                self.correlate(input, &orders, now, out, Original::Pending, Via::Trace);
+                self.correlate(input, &orders, now, out, Join::first(Via::Trace));
                 return;
             }
             // Neither its trace nor its aliases are known yet: the span that would tell may still be on its way
@@ -79,7 +113,7 @@ impl Engine {
         if let Some(trace) = trace_id {
             self.join_trace(trace, &orders, now, out);
         }
-        self.correlate(input, &orders, now, out, Original::Pending, Via::Attributes);
+        self.correlate(input, &orders, now, out, Join::first(via));
     }
 
     /// A technical trace now known to concern `orders`: remembers it, and brings in its spans that were waiting
@@ -98,13 +132,32 @@ impl Engine {
             self.persistence.waiting_changed(trace);
         }
         for waiting in released {
-            self.stats.spans_inherited += 1;
-            self.correlate(waiting, orders, now, out, Original::Pending, Via::Trace);
+            // Its own aliases win over its trace, as when a span arrives with both known.
+            let (named, _) = self.orders_named_by(&self.alias_values(&waiting));
+            if named.is_empty() {
+                self.stats.spans_inherited += 1;
+                self.correlate(waiting, orders, now, out, Join::first(Via::Trace));
+            } else {
+                self.correlate(waiting, &named, now, out, Join::first(Via::Alias));
+            }
         }
         for kept in self.late_joins.take_trace(&trace) {
-            self.stats.spans_late_joined += 1;
-            self.correlate(kept, orders, now, out, Original::Sent, Via::Trace);
+            self.join_again(kept, orders, Via::Trace, now, out);
         }
+    }
+
+    /// Brings a kept span into those of `orders` it is not in yet; returns whether there were any. It is kept
+    /// again either way, until its first expiry, since another of its aliases may still come to name an order.
+    fn join_again(&mut self, kept: Kept, orders: &[String], via: Via, now: u64, out: &mut Output) -> bool {
+        let new: Vec<String> = orders.iter().filter(|o| !kept.joined.contains(o)).cloned().collect();
+        if new.is_empty() {
+            self.stats.late_joins_evicted += self.late_joins.put_back(kept).spans;
+            return false;
+        }
+        self.stats.spans_late_joined += 1;
+        let join = Join::again(&kept, via);
+        self.correlate(kept.input, &new, now, out, join);
+        true
     }
 
     /// An alias just learned: the spans that carry it and were waiting, or were passed on and kept, join its orders,
@@ -118,12 +171,47 @@ impl Engine {
             self.join_trace(trace, &orders, now, out);
         }
         for kept in self.late_joins.take_alias(alias) {
-            self.stats.spans_late_joined += 1;
-            let trace = TraceId::try_from(kept.span.trace_id.as_slice()).ok();
-            self.correlate(kept, &orders, now, out, Original::Sent, Via::Attributes);
-            if let Some(trace) = trace {
-                self.join_trace(trace, &orders, now, out);
+            let trace = TraceId::try_from(kept.input.span.trace_id.as_slice()).ok();
+            if self.join_again(kept, &orders, Via::Alias, now, out) {
+                if let Some(trace) = trace {
+                    self.join_trace(trace, &orders, now, out);
+                }
             }
+        }
+    }
+
+    /// The orders that `aliases` name now, and whether every value of the kinds that name an order does. A
+    /// value of a kind that names nothing is one the span teaches (the shipment on a booking found through its
+    /// delivery); an unknown value of a kind that does, another order still to learn (the second delivery of a
+    /// consolidated booking).
+    fn orders_named_by(&self, aliases: &[AliasValue]) -> (Vec<String>, bool) {
+        let mut orders: Vec<String> = Vec::new();
+        let mut naming_kinds: Vec<usize> = Vec::new();
+        for (kind, value) in aliases {
+            for order in self.aliases.get(*kind, value).unwrap_or_default() {
+                if !naming_kinds.contains(kind) {
+                    naming_kinds.push(*kind);
+                }
+                if !orders.contains(order) {
+                    orders.push(order.clone());
+                }
+            }
+        }
+        let complete = aliases
+            .iter()
+            .filter(|(kind, _)| naming_kinds.contains(kind))
+            .all(|(kind, value)| self.aliases.get(*kind, value).is_some_and(|o| !o.is_empty()));
+        (orders, complete)
+    }
+
+    /// A span whose wait ran out: it joins the orders its known aliases name, if any (it was waiting for the rest),
+    /// or is passed on uncorrelated and kept.
+    pub(crate) fn stop_waiting(&mut self, input: SpanInput, now: u64, out: &mut Output) {
+        let (named, _) = self.orders_named_by(&self.alias_values(&input));
+        if named.is_empty() {
+            self.pass_uncorrelated(input, now, out);
+        } else {
+            self.correlate(input, &named, now, out, Join::first(Via::Alias));
         }
     }
 
@@ -132,11 +220,7 @@ impl Engine {
         self.stats.spans_uncorrelated += 1;
         self.coverage.count(&input, false);
         let aliases = self.alias_values(&input);
-        if self.late_joins.would_keep(&input, &aliases) {
-            let kept =
-                SpanInput { resource: input.resource.clone(), scope: input.scope.clone(), span: input.span.clone() };
-            self.stats.late_joins_evicted += self.late_joins.keep(kept, aliases, now).spans;
-        }
+        self.keep_for_late_joins(&input, aliases, Vec::new(), self.late_joins.expiry(now));
         if self.config.order_traces.passthrough {
             out.push(&input.resource, &input.scope, input.span);
         }
@@ -144,15 +228,7 @@ impl Engine {
 
     /// Labels `input` and records it on each of `orders`, re-emitting it into each order's trace; the enriched
     /// original goes out too unless it was passed on already.
-    pub(crate) fn correlate(
-        &mut self,
-        input: SpanInput,
-        orders: &[String],
-        now: u64,
-        out: &mut Output,
-        original: Original,
-        via: Via,
-    ) {
+    pub(crate) fn correlate(&mut self, input: SpanInput, orders: &[String], now: u64, out: &mut Output, join: Join) {
         let config = self.config.clone();
         let labels = labels::label(&config, &input);
         let mut accepted: Vec<String> = Vec::with_capacity(orders.len());
@@ -175,8 +251,15 @@ impl Engine {
             }
             self.persistence.order_changed(key);
         }
-        let learned = self.teach_aliases(&input, &accepted, via);
-        if original == Original::Pending {
+        let mut joined = join.joined;
+        joined.extend(accepted.iter().cloned());
+        let aliases = self.alias_values(&input);
+        let learned = self.teach_aliases(&aliases, &accepted, &joined, join.via);
+        if join.via != Via::Key && !aliases.is_empty() && !accepted.is_empty() {
+            let until = join.kept_until.unwrap_or_else(|| self.late_joins.expiry(now));
+            self.keep_for_late_joins(&input, aliases, joined, until);
+        }
+        if join.original == Original::Pending {
             self.send_original(input, &labels, &accepted, out);
         }
         for alias in learned {
@@ -184,16 +267,33 @@ impl Engine {
         }
     }
 
-    /// Learns the aliases `input` carries as names of `orders`, whichever way it found them and whenever it arrived,
-    /// so that a chain such as delivery → shipment → ASN is learned in any delivery order. A span that found its
-    /// orders only through a technical trace of several orders (a batch) teaches nothing: it cannot tell which of
-    /// them its aliases belong to. Returns the aliases new to the memory.
-    fn teach_aliases(&mut self, input: &SpanInput, orders: &[String], via: Via) -> Vec<AliasValue> {
-        if orders.is_empty() || (via == Via::Trace && orders.len() > 1) {
+    /// Keeps a copy of `input`, which joined `joined` (none: passed on uncorrelated), so that an alias or trace
+    /// that comes to name an order later can still bring it in.
+    fn keep_for_late_joins(&mut self, input: &SpanInput, aliases: Vec<AliasValue>, joined: Vec<String>, until: u64) {
+        if self.late_joins.would_keep(input, &aliases) {
+            let copy =
+                SpanInput { resource: input.resource.clone(), scope: input.scope.clone(), span: input.span.clone() };
+            self.stats.late_joins_evicted += self.late_joins.keep(copy, aliases, joined, until).spans;
+        }
+    }
+
+    /// Learns `aliases`, carried by a span, as names of `orders` (the ones it joins now), whichever way it found
+    /// them and whenever it arrived, so that a chain such as delivery → shipment → ASN is learned in any delivery
+    /// order. A span that found its orders only through a technical trace of several orders (`all` it joined, a
+    /// batch) teaches nothing: it cannot tell which of them its aliases belong to. Returns the aliases that came to
+    /// name more orders.
+    fn teach_aliases(
+        &mut self,
+        aliases: &[AliasValue],
+        orders: &[String],
+        all: &[String],
+        via: Via,
+    ) -> Vec<AliasValue> {
+        if orders.is_empty() || (via == Via::Trace && all.len() > 1) {
             return Vec::new();
         }
         let mut learned = Vec::new();
-        for (kind, value) in self.alias_values(input) {
+        for (kind, value) in aliases.iter().cloned() {
             match self.aliases.learn(kind, &value, orders) {
                 Some(true) => {
                     self.stats.aliases_learned += 1;
@@ -223,7 +323,10 @@ impl Engine {
         self.stats.spans_correlated += 1;
         self.coverage.count(&input, true);
         if config.order_traces.passthrough {
-            let span = emit::enriched_original(&config, &input, labels, accepted);
+            // Sorted, so that the list does not depend on which alias or trace named which order first.
+            let mut accepted = accepted.to_vec();
+            accepted.sort_unstable();
+            let span = emit::enriched_original(&config, &input, labels, &accepted);
             out.push(&input.resource, &input.scope, span);
         }
     }

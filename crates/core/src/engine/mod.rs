@@ -143,11 +143,12 @@ impl Engine {
         }
     }
 
-    /// Advances time: spans whose wait ran out pass on uncorrelated, deadlines breach, idle orders close.
+    /// Advances time: spans whose wait ran out join the orders they know or pass on uncorrelated, milestones
+    /// settle, deadlines breach, idle orders close.
     pub fn tick(&mut self, now: u64, out: &mut Output) {
         for input in self.pending.expire(now) {
             self.note_pending_change(&input);
-            self.pass_uncorrelated(input, now, out);
+            self.stop_waiting(input, now, out);
         }
         self.late_joins.expire(now);
         for trace in self.traces.expire(now) {
@@ -174,21 +175,17 @@ impl Engine {
                 .map(|o| o.key.clone())
                 .collect();
             for key in due {
-                self.close(&key, "idle".to_string(), now, out);
+                self.close(&key, records::IDLE.to_string(), now, out);
             }
         }
     }
 
-    /// Passes on every span still waiting to inherit an order, uncorrelated; used at shutdown so that nothing
-    /// received is lost.
-    pub fn flush_pending(&mut self, out: &mut Output) {
+    /// Ends the wait of every span still waiting for its order, as if its time had run out; used at shutdown of an
+    /// engine whose state is not kept, so that nothing received is lost.
+    pub fn flush_pending(&mut self, now: u64, out: &mut Output) {
         for input in self.pending.expire(u64::MAX) {
             self.note_pending_change(&input);
-            self.stats.spans_uncorrelated += 1;
-            self.coverage.count(&input, false);
-            if self.config.order_traces.passthrough {
-                out.push(&input.resource, &input.scope, input.span);
-            }
+            self.stop_waiting(input, now, out);
         }
     }
 

@@ -2,7 +2,7 @@
 //! commit, what the store holds of them, and how state comes back after a restart. The engine does no I/O: the
 //! service takes the changes with [`Engine::take_changes`], writes them, and hands back those whose commit failed.
 
-use super::flow::{Original, Via};
+use super::flow::{Join, Via};
 use super::input::{flatten, SpanInput};
 use super::output::Output;
 use super::Engine;
@@ -108,7 +108,7 @@ impl Engine {
                 // The keyed span of its trace may have been committed before the stop, with the trace remembered.
                 if let Some(orders) = self.traces.orders(&trace).map(<[String]>::to_vec) {
                     self.stats.spans_inherited += 1;
-                    self.correlate(input, &orders, now, out, Original::Pending, Via::Trace);
+                    self.correlate(input, &orders, now, out, Join::first(Via::Trace));
                     continue;
                 }
                 // Its aliases may have been learned before the stop.
@@ -120,7 +120,7 @@ impl Engine {
                     }
                 }
                 if !known.is_empty() {
-                    self.correlate(input, &known, now, out, Original::Pending, Via::Attributes);
+                    self.correlate(input, &known, now, out, Join::first(Via::Alias));
                     continue;
                 }
                 if let Err(input) = self.pending.hold(trace, input, aliases, now) {

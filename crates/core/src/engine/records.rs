@@ -10,6 +10,9 @@ use super::{attributes, Engine};
 use crate::config::{Config, MilestoneId};
 use crate::order::{ExceptionState, MilestoneState, OrderRecord, Reach};
 
+/// The close reason of an order closed for want of news (`order_traces.idle_close_after`).
+pub(crate) const IDLE: &str = "idle";
+
 impl Engine {
     /// Updates the order's record with one span; returns the milestone whose reach the span set or moved earlier.
     ///

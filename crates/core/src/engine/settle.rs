@@ -13,28 +13,33 @@ use super::Engine;
 use crate::config::MilestoneId;
 use crate::order::OrderRecord;
 use crate::time::nanos;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 /// Reached milestones waiting to settle, by when they are due.
 #[derive(Debug, Default)]
 pub(crate) struct SettleIndex {
     by_due: BTreeSet<(u64, String, MilestoneId)>,
-    scheduled: HashSet<(String, MilestoneId)>,
+    due: HashMap<(String, MilestoneId), u64>,
 }
 
 impl SettleIndex {
     /// Schedules a milestone once; a reach that moves earlier before it settled keeps the first due time, since
     /// every span that could still move it ended before the first reach that became known.
     fn insert(&mut self, due: u64, key: &str, m: MilestoneId) {
-        if self.scheduled.insert((key.to_string(), m)) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.due.entry((key.to_string(), m)) {
+            entry.insert(due);
             self.by_due.insert((due, key.to_string(), m));
         }
     }
 
     fn remove(&mut self, key: &str, m: MilestoneId) {
-        if self.scheduled.remove(&(key.to_string(), m)) {
-            self.by_due.retain(|(_, k, x)| !(k == key && *x == m));
+        if let Some(due) = self.due.remove(&(key.to_string(), m)) {
+            self.by_due.remove(&(due, key.to_string(), m));
         }
+    }
+
+    fn due_of(&self, key: &str, m: MilestoneId) -> Option<u64> {
+        self.due.get(&(key.to_string(), m)).copied()
     }
 
     fn pop_due(&mut self, now: u64) -> Option<(String, MilestoneId)> {
@@ -42,7 +47,7 @@ impl SettleIndex {
             return None;
         }
         let (_, key, m) = self.by_due.pop_first()?;
-        self.scheduled.remove(&(key.clone(), m));
+        self.due.remove(&(key.clone(), m));
         Some((key, m))
     }
 
@@ -84,8 +89,38 @@ impl Engine {
             return;
         }
         while let Some((key, m)) = self.settling.pop_due(now) {
-            self.settle_milestone(&key, m, now, out);
+            match self.settle_earlier_reaches(&key, m, now, out) {
+                Some(later) => self.settling.insert(later, &key, m),
+                None => self.settle_milestone(&key, m, now, out),
+            }
         }
+    }
+
+    /// Milestones settle in the order they were reached, so that a clock's start has settled before its end and
+    /// the milestone spans carry what they would have in business order. Before `m` settles, the order's milestones
+    /// reached earlier and still settling do, if their delay is up; if one's is not, `m` waits for it, and the
+    /// time to wait until is returned.
+    fn settle_earlier_reaches(&mut self, key: &str, m: MilestoneId, now: u64, out: &mut Output) -> Option<u64> {
+        let milestones = &self.config.taxonomy.milestones;
+        let order = self.orders.get(key)?;
+        let at = order.reached_at(&milestones[m].name)?;
+        let mut earlier: Vec<(u64, MilestoneId)> = order
+            .milestones
+            .iter()
+            .filter(|s| !s.span_emitted)
+            .filter_map(|s| Some((s.reached.as_ref()?.at_unix_nanos, self.config.taxonomy.milestone(&s.name)?)))
+            .filter(|reach| *reach < (at, m))
+            .collect();
+        let wait = earlier.iter().filter_map(|(_, x)| self.settling.due_of(key, *x)).filter(|due| *due > now).max();
+        if wait.is_some() {
+            return wait;
+        }
+        earlier.sort_unstable();
+        for (_, x) in earlier {
+            self.settling.remove(key, x);
+            self.settle_milestone(key, x, now, out);
+        }
+        None
     }
 
     /// Settles every reached milestone of `key` not settled yet, earliest reach first: the order closes, and its
@@ -137,7 +172,7 @@ impl Engine {
         if self.config.taxonomy.milestones[m].terminal {
             self.stop_clocks(key, now);
         } else {
-            self.restart_slas(key, m, now);
+            self.restart_slas(key, m, now, out);
             self.start_slas(key, m, now, out);
         }
         if self.config.conformance.enabled {

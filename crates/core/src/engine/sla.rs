@@ -11,7 +11,7 @@ use super::events::Event;
 use super::findings::finding_labels;
 use super::output::Output;
 use super::Engine;
-use crate::config::MilestoneId;
+use crate::config::{Config, MilestoneId};
 use crate::ids;
 use crate::order::{ExceptionState, OrderRecord, SlaState};
 use crate::time::{millis_i64, nanos, rfc3339};
@@ -190,27 +190,31 @@ impl Engine {
         }
     }
 
-    /// Moves the clocks that start at `m` to its (earlier) reach, while they still run: a span that arrived after
-    /// `m` was settled showed that it was reached sooner.
-    pub(crate) fn restart_slas(&mut self, key: &str, m: MilestoneId, now: u64) {
+    /// Moves the clocks that start at `m` to its (earlier) reach: a span that arrived after `m` was settled showed
+    /// that it was reached sooner. A running clock gets its new deadline; one already settled is settled again
+    /// against it, so that whether it was in time is decided by the times alone.
+    pub(crate) fn restart_slas(&mut self, key: &str, m: MilestoneId, now: u64, out: &mut Output) {
         let config = self.config.clone();
         for (i, target) in config.sla.targets.iter().enumerate().filter(|(_, t)| t.from == m) {
             let Some(order) = self.orders.get_mut(key) else { return };
             let Some(start) = order.reached_at(&config.taxonomy.milestones[m].name) else { return };
             let (deadline, within) = target.deadline(start, &order.dimensions);
             let Some(state) = order.slas.iter_mut().find(|s| s.target == target.name) else { continue };
-            let running = state.reached_at_unix_nanos.is_none()
-                && state.breached_at_unix_nanos.is_none()
-                && state.stopped_at_unix_nanos.is_none();
-            if !running || start >= state.started_at_unix_nanos {
+            if start >= state.started_at_unix_nanos {
                 continue;
             }
             state.started_at_unix_nanos = start;
             state.deadline_unix_nanos = deadline;
             state.allowed_nanos = nanos(within);
+            let (reached, running) = (
+                state.reached_at_unix_nanos,
+                state.breached_at_unix_nanos.is_none() && state.stopped_at_unix_nanos.is_none(),
+            );
             self.persistence.order_changed(key);
             self.clocks.remove(key, i);
-            if deadline != u64::MAX {
+            if let Some(at) = reached {
+                self.settle(key, i, at, now, out);
+            } else if running && deadline != u64::MAX {
                 self.schedule(key, i, deadline, now);
             }
         }
@@ -309,8 +313,13 @@ impl Engine {
         // Reached late, and recorded before this check ran: the breach is resolved by that reach, as it is when
         // the reach arrives after the breach (`resolve_by_reach`), whichever came first.
         let reached_late = order.reached_at(&awaited.name);
+        // Nothing was awaited any more at the deadline if the order had closed or been cancelled by then, by the
+        // spans' times; the moment ordertrail stopped the clock depends on when the spans arrived.
+        if awaiting_until(&config, order).is_some_and(|until| until <= deadline) {
+            return;
+        }
         let Some(state) = order.slas.iter_mut().find(|s| s.target == t.name) else { return };
-        if state.breached_at_unix_nanos.is_some() || state.stopped_at_unix_nanos.is_some() {
+        if state.breached_at_unix_nanos.is_some() {
             return;
         }
         state.breached_at_unix_nanos = Some(now);
@@ -376,4 +385,17 @@ impl Engine {
         });
         self.emit_finding(key, span, &awaited.name, &awaited.owner, class, signature, reason, out);
     }
+}
+
+/// When, by the spans' own times, `order` stopped awaiting anything: the earliest reach of a terminal or `close_on`
+/// milestone, or its idle close (ordertrail's time, as idleness is ordertrail's judgement).
+fn awaiting_until(config: &Config, order: &OrderRecord) -> Option<u64> {
+    let milestones = &config.taxonomy.milestones;
+    let by_milestone = milestones
+        .iter()
+        .enumerate()
+        .filter(|(m, milestone)| milestone.terminal || config.order_traces.close_on.contains(m))
+        .filter_map(|(_, milestone)| order.reached_at(&milestone.name));
+    let idle = order.closed_at_unix_nanos.filter(|_| order.close_reason.as_deref() == Some(super::records::IDLE));
+    by_milestone.chain(idle).min()
 }

@@ -388,3 +388,20 @@ fn clocks_of_an_order_closed_before_its_shipment_arrived_settle_by_the_shipment_
     let configured: Vec<&str> = config.sla.targets.iter().map(|t| t.name.as_str()).collect();
     assert!(configured.iter().filter(|t| targets.contains(t)).eq(targets.iter()), "configuration order: {targets:?}");
 }
+
+#[test]
+fn milestones_settle_in_the_order_they_were_reached() {
+    let mut engine = engine();
+    tick(&mut engine, T0 + 2 * HOUR);
+    // The release arrives first, the capture that starts its clock a few seconds later, within the delay.
+    let arrival = T0 + 2 * HOUR + SECOND;
+    process(&mut engine, vec![milestone("wms", "wave.release", "SO-1", T0 + HOUR)], arrival);
+    process(&mut engine, vec![milestone("erp", "order.create", "SO-1", T0)], arrival + 3 * SECOND);
+    let mut spans = Vec::new();
+    for step in 0..=30 {
+        spans.extend(tick(&mut engine, arrival + step * SECOND).0);
+    }
+    let release = spans.iter().map(|(_, s)| s).find(|s| s.name == "pick_release").expect("the release settled");
+    assert_eq!(attr(release, "order.sla.target").as_deref(), Some("order_release"), "its clock had started");
+    assert_eq!(attr(release, "order.sla.status").as_deref(), Some("met"));
+}

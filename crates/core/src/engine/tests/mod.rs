@@ -26,6 +26,22 @@ pub(super) fn kv(key: &str, value: &str) -> KeyValue {
     attributes::string(key, value)
 }
 
+/// An attribute whose value is an array of strings (`order.ids`, the deliveries of a consolidated booking).
+pub(super) fn string_array<S: AsRef<str>>(key: &str, values: &[S]) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::ArrayValue(ArrayValue {
+                values: values
+                    .iter()
+                    .map(|v| AnyValue { value: Some(Value::StringValue(v.as_ref().into())) })
+                    .collect(),
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
 pub(super) struct SpanSpec {
     pub(super) service: &'static str,
     pub(super) name: &'static str,
