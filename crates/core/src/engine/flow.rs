@@ -36,17 +36,30 @@ pub(crate) struct Join {
     pub(crate) via: Via,
     joined: Vec<String>,
     kept_until: Option<u64>,
+    /// The span's alias values, when the caller read them already: they are read once per span on its way.
+    aliases: Option<Vec<AliasValue>>,
 }
 
 impl Join {
     /// A span joining its orders as it arrives, or as it is released from its wait.
     pub(crate) fn first(via: Via) -> Join {
-        Join { original: Original::Pending, via, joined: Vec::new(), kept_until: None }
+        Join { original: Original::Pending, via, joined: Vec::new(), kept_until: None, aliases: None }
     }
 
     /// A kept span, passed on already, joining orders it is not in yet.
     fn again(kept: &Kept, via: Via) -> Join {
-        Join { original: Original::Sent, via, joined: kept.joined.clone(), kept_until: Some(kept.expires) }
+        Join {
+            original: Original::Sent,
+            via,
+            joined: kept.joined.clone(),
+            kept_until: Some(kept.expires),
+            aliases: None,
+        }
+    }
+
+    /// The same join, with the alias values the caller read from the span.
+    fn with_aliases(self, aliases: Vec<AliasValue>) -> Join {
+        Join { aliases: Some(aliases), ..self }
     }
 }
 
@@ -93,7 +106,7 @@ impl Engine {
             if let Some(known) = trace_id.and_then(|t| self.traces.orders(&t)) {
                 let orders = known.to_vec();
                 self.stats.spans_inherited += 1;
-                self.correlate(input, &orders, now, out, Join::first(Via::Trace));
+                self.correlate(input, &orders, now, out, Join::first(Via::Trace).with_aliases(aliases));
                 return;
             }
             // Neither its trace nor its aliases are known yet: the span that would tell may still be on its way
@@ -103,17 +116,19 @@ impl Engine {
                     Ok(()) => self.persistence.waiting_changed(trace),
                     Err(input) => {
                         self.stats.pending_overflow += 1;
-                        self.pass_uncorrelated(*input, now, out);
+                        let aliases = self.alias_values(&input);
+                        self.pass_uncorrelated(*input, aliases, now, out);
                     }
                 },
-                None => self.pass_uncorrelated(input, now, out),
+                None => self.pass_uncorrelated(input, aliases, now, out),
             }
             return;
         }
         if let Some(trace) = trace_id {
             self.join_trace(trace, &orders, now, out);
         }
-        self.correlate(input, &orders, now, out, Join::first(via));
+        let join = if via == Via::Alias { Join::first(via).with_aliases(aliases) } else { Join::first(via) };
+        self.correlate(input, &orders, now, out, join);
     }
 
     /// A technical trace now known to concern `orders`: remembers it, and brings in its spans that were waiting
@@ -133,12 +148,13 @@ impl Engine {
         }
         for waiting in released {
             // Its own aliases win over its trace, as when a span arrives with both known.
-            let (named, _) = self.orders_named_by(&self.alias_values(&waiting));
+            let aliases = self.alias_values(&waiting);
+            let (named, _) = self.orders_named_by(&aliases);
             if named.is_empty() {
                 self.stats.spans_inherited += 1;
-                self.correlate(waiting, orders, now, out, Join::first(Via::Trace));
+                self.correlate(waiting, orders, now, out, Join::first(Via::Trace).with_aliases(aliases));
             } else {
-                self.correlate(waiting, &named, now, out, Join::first(Via::Alias));
+                self.correlate(waiting, &named, now, out, Join::first(Via::Alias).with_aliases(aliases));
             }
         }
         for kept in self.late_joins.take_trace(&trace) {
@@ -207,19 +223,20 @@ impl Engine {
     /// A span whose wait ran out: it joins the orders its known aliases name, if any (it was waiting for the rest),
     /// or is passed on uncorrelated and kept.
     pub(crate) fn stop_waiting(&mut self, input: SpanInput, now: u64, out: &mut Output) {
-        let (named, _) = self.orders_named_by(&self.alias_values(&input));
+        let aliases = self.alias_values(&input);
+        let (named, _) = self.orders_named_by(&aliases);
         if named.is_empty() {
-            self.pass_uncorrelated(input, now, out);
+            self.pass_uncorrelated(input, aliases, now, out);
         } else {
-            self.correlate(input, &named, now, out, Join::first(Via::Alias));
+            self.correlate(input, &named, now, out, Join::first(Via::Alias).with_aliases(aliases));
         }
     }
 
     /// Passes `input` on without an order and keeps a copy, so that what it waited for can still bring it in.
-    pub(crate) fn pass_uncorrelated(&mut self, input: SpanInput, now: u64, out: &mut Output) {
+    /// `aliases` are the alias values it carries.
+    pub(crate) fn pass_uncorrelated(&mut self, input: SpanInput, aliases: Vec<AliasValue>, now: u64, out: &mut Output) {
         self.stats.spans_uncorrelated += 1;
         self.coverage.count(&input, false);
-        let aliases = self.alias_values(&input);
         self.keep_for_late_joins(&input, aliases, Vec::new(), self.late_joins.expiry(now));
         if self.config.order_traces.passthrough {
             out.push(&input.resource, &input.scope, input.span);
@@ -253,7 +270,7 @@ impl Engine {
         }
         let mut joined = join.joined;
         joined.extend(accepted.iter().cloned());
-        let aliases = self.alias_values(&input);
+        let aliases = join.aliases.unwrap_or_else(|| self.alias_values(&input));
         let learned = self.teach_aliases(&aliases, &accepted, &joined, join.via);
         if join.via != Via::Key && !aliases.is_empty() && !accepted.is_empty() {
             let until = join.kept_until.unwrap_or_else(|| self.late_joins.expiry(now));

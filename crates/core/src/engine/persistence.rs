@@ -125,7 +125,8 @@ impl Engine {
                 }
                 if let Err(input) = self.pending.hold(trace, input, aliases, now) {
                     self.stats.pending_overflow += 1;
-                    self.pass_uncorrelated(*input, now, out);
+                    let aliases = self.alias_values(&input);
+                    self.pass_uncorrelated(*input, aliases, now, out);
                 }
             }
         }

@@ -104,18 +104,12 @@ impl Engine {
         let milestones = &self.config.taxonomy.milestones;
         let order = self.orders.get(key)?;
         let at = order.reached_at(&milestones[m].name)?;
-        let mut earlier: Vec<(u64, MilestoneId)> = order
-            .milestones
-            .iter()
-            .filter(|s| !s.span_emitted)
-            .filter_map(|s| Some((s.reached.as_ref()?.at_unix_nanos, self.config.taxonomy.milestone(&s.name)?)))
-            .filter(|reach| *reach < (at, m))
-            .collect();
+        let mut earlier = self.unsettled_reaches(order);
+        earlier.retain(|reach| *reach < (at, m));
         let wait = earlier.iter().filter_map(|(_, x)| self.settling.due_of(key, *x)).filter(|due| *due > now).max();
         if wait.is_some() {
             return wait;
         }
-        earlier.sort_unstable();
         for (_, x) in earlier {
             self.settling.remove(key, x);
             self.settle_milestone(key, x, now, out);
@@ -127,17 +121,22 @@ impl Engine {
     /// clocks and findings must be what they would have been had the systems flushed in business order.
     pub(crate) fn settle_all(&mut self, key: &str, now: u64, out: &mut Output) {
         let Some(order) = self.orders.get(key) else { return };
-        let mut waiting: Vec<(u64, MilestoneId)> = order
+        for (_, m) in self.unsettled_reaches(order) {
+            self.settling.remove(key, m);
+            self.settle_reached(key, m, now, out);
+        }
+    }
+
+    /// The reached milestones of `order` not settled yet, earliest reach first (ties by taxonomy position).
+    fn unsettled_reaches(&self, order: &OrderRecord) -> Vec<(u64, MilestoneId)> {
+        let mut reaches: Vec<(u64, MilestoneId)> = order
             .milestones
             .iter()
             .filter(|s| !s.span_emitted)
             .filter_map(|s| Some((s.reached.as_ref()?.at_unix_nanos, self.config.taxonomy.milestone(&s.name)?)))
             .collect();
-        waiting.sort_unstable();
-        for (_, m) in waiting {
-            self.settling.remove(key, m);
-            self.settle_reached(key, m, now, out);
-        }
+        reaches.sort_unstable();
+        reaches
     }
 
     /// Settles `m`; a `close_on` milestone closes the order, which settles the order's other reached milestones
