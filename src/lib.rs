@@ -8,6 +8,7 @@
 pub mod api;
 pub mod clock;
 pub mod exporter;
+pub mod google_rpc;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;

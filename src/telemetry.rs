@@ -27,6 +27,8 @@ pub struct Counters {
     pub export_spans_sent: AtomicU64,
     /// Spans given up on after a permanent error or the retry budget.
     pub export_spans_failed: AtomicU64,
+    /// Spans dropped because they were too large to export even in a request of their own.
+    pub export_spans_too_large: AtomicU64,
     /// Export attempts retried after a retryable error.
     pub export_retries: AtomicU64,
 }

@@ -18,14 +18,7 @@ use std::time::Duration;
 // The real server
 // ---------------------------------------------------------------------------------------------------------------
 
-/// `google.rpc.Status`, the OTLP/HTTP error body.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
+use ordertrail::google_rpc::Status as RpcStatus;
 
 /// A running server with its sink, for the HTTP tests.
 struct Http {

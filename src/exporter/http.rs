@@ -98,8 +98,11 @@ impl HttpClient {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let message = format!("HTTP {status} from {}", self.endpoint);
-        // OTLP/HTTP: 429, 502, 503 and 504 are retryable; every other failure is permanent.
-        if matches!(status, 429 | 502 | 503 | 504) {
+        // OTLP/HTTP: 429, 502, 503 and 504 are retryable; every other failure is permanent, except that 413 asks
+        // for the same spans in smaller requests.
+        if status == 413 {
+            Err(ExportError::TooLarge(message))
+        } else if matches!(status, 429 | 502 | 503 | 504) {
             Err(ExportError::Retryable { message, retry_after })
         } else {
             Err(ExportError::Permanent(message))

@@ -8,6 +8,7 @@
 
 pub(crate) mod grpc;
 pub(crate) mod http;
+mod split;
 
 use crate::store::{ExportQueue, QueuedExport};
 use crate::telemetry::Counters;
@@ -36,6 +37,9 @@ pub enum ExportError {
     /// The backend refused the data itself; sending it again would not help.
     #[error("permanent export failure: {0}")]
     Permanent(String),
+    /// The backend refused the request for its size; smaller requests with the same spans may pass.
+    #[error("export request too large for the backend: {0}")]
+    TooLarge(String),
 }
 
 /// One way of sending a request.
@@ -121,10 +125,6 @@ impl Exporter {
     }
 }
 
-fn count_spans(batch: &[ResourceSpans]) -> usize {
-    batch.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum()
-}
-
 async fn batch_loop(
     config: ExporterConfig,
     client: Client,
@@ -133,6 +133,7 @@ async fn batch_loop(
 ) {
     let in_flight = Arc::new(Semaphore::new(config.num_consumers));
     let retry = Arc::new(config.retry.clone());
+    let max_bytes = config.max_batch_bytes;
     let mut batch: Vec<ResourceSpans> = Vec::new();
     let mut spans = 0;
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -147,7 +148,7 @@ async fn batch_loop(
         let closed = matches!(received, Some(None));
         let timed_out = received.is_none();
         if let Some(Some(group)) = received {
-            spans += count_spans(&group);
+            spans += split::span_count(&group);
             batch.extend(group);
             deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.batch_timeout);
         }
@@ -156,10 +157,10 @@ async fn batch_loop(
             let permit = in_flight.clone().acquire_owned().await.expect("semaphore is never closed");
             let (client, retry, counters) = (client.clone(), retry.clone(), counters.clone());
             let to_send = std::mem::take(&mut batch);
-            let count = std::mem::take(&mut spans) as u64;
+            spans = 0;
             deadline = None;
             tokio::spawn(async move {
-                send_with_retry(&client, to_send, count, &retry, &counters).await;
+                deliver(&client, to_send, max_bytes, &retry, &counters).await;
                 drop(permit);
             });
         }
@@ -221,13 +222,14 @@ async fn queue_loop(
             }
             continue;
         }
-        for group in batches(entries, config.send_batch_size) {
+        for group in batches(entries, config.send_batch_size, config.max_batch_bytes) {
             let permit = in_flight.clone().acquire_owned().await.expect("semaphore is never closed");
             cursor = group.last().map(|(n, _)| *n);
             let (client, retry, counters, queue) = (client.clone(), retry.clone(), counters.clone(), queue.clone());
             let unremoved = unremoved.clone();
+            let max_bytes = config.max_batch_bytes;
             tokio::spawn(async move {
-                if let Err(numbers) = send_entries(&client, group, &retry, &counters, queue).await {
+                if let Err(numbers) = send_entries(&client, group, max_bytes, &retry, &counters, queue).await {
                     unremoved.lock().unwrap_or_else(|e| e.into_inner()).extend(numbers);
                 }
                 drop(permit);
@@ -237,20 +239,22 @@ async fn queue_loop(
     let _ = in_flight.acquire_many(permits(config.num_consumers)).await;
 }
 
-/// Consecutive entries grouped into requests of at most `max_spans` spans (an entry is never split).
-fn batches(entries: Vec<(u64, QueuedExport)>, max_spans: usize) -> Vec<Vec<(u64, QueuedExport)>> {
+/// Consecutive entries grouped into requests of at most `max_spans` spans and `max_bytes` encoded bytes. An
+/// entry is never split here; one larger than `max_bytes` on its own is cut when it is sent.
+fn batches(entries: Vec<(u64, QueuedExport)>, max_spans: usize, max_bytes: usize) -> Vec<Vec<(u64, QueuedExport)>> {
     let mut out: Vec<Vec<(u64, QueuedExport)>> = Vec::new();
-    let mut spans = 0;
+    let (mut spans, mut bytes) = (0, 0);
     for entry in entries {
-        let n = entry.1.spans as usize;
+        let (n, size) = (entry.1.spans as usize, entry.1.request.len());
         match out.last_mut() {
-            Some(group) if spans + n <= max_spans => group.push(entry),
+            Some(group) if spans + n <= max_spans && bytes + size <= max_bytes => group.push(entry),
             _ => {
                 out.push(vec![entry]);
-                spans = 0;
+                (spans, bytes) = (0, 0);
             }
         }
         spans += n;
+        bytes += size;
     }
     out
 }
@@ -259,19 +263,16 @@ fn batches(entries: Vec<(u64, QueuedExport)>, max_spans: usize) -> Vec<Vec<(u64,
 async fn send_entries(
     client: &Client,
     group: Vec<(u64, QueuedExport)>,
+    max_bytes: usize,
     retry: &RetryConfig,
     counters: &Counters,
     queue: Arc<dyn ExportQueue>,
 ) -> Result<(), Vec<u64>> {
     let numbers: Vec<u64> = group.iter().map(|(n, _)| *n).collect();
     let mut batch = Vec::new();
-    let mut count = 0u64;
     for (number, entry) in &group {
         match ExportTraceServiceRequest::decode(entry.request.as_slice()) {
-            Ok(request) => {
-                batch.extend(request.resource_spans);
-                count += u64::from(entry.spans);
-            }
+            Ok(request) => batch.extend(request.resource_spans),
             Err(e) => {
                 // The pipeline encoded it, so this is damage on disk: counted as failed, never retried forever.
                 Counters::add(&counters.export_spans_failed, u64::from(entry.spans));
@@ -280,7 +281,7 @@ async fn send_entries(
         }
     }
     if !batch.is_empty() {
-        send_with_retry(client, batch, count, retry, counters).await;
+        deliver(client, batch, max_bytes, retry, counters).await;
     }
     // Delivered, permanently refused or out of retry budget: in each case the entry's fate is settled and
     // counted, so it leaves the queue.
@@ -306,28 +307,73 @@ pub fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
     base.mul_f64(jitter).min(retry.max_interval)
 }
 
-async fn send_with_retry(
+/// Delivers a batch in requests the backend accepts: cut to `max_bytes` first, and halved again whenever the
+/// backend still refuses a request as too large. A span that is too large alone can never be delivered: it is
+/// dropped, counted and logged by name, so that it does not hold an export worker or the spans behind it.
+async fn deliver(
     client: &Client,
     batch: Vec<ResourceSpans>,
-    count: u64,
+    max_bytes: usize,
     retry: &RetryConfig,
     counters: &Counters,
 ) {
+    let (pieces, oversized) = split::by_bytes(batch, max_bytes);
+    for span in oversized {
+        drop_oversized(counters, &span, &format!("larger than exporters.otlp.batch.max_size_bytes ({max_bytes})"));
+    }
+    // A stack, so that the halves of a refused request go out before the requests after it.
+    let mut work: Vec<Vec<ResourceSpans>> = pieces.into_iter().rev().collect();
+    while let Some(request) = work.pop() {
+        if let Some((refused, message)) = send_with_retry(client, request, retry, counters).await {
+            match split::halve(refused) {
+                Ok((first, second)) => {
+                    tracing::warn!(error = %message, "backend refused an export request as too large; sending it in halves");
+                    work.push(second);
+                    work.push(first);
+                }
+                Err(span) => drop_oversized(counters, &span, &message),
+            }
+        }
+    }
+}
+
+fn drop_oversized(counters: &Counters, span: &split::Oversized, reason: &str) {
+    Counters::add(&counters.export_spans_too_large, 1);
+    tracing::error!(
+        trace_id = %span.trace_id,
+        span_id = %span.span_id,
+        name = %span.name,
+        bytes = span.bytes,
+        reason,
+        "span dropped: too large to export on its own"
+    );
+}
+
+/// Sends one request, retrying retryable failures. Gives the request back when the backend refused it as too
+/// large; every other outcome (delivered, refused for good, out of retry budget) is settled and counted here.
+async fn send_with_retry(
+    client: &Client,
+    batch: Vec<ResourceSpans>,
+    retry: &RetryConfig,
+    counters: &Counters,
+) -> Option<(Vec<ResourceSpans>, String)> {
+    let count = split::span_count(&batch) as u64;
     let started = Instant::now();
     let mut attempt = 0;
     loop {
         match client.send(batch.clone()).await {
             Ok(()) => {
                 Counters::add(&counters.export_spans_sent, count);
-                return;
+                return None;
             }
+            Err(ExportError::TooLarge(message)) => return Some((batch, message)),
             Err(ExportError::Retryable { message, retry_after }) if retry.enabled => {
                 let wait = retry_after.unwrap_or_else(|| backoff(retry, attempt));
                 let out_of_budget = retry.max_elapsed_time.is_some_and(|max| started.elapsed() + wait > max);
                 if out_of_budget {
                     Counters::add(&counters.export_spans_failed, count);
                     tracing::error!(spans = count, error = %message, "export gave up after the retry budget");
-                    return;
+                    return None;
                 }
                 Counters::add(&counters.export_retries, 1);
                 tracing::warn!(spans = count, error = %message, ?wait, "export failed, retrying");
@@ -337,7 +383,7 @@ async fn send_with_retry(
             Err(e) => {
                 Counters::add(&counters.export_spans_failed, count);
                 tracing::error!(spans = count, error = %e, "export failed");
-                return;
+                return None;
             }
         }
     }
@@ -350,7 +396,16 @@ mod tests {
     #[test]
     fn queue_entries_are_batched_up_to_the_span_limit_without_splitting() {
         let entry = |n: u64, spans: u32| (n, QueuedExport { spans, request: Vec::new() });
-        let groups = batches(vec![entry(1, 600), entry(2, 600), entry(3, 900), entry(4, 5000), entry(5, 10)], 2048);
+        let groups =
+            batches(vec![entry(1, 600), entry(2, 600), entry(3, 900), entry(4, 5000), entry(5, 10)], 2048, usize::MAX);
+        let numbers: Vec<Vec<u64>> = groups.iter().map(|g| g.iter().map(|(n, _)| *n).collect()).collect();
+        assert_eq!(numbers, [vec![1, 2], vec![3], vec![4], vec![5]]);
+    }
+
+    #[test]
+    fn queue_entries_are_batched_up_to_the_byte_limit_too() {
+        let entry = |n: u64, bytes: usize| (n, QueuedExport { spans: 1, request: vec![0; bytes] });
+        let groups = batches(vec![entry(1, 600), entry(2, 400), entry(3, 1), entry(4, 5000), entry(5, 10)], 100, 1000);
         let numbers: Vec<Vec<u64>> = groups.iter().map(|g| g.iter().map(|(n, _)| *n).collect()).collect();
         assert_eq!(numbers, [vec![1, 2], vec![3], vec![4], vec![5]]);
     }

@@ -156,6 +156,14 @@ impl OrderMetrics {
                 ),
                 |c| Counters::get(&c.export_spans_failed),
             ),
+            (
+                r.counter(
+                    "ordertrail_exporter_spans_too_large",
+                    "Spans dropped because the backend refused them as too large even alone, or they exceed exporters.otlp.batch.max_size_bytes.",
+                    &[],
+                ),
+                |c| Counters::get(&c.export_spans_too_large),
+            ),
             (r.counter("ordertrail_exporter_retries", "Export attempts retried.", &[]), |c| {
                 Counters::get(&c.export_retries)
             }),

@@ -208,6 +208,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             send_batch_size: 1,
             batch_timeout: Duration::from_secs(1),
+            max_batch_bytes: 3 * 1024 * 1024,
             retry: RetryConfig {
                 enabled: false,
                 initial_interval: Duration::from_secs(1),

@@ -4,6 +4,7 @@
 //! encoding; failures carry a `google.rpc.Status` body; 400 is permanent, 429/503 are retryable.
 
 use super::{response, sanitise};
+use crate::google_rpc::Status as RpcStatus;
 use crate::pipeline::PipelineHandle;
 use crate::telemetry::Counters;
 use axum::body::{Body, Bytes};
@@ -18,15 +19,6 @@ use prost::Message;
 use std::io::Read;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-
-/// `google.rpc.Status`, the error body OTLP/HTTP prescribes.
-#[derive(Clone, PartialEq, Message, serde::Serialize)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Encoding {
@@ -66,7 +58,7 @@ enum DecodeError {
 }
 
 fn error_response(status: StatusCode, encoding: Encoding, grpc_code: tonic::Code, message: String) -> Response {
-    let body = RpcStatus { code: grpc_code as i32, message };
+    let body = RpcStatus { code: grpc_code as i32, message, details: Vec::new() };
     let bytes = match encoding {
         Encoding::Protobuf => body.encode_to_vec(),
         Encoding::Json => serde_json::to_vec(&body).unwrap_or_default(),

@@ -79,8 +79,22 @@ impl Sink {
         (Sink::serve_until_stopped(listener), addr)
     }
 
+    /// Starts a stoppable sink that holds every request for `delay` before answering, so that it can be taken
+    /// down while an export is in flight.
+    pub(crate) async fn start_stoppable_holding(delay: Duration) -> (Sink, SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (Sink::serve(listener, Some(delay)), addr)
+    }
+
     fn serve_until_stopped(listener: tokio::net::TcpListener) -> Sink {
-        let sink = Sink::default();
+        Sink::serve(listener, None)
+    }
+
+    /// Serves on `listener` with tonic's default 4 MiB message limit, as Go gRPC servers (the collector, Jaeger,
+    /// Tempo) have by default.
+    fn serve(listener: tokio::net::TcpListener, delay: Option<Duration>) -> Sink {
+        let sink = Sink { delay, ..Sink::default() };
         let service = TraceServiceServer::new(sink.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -81,11 +81,15 @@ pub struct RawBatch {
     /// Longest a span waits for its batch to fill.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Largest export request in bytes, as encoded before compression. gRPC servers in Go (the collector's OTLP
+    /// receiver, Jaeger, Tempo) refuse messages over 4 MiB after decompression by default, so the default stays
+    /// under that; a request is split by bytes as well as by spans.
+    pub max_size_bytes: usize,
 }
 
 impl Default for RawBatch {
     fn default() -> RawBatch {
-        RawBatch { send_batch_size: 2048, timeout: Duration::from_millis(200) }
+        RawBatch { send_batch_size: 2048, timeout: Duration::from_millis(200), max_size_bytes: 3 * 1024 * 1024 }
     }
 }
 
@@ -182,6 +186,8 @@ pub struct ExporterConfig {
     pub timeout: Duration,
     pub send_batch_size: usize,
     pub batch_timeout: Duration,
+    /// Largest export request in bytes (encoded, before compression).
+    pub max_batch_bytes: usize,
     pub retry: RetryConfig,
     pub queue_size: usize,
     pub num_consumers: usize,
@@ -262,6 +268,11 @@ impl RawOtlpExporter {
         let send_batch_size = check.positive(&format!("{key}.batch.send_batch_size"), self.batch.send_batch_size)?;
         let queue_size = check.positive(&format!("{key}.sending_queue.queue_size"), queue.queue_size)?;
         let num_consumers = check.positive(&format!("{key}.sending_queue.num_consumers"), queue.num_consumers)?;
+        // A span of ordinary size must fit in a request with room to spare; below this, most spans with a few
+        // large attributes could not be sent at all.
+        if self.batch.max_size_bytes < 64 * 1024 {
+            return Err(check.err(format!("{key}.batch.max_size_bytes"), "must be at least 65536 (64 KiB)"));
+        }
         if queue.max_bytes < 1024 * 1024 {
             return Err(check.err(format!("{key}.sending_queue.max_bytes"), "must be at least 1 MiB"));
         }
@@ -274,6 +285,7 @@ impl RawOtlpExporter {
             timeout: self.timeout,
             send_batch_size,
             batch_timeout: self.batch.timeout,
+            max_batch_bytes: self.batch.max_size_bytes,
             retry,
             queue_size,
             num_consumers,
