@@ -40,6 +40,10 @@ pub enum IngestError {
     ExportQueueFull(u64),
     #[error("memory is above the limit, retry later")]
     MemoryLimit,
+    /// The sender gave up (its deadline passed or it went away) before the engine reached the request, so it was
+    /// not processed: answering it now could only make a retrying sender's spans count twice.
+    #[error("the request's deadline passed before it was processed")]
+    Abandoned,
 }
 
 /// Where the spans to export go.
@@ -71,6 +75,23 @@ pub struct PipelineHandle {
     tx: SyncSender<Command>,
     counters: Arc<Counters>,
     memory: Option<Arc<MemoryLimiter>>,
+    heartbeat: Heartbeat,
+}
+
+/// When the engine thread last went round its loop, which it does at least every [`TICK`]. Readiness reads it
+/// instead of asking the engine, so that a probe never waits in the queue behind a burst of work.
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat(Arc<std::sync::atomic::AtomicU64>);
+
+impl Heartbeat {
+    fn beat(&self) {
+        self.0.store(unix_nanos_now(), Ordering::Relaxed);
+    }
+
+    /// How long ago the engine last went round its loop, as of `now` (Unix nanoseconds).
+    pub fn age(&self, now: u64) -> Duration {
+        Duration::from_nanos(now.saturating_sub(self.0.load(Ordering::Relaxed)))
+    }
 }
 
 impl std::fmt::Debug for PipelineHandle {
@@ -81,7 +102,14 @@ impl std::fmt::Debug for PipelineHandle {
 }
 
 impl PipelineHandle {
-    /// Hands a request to the engine and waits until its state is committed.
+    /// The engine thread's heartbeat, for readiness.
+    pub fn heartbeat(&self) -> &Heartbeat {
+        &self.heartbeat
+    }
+
+    /// Hands a request to the engine and waits until its state is committed. If the caller stops waiting (its
+    /// future is dropped when the sender's deadline passes or its connection closes) before the engine reaches
+    /// the request, the request is skipped rather than processed for nobody.
     pub async fn ingest(&self, batch: Vec<ResourceSpans>) -> Result<(), IngestError> {
         if self.memory.as_ref().is_some_and(|m| m.over_limit()) {
             Counters::add(&self.counters.requests_refused_memory, 1);
@@ -175,7 +203,10 @@ impl Pipeline {
         engine.restore_pending(state.pending, now, &mut carried);
         let (tx, rx) = sync_channel(config.pipeline.queue_size);
         let memory = config.pipeline.memory_soft_limit.map(|limit| Arc::new(MemoryLimiter::start(limit)));
+        let heartbeat = Heartbeat::default();
+        heartbeat.beat();
         let worker = Worker {
+            heartbeat: heartbeat.clone(),
             engine,
             queue: store.export_queue(),
             store,
@@ -193,7 +224,7 @@ impl Pipeline {
             .name("ordertrail-engine".into())
             .spawn(move || worker.run(rx))
             .map_err(|e| StoreError::Open { path: "engine thread".into(), reason: e.to_string() })?;
-        Ok(Pipeline { handle: PipelineHandle { tx, counters, memory }, thread: Some(thread), store_healthy })
+        Ok(Pipeline { handle: PipelineHandle { tx, counters, memory, heartbeat }, thread: Some(thread), store_healthy })
     }
 
     /// False while the last state commit failed (a full disk, say); readiness reports it.
@@ -216,6 +247,7 @@ impl Pipeline {
 }
 
 struct Worker {
+    heartbeat: Heartbeat,
     engine: Engine,
     store: Box<dyn OrderStore>,
     queue: Arc<dyn ExportQueue>,
@@ -257,6 +289,7 @@ impl Worker {
 
     /// Handles one group of commands; returns false on shutdown.
     fn step(&mut self, group: Vec<Command>) -> bool {
+        self.heartbeat.beat();
         let now = unix_nanos_now();
         let mut out = self.carried.take().unwrap_or_default();
         let mut acks = Vec::new();
@@ -269,6 +302,10 @@ impl Worker {
         for command in group {
             match command {
                 Command::Ingest { batch, reply } => {
+                    if reply.is_closed() {
+                        Counters::add(&self.counters.requests_abandoned, 1);
+                        continue;
+                    }
                     // Until a failed commit has been retried successfully, nothing new is taken on: the engine is
                     // ahead of the store, and a sender told to retry would otherwise be processed twice.
                     if !self.store_healthy.load(Ordering::Relaxed) {

@@ -13,6 +13,9 @@ pub struct Counters {
     pub requests_refused_queue_full: AtomicU64,
     /// Requests refused because resident memory was above the limit.
     pub requests_refused_memory: AtomicU64,
+    /// Requests skipped because their sender had given up (deadline passed, connection closed) before the engine
+    /// reached them.
+    pub requests_abandoned: AtomicU64,
     /// Requests whose body could not be decoded (answered INVALID_ARGUMENT / 400).
     pub requests_malformed: AtomicU64,
     /// Spans accepted by the receivers.

@@ -221,3 +221,39 @@ async fn a_full_export_queue_on_disk_answers_unavailable_and_counts_it() {
         .await
         .expect("shutdown honours its deadline");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn work_whose_sender_gave_up_is_not_processed_and_readiness_does_not_wait_behind_work() {
+    let (sink, sink_addr) = Sink::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(test_config(sink_addr, dir.path(), "")).await;
+    // The engine thread is held busy for 3 s, as a burst of large requests would hold it.
+    let pipeline = server.pipeline();
+    let busy = tokio::spawn(async move { pipeline.inspect(|_| std::thread::sleep(Duration::from_secs(3))).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut client = TraceServiceClient::connect(format!("http://{}", server.grpc_addr.unwrap())).await.unwrap();
+    let mut late = tonic::Request::new(request("SO-LATE", 0x51, &[vec![0x51; 8]]));
+    late.set_timeout(Duration::from_millis(300));
+    let answer = client.export(late).await.expect_err("the sender's deadline passes while the engine is busy");
+    assert!(
+        matches!(answer.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
+        "{:?}: {}",
+        answer.code(),
+        answer.message()
+    );
+    // Readiness answers from state at once, busy engine or not.
+    let started = std::time::Instant::now();
+    let ready = reqwest::get(format!("http://{}/readyz", server.api_http_addr.unwrap())).await.unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap_or_default());
+    assert!(started.elapsed() < Duration::from_secs(1), "readiness waited {:?}", started.elapsed());
+    busy.await.unwrap();
+    // A request after the busy spell goes through; the abandoned one was skipped, not processed for nobody.
+    client.export(request("SO-AFTER", 0x52, &[vec![0x52; 8]])).await.expect("accepted");
+    sink.wait_for(Duration::from_secs(10), "the later request's span", |spans| {
+        spans.iter().any(|r| r.span.span_id == vec![0x52; 8])
+    })
+    .await;
+    assert!(!sink.snapshot().iter().any(|r| r.span.span_id == vec![0x51; 8]), "the abandoned span was exported");
+    assert_eq!(ordertrail::telemetry::Counters::get(&server.counters().requests_abandoned), 1);
+    server.shutdown(Duration::from_secs(5)).await;
+}

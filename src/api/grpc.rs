@@ -251,7 +251,7 @@ pub async fn serve(
     let (probe_state, reporter) = (state.clone(), health_reporter.clone());
     let probe = tokio::spawn(async move {
         loop {
-            match probe_state.readiness().await {
+            match probe_state.readiness() {
                 Ok(()) => reporter.set_serving::<OrderServiceServer<ApiState>>().await,
                 Err(_) => reporter.set_not_serving::<OrderServiceServer<ApiState>>().await,
             }

@@ -130,6 +130,14 @@ impl OrderMetrics {
                 |c| Counters::get(&c.requests_refused_memory),
             ),
             (
+                r.counter(
+                    "ordertrail_receiver_requests_abandoned",
+                    "Requests not processed because their sender had given up (deadline passed or connection closed) before the engine reached them.",
+                    &[],
+                ),
+                |c| Counters::get(&c.requests_abandoned),
+            ),
+            (
                 r.counter("ordertrail_receiver_requests_malformed", "Requests whose body could not be decoded.", &[]),
                 |c| Counters::get(&c.requests_malformed),
             ),
