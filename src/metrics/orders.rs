@@ -211,6 +211,14 @@ impl OrderMetrics {
             ),
             (
                 r.counter(
+                    "ordertrail_declared_labels_ignored",
+                    "Spans that stated their own milestone or exception from a service not in taxonomy.trust_declared_labels_from; the statement was ignored.",
+                    &[],
+                ),
+                |s| s.declared_labels_ignored,
+            ),
+            (
+                r.counter(
                     "ordertrail_conformance_findings_withdrawn",
                     "Conformance findings taken back because the milestones they missed arrived later with earlier times.",
                     &[],

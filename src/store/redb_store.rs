@@ -126,20 +126,35 @@ impl RedbStore {
         durability: Durability,
         cache_bytes: usize,
     ) -> Result<RedbStore, StoreError> {
-        std::fs::create_dir_all(directory)
+        create_private_dir(directory)
             .map_err(|source| StoreError::CreateDir { path: directory.display().to_string(), source })?;
         let path = directory.join("ordertrail.redb");
         let open_err = |reason: String| StoreError::Open { path: path.display().to_string(), reason };
-        let db = redb::Builder::new().set_cache_size(cache_bytes).create(&path).map_err(|e| open_err(e.to_string()))?;
-        // Create the tables up front so that readers never see them missing; a file that is not a redb database
-        // or is damaged fails here, at startup, with its path.
-        let tx = db.begin_write().map_err(|e| open_err(e.to_string()))?;
-        tx.open_table(ORDERS).map_err(|e| open_err(e.to_string()))?;
-        tx.open_table(ALIASES).map_err(|e| open_err(e.to_string()))?;
-        tx.open_table(PENDING).map_err(|e| open_err(e.to_string()))?;
-        tx.open_table(TRACES).map_err(|e| open_err(e.to_string()))?;
-        tx.open_table(EXPORTS).map_err(|e| open_err(e.to_string()))?;
-        tx.commit().map_err(|e| open_err(e.to_string()))?;
+        // The store holds approvers' e-mail addresses and customers' order data: only this user may read it.
+        restrict_file(&path).map_err(|e| open_err(e.to_string()))?;
+        let opened = catching_panics(|| {
+            let db =
+                redb::Builder::new().set_cache_size(cache_bytes).create(&path).map_err(|e| open_err(e.to_string()))?;
+            // Create the tables up front so that readers never see them missing; a file that is not a redb
+            // database or is damaged fails here, at startup, with its path.
+            let tx = db.begin_write().map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(ORDERS).map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(ALIASES).map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(PENDING).map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(TRACES).map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(EXPORTS).map_err(|e| open_err(e.to_string()))?;
+            tx.commit().map_err(|e| open_err(e.to_string()))?;
+            Ok(db)
+        });
+        let db = match opened {
+            Ok(result) => result?,
+            Err(panic) => {
+                return Err(open_err(format!(
+                    "the file is damaged ({panic}); restore it from a backup, or move it away to start with an \
+                     empty store (spans still queued for export in it are then lost)"
+                )))
+            }
+        };
         let db = Arc::new(db);
         // Counting the queue once at startup keeps the bound exact afterwards without a read per request.
         let (mut next, mut bytes, entries);
@@ -163,6 +178,47 @@ impl RedbStore {
         });
         Ok(RedbStore { db, durability, queue })
     }
+}
+
+/// Creates `directory` and its missing parents readable by this user only. An existing directory keeps its mode:
+/// it may be a mounted volume whose permissions the platform manages.
+fn create_private_dir(directory: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(directory)
+}
+
+/// Creates the store file readable and writable by this user only, or takes group and other access away from
+/// an existing one (older versions created it 0644).
+fn restrict_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs `open`, turning a panic into its message. redb asserts on some damage (a truncated file) instead of
+/// returning an error; at startup that must become an error naming the file, not an abort with exit code 101.
+/// The panic hook is silenced meanwhile, so the operator sees one clear message rather than a backtrace.
+fn catching_panics<T>(open: impl FnOnce() -> T) -> Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open));
+    std::panic::set_hook(hook);
+    result.map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the store library stopped on an internal check".into())
+    })
 }
 
 fn read_err(e: impl std::fmt::Display) -> StoreError {
@@ -338,6 +394,39 @@ mod tests {
         std::fs::write(dir.path().join("ordertrail.redb"), vec![0x5a; 8192]).unwrap();
         let err = RedbStore::open(dir.path(), Durability::Durable).err().unwrap().to_string();
         assert!(err.starts_with("cannot open store") && err.contains("ordertrail.redb"), "{err}");
+    }
+
+    #[test]
+    fn a_truncated_store_file_is_a_clear_error_naming_it_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
+            let exports: Vec<QueuedExport> =
+                (0..200u8).map(|n| QueuedExport { spans: 1, request: vec![n; 4096] }).collect();
+            store.commit(&StateChanges::default(), &exports).unwrap();
+        }
+        let path = dir.path().join("ordertrail.redb");
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len / 3).unwrap();
+        let err =
+            RedbStore::open(dir.path(), Durability::Durable).expect_err("a truncated store does not open").to_string();
+        assert!(err.starts_with("cannot open store") && err.contains("ordertrail.redb"), "{err}");
+    }
+
+    #[test]
+    fn the_data_directory_and_store_file_are_private_to_the_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("state").join("ordertrail");
+        drop(RedbStore::open(&data, Durability::Durable).unwrap());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&dir.path().join("state")), 0o700);
+        assert_eq!(mode(&data.join("ordertrail.redb")), 0o600);
+        // A store created 0644 by an older version is made private when opened.
+        std::fs::set_permissions(data.join("ordertrail.redb"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(RedbStore::open(&data, Durability::Durable).unwrap());
+        assert_eq!(mode(&data.join("ordertrail.redb")), 0o600);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the team that owns it.
 
 use super::check::{is_snake_name, Checker, ConfigError};
+use globset::GlobMatcher;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -14,6 +15,11 @@ pub struct RawTaxonomy {
     pub milestones: Vec<RawMilestone>,
     /// Exception classes by name (`data_quality`, `policy`, `integration`, `execution`).
     pub exception_classes: BTreeMap<String, RawExceptionClass>,
+    /// Services (globs on the resource's `service.name`) whose spans may state their own milestone and exception
+    /// (`order.milestone`, `order.exception.class`, `order.exception.owner`). Such a statement sets business
+    /// state, a cancellation stops SLA clocks, so it is believed only from the systems named here; from any
+    /// other sender it is ignored and counted. Empty: no sender is believed, rules decide.
+    pub trust_declared_labels_from: Vec<String>,
 }
 
 /// One milestone.
@@ -83,9 +89,16 @@ pub struct Taxonomy {
     pub integration: ClassId,
     pub execution: ClassId,
     pub policy: ClassId,
+    /// Services whose spans' own milestone and exception statements are believed.
+    pub trusted_declarers: Vec<GlobMatcher>,
 }
 
 impl Taxonomy {
+    /// Whether spans of `service` may state their own milestone and exception.
+    pub fn trusts_declarations_of(&self, service: &str) -> bool {
+        self.trusted_declarers.iter().any(|glob| glob.is_match(service))
+    }
+
     /// A milestone by name; for configuration and stored records, not the per-span path, where rules carry ids.
     pub fn milestone(&self, name: &str) -> Option<MilestoneId> {
         self.milestones.iter().position(|m| m.name == name)
@@ -163,6 +176,12 @@ impl RawTaxonomy {
         let integration = required("integration")?;
         let execution = required("execution")?;
         let policy = required("policy")?;
-        Ok(Taxonomy { milestones, classes, data_quality, integration, execution, policy })
+        let trusted_declarers = self
+            .trust_declared_labels_from
+            .iter()
+            .enumerate()
+            .map(|(i, pattern)| check.glob(format!("taxonomy.trust_declared_labels_from[{i}]"), pattern))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Taxonomy { milestones, classes, data_quality, integration, execution, policy, trusted_declarers })
     }
 }

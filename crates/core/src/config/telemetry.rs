@@ -22,13 +22,26 @@ pub struct RawMetrics {
     pub max_series_per_metric: usize,
     /// Most `service`/`route` pairs tracked for correlation coverage.
     pub max_coverage_routes: usize,
+    /// Span attributes whose value is the `route` label of correlation coverage, the first one present. Only
+    /// attributes that are templates by their semantic conventions belong here: a label value is kept by every
+    /// scrape and shown to anyone who can read `/metrics`.
+    pub route_attributes: Vec<String>,
+    /// Use the span name as the route when none of `route_attributes` is present. Off by default: span names
+    /// often carry order numbers, e-mail addresses or card-like numbers, which must not become label values.
+    pub route_from_span_name: bool,
     /// OTLP metrics push; absent means `/metrics` only.
     pub otlp: Option<RawMetricsOtlp>,
 }
 
 impl Default for RawMetrics {
     fn default() -> RawMetrics {
-        RawMetrics { max_series_per_metric: 2000, max_coverage_routes: 500, otlp: None }
+        RawMetrics {
+            max_series_per_metric: 2000,
+            max_coverage_routes: 500,
+            route_attributes: vec!["http.route".into(), "rpc.method".into(), "messaging.destination.template".into()],
+            route_from_span_name: false,
+            otlp: None,
+        }
     }
 }
 
@@ -76,6 +89,8 @@ impl Default for RawMetricsOtlp {
 pub struct MetricsConfig {
     pub max_series_per_metric: usize,
     pub max_coverage_routes: usize,
+    pub route_attributes: Vec<String>,
+    pub route_from_span_name: bool,
     pub push: Option<MetricsPushConfig>,
 }
 
@@ -111,6 +126,8 @@ impl RawTelemetry {
             max_series_per_metric: check
                 .positive("telemetry.metrics.max_series_per_metric", raw.max_series_per_metric)?,
             max_coverage_routes: check.positive("telemetry.metrics.max_coverage_routes", raw.max_coverage_routes)?,
+            route_attributes: raw.route_attributes.clone(),
+            route_from_span_name: raw.route_from_span_name,
             push,
         })
     }

@@ -248,6 +248,9 @@ impl Engine {
     pub(crate) fn correlate(&mut self, input: SpanInput, orders: &[String], now: u64, out: &mut Output, join: Join) {
         let config = self.config.clone();
         let labels = labels::label(&config, &input);
+        if labels.untrusted_declaration {
+            self.stats.declared_labels_ignored += 1;
+        }
         let mut accepted: Vec<String> = Vec::with_capacity(orders.len());
         for key in orders {
             if !self.orders.contains_key(key) {

@@ -1,7 +1,8 @@
 //! Labelling: which milestone a span concerns, whether it reaches it, and which exception it shows.
 //!
-//! Precedence, from strongest: a valid `order.milestone` / `order.exception.class` stated by the span itself (the
-//! emitting system knows best), then the first matching rule that names a milestone (respectively an exception),
+//! Precedence, from strongest: a valid `order.milestone` / `order.exception.class` stated by the span itself, if
+//! its service is one `taxonomy.trust_declared_labels_from` names (the emitting system knows best, but any
+//! sender could claim a cancellation), then the first matching rule that names a milestone (respectively an exception),
 //! then the built-in classification from the semantic conventions for failed spans.
 
 use super::attributes::{find, number, scalar_string};
@@ -24,6 +25,8 @@ pub(crate) struct Labels {
     pub(crate) actor: Option<String>,
     /// The rule that set the milestone, if any.
     pub(crate) rule: Option<String>,
+    /// The span stated its own milestone or exception but its service is not trusted to: ignored, counted.
+    pub(crate) untrusted_declaration: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,8 +59,15 @@ pub(crate) fn label(config: &Config, input: &SpanInput) -> Labels {
     let mut reaches_from_rule: Option<bool> = None;
     let mut suppressed = false;
 
-    // 1. What the span says about itself.
-    if let Some(value) = find(&span.attributes, MILESTONE_ATTRIBUTE).and_then(scalar_string) {
+    // 1. What the span says about itself, from a trusted service.
+    let trusted = taxonomy.trusts_declarations_of(&input.resource.service_name);
+    if !trusted {
+        labels.untrusted_declaration = [MILESTONE_ATTRIBUTE, CLASS_ATTRIBUTE, OWNER_ATTRIBUTE]
+            .iter()
+            .any(|key| find(&span.attributes, key).is_some());
+    }
+    let declared = |key: &str| if trusted { find(&span.attributes, key).and_then(scalar_string) } else { None };
+    if let Some(value) = declared(MILESTONE_ATTRIBUTE) {
         match taxonomy.milestone(&value) {
             Some(id) => {
                 labels.milestone = Some(id);
@@ -74,7 +84,7 @@ pub(crate) fn label(config: &Config, input: &SpanInput) -> Labels {
             }),
         }
     }
-    if let Some(value) = find(&span.attributes, CLASS_ATTRIBUTE).and_then(scalar_string) {
+    if let Some(value) = declared(CLASS_ATTRIBUTE) {
         match taxonomy.class(&value) {
             Some(class) => {
                 let owner = find(&span.attributes, OWNER_ATTRIBUTE)

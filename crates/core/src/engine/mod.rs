@@ -85,7 +85,11 @@ impl Engine {
             persistence: Persistence::default(),
             clocks: DeadlineIndex::default(),
             settling: SettleIndex::default(),
-            coverage: CoverageCounter::new(config.metrics.max_coverage_routes),
+            coverage: CoverageCounter::new(
+                config.metrics.max_coverage_routes,
+                config.metrics.route_attributes.clone(),
+                config.metrics.route_from_span_name,
+            ),
             own: OwnSource::new(&config.order_traces.service_name),
             next_idle_scan: 0,
             next_stats_refresh: 0,

@@ -23,6 +23,9 @@ pub struct EngineStats {
     /// Spans passed on uncorrelated that joined their order later, when an alias they carry was learned or a keyed
     /// span of their trace arrived: their copies in the order trace were emitted then.
     pub spans_late_joined: u64,
+    /// Spans whose own `order.milestone` / `order.exception.*` statement was ignored because their service is not
+    /// in `taxonomy.trust_declared_labels_from`.
+    pub declared_labels_ignored: u64,
     /// Uncorrelated spans dropped from the late-join memory to stay within its bounds, before their time was up.
     pub late_joins_evicted: u64,
     /// Spans re-emitted into order traces (one per order a span concerns).
@@ -47,7 +50,7 @@ pub struct EngineStats {
     pub conformance_findings_withdrawn: u64,
     /// Spans reporting SLA breaches and conformance findings.
     pub finding_spans_emitted: u64,
-    /// Spans correlated and uncorrelated by `service.name` and route (`http.route`, else the span name), bounded
+    /// Spans correlated and uncorrelated by `service.name` and route (`telemetry.metrics.route_attributes`), bounded
     /// by `telemetry.metrics.max_coverage_routes`, the rest counting under `other`/`other`; refreshed once a second.
     pub coverage: BTreeMap<(String, String), Coverage>,
     /// Open orders by current stage (gauge), recounted at most once a second.
@@ -74,22 +77,30 @@ pub(crate) struct CoverageCounter {
     /// Distinct service/route pairs in `routes`.
     pairs: usize,
     limit: usize,
+    route_attributes: Vec<String>,
+    route_from_span_name: bool,
 }
+
+/// The route of a span with none of the route attributes, when span names are not used.
+pub(crate) const UNKNOWN_ROUTE: &str = "unknown";
 
 /// Both parts of a coverage pair become metric labels, so a pathological value is cut rather than carried into
 /// every scrape.
 const MAX_LABEL_CHARS: usize = 128;
 
 impl CoverageCounter {
-    pub(crate) fn new(limit: usize) -> CoverageCounter {
-        CoverageCounter { routes: HashMap::new(), pairs: 0, limit }
+    pub(crate) fn new(limit: usize, route_attributes: Vec<String>, route_from_span_name: bool) -> CoverageCounter {
+        CoverageCounter { routes: HashMap::new(), pairs: 0, limit, route_attributes, route_from_span_name }
     }
 
-    /// Counts a span under its service and route.
+    /// Counts a span under its service and route: the first configured route attribute it carries, else its name
+    /// if so configured, else `unknown`.
     pub(crate) fn count(&mut self, input: &SpanInput, correlated: bool) {
-        let route = attributes::find(&input.span.attributes, "http.route")
-            .and_then(attributes::scalar_string)
-            .unwrap_or(Cow::Borrowed(input.span.name.as_str()));
+        let route = self
+            .route_attributes
+            .iter()
+            .find_map(|key| attributes::find(&input.span.attributes, key).and_then(attributes::scalar_string))
+            .unwrap_or(Cow::Borrowed(if self.route_from_span_name { input.span.name.as_str() } else { UNKNOWN_ROUTE }));
         let service = input.resource.service_name.as_str();
         // Looked up by reference, so that the per-span path allocates only the first time a route is seen.
         let known = self.routes.get_mut(service).and_then(|routes| routes.get_mut(route.as_ref()));

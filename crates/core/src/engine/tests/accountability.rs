@@ -408,3 +408,31 @@ fn milestones_settle_in_the_order_they_were_reached() {
     assert_eq!(attr(release, "order.sla.target").as_deref(), Some("order_release"), "its clock had started");
     assert_eq!(attr(release, "order.sla.status").as_deref(), Some("met"));
 }
+
+#[test]
+fn a_sender_not_trusted_to_declare_labels_cannot_cancel_an_order_and_stop_its_clocks() {
+    let cancel = |service: &'static str, span: u8| {
+        spec(service, "anything", 7, span)
+            .attr("order.id", "SO-1")
+            .attr("order.milestone", "order_cancellation")
+            .at(T0 + MINUTE)
+    };
+    // By default nobody is believed: the statement is ignored and counted, and the clock still breaches.
+    let mut engine = engine();
+    process(&mut engine, vec![capture(1, "SO-1", "standard", T0), cancel("curious-script", 2)], T0 + MINUTE);
+    settle(&mut engine, T0 + MINUTE);
+    assert_eq!(engine.stats().declared_labels_ignored, 1);
+    assert!(engine.order("SO-1").unwrap().milestone("order_cancellation").is_none());
+    let (_, events) = tick(&mut engine, T0 + END + 4 * HOUR + delay());
+    assert_eq!(breaches(&events), 1, "the order's clock was not stopped");
+
+    // A system the configuration names is believed.
+    let yaml = DEFAULT_CONFIG_YAML.replace("trust_declared_labels_from: []", "trust_declared_labels_from: [\"erp*\"]");
+    let mut engine = Engine::new(Arc::new(parse(&yaml, "test.yaml").unwrap()), vec![], vec![]);
+    process(&mut engine, vec![capture(1, "SO-1", "standard", T0), cancel("erp-core", 2)], T0 + MINUTE);
+    settle(&mut engine, T0 + MINUTE);
+    assert_eq!(engine.stats().declared_labels_ignored, 0);
+    assert!(engine.order("SO-1").unwrap().milestone("order_cancellation").is_some_and(|m| m.reached.is_some()));
+    let (_, events) = tick(&mut engine, T0 + END + 4 * HOUR + delay());
+    assert_eq!(breaches(&events), 0, "a cancelled order's clocks stop");
+}

@@ -81,7 +81,7 @@ fn correlation_coverage_is_counted_per_route_and_bounded() {
     tick(&mut engine, T0 + 10 * SECOND);
     let coverage = &engine.stats().coverage;
     let get = |service: &str, route: &str| coverage.get(&(service.to_string(), route.to_string())).copied();
-    assert_eq!(get("erp", "credit.check"), Some(Coverage { correlated: 2, uncorrelated: 0 }));
+    assert_eq!(get("erp", "unknown"), Some(Coverage { correlated: 2, uncorrelated: 0 }));
     assert_eq!(get("wms", "/stock/{sku}"), Some(Coverage { correlated: 0, uncorrelated: 1 }), "{coverage:?}");
     assert_eq!(
         get("other", "other"),
@@ -89,4 +89,29 @@ fn correlation_coverage_is_counted_per_route_and_bounded() {
         "the third route is over the bound"
     );
     assert_eq!(coverage.len(), 3);
+}
+
+#[test]
+fn a_span_name_never_becomes_a_route_label_unless_configured() {
+    let names = ["approval from anna.berg@example.com", "charge card 4111 1111 1111 1111"];
+    let spans = || {
+        vec![
+            spec("erp", names[0], 1, 1).attr("order.id", "SO-1"),
+            spec("finance", names[1], 2, 2),
+            spec("edi", "Export", 3, 3).attr("rpc.method", "Export"),
+        ]
+    };
+    let mut engine = Engine::new(Arc::new(parse(DEFAULT_CONFIG_YAML, "test.yaml").unwrap()), vec![], vec![]);
+    process(&mut engine, spans(), T0);
+    tick(&mut engine, T0 + 10 * SECOND);
+    let routes: Vec<String> = engine.stats().coverage.keys().map(|(_, route)| route.clone()).collect();
+    assert!(routes.iter().all(|r| r == "unknown" || r == "Export"), "{routes:?}");
+    assert!(routes.iter().any(|r| r == "Export"), "rpc.method is a route: {routes:?}");
+
+    let yaml = DEFAULT_CONFIG_YAML.replace("route_from_span_name: false", "route_from_span_name: true");
+    let mut engine = Engine::new(Arc::new(parse(&yaml, "test.yaml").unwrap()), vec![], vec![]);
+    process(&mut engine, spans(), T0);
+    tick(&mut engine, T0 + 10 * SECOND);
+    let routes: Vec<String> = engine.stats().coverage.keys().map(|(_, route)| route.clone()).collect();
+    assert!(routes.iter().any(|r| r == names[0]), "configured to use span names: {routes:?}");
 }

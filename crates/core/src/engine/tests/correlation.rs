@@ -230,7 +230,8 @@ fn idle_orders_close_after_the_configured_period() {
 
 #[test]
 fn self_declared_labels_are_checked_against_the_taxonomy() {
-    let mut engine = engine();
+    let yaml = DEFAULT_CONFIG_YAML.replace("trust_declared_labels_from: []", "trust_declared_labels_from: [erp]");
+    let mut engine = Engine::new(Arc::new(parse(&yaml, "test.yaml").unwrap()), vec![], vec![]);
     let out = run(
         &mut engine,
         vec![
