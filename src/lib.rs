@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod connections;
 pub mod exporter;
 pub mod google_rpc;
 pub mod memory;

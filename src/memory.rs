@@ -7,6 +7,7 @@
 //! its limit and refused everything afterwards), so the `ordertrail` binary uses jemalloc with a background thread
 //! that returns freed pages within a second (`.cargo/config.toml`).
 
+use ordertrail_core::config::PipelineConfig;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +62,61 @@ impl Drop for MemoryLimiter {
     }
 }
 
+/// The memory bounds in force, resolved from the configuration and the container's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBounds {
+    /// The limit resident memory is held under, if any.
+    pub limit: Option<u64>,
+    /// Refuse requests while resident memory is above this.
+    pub soft_limit: Option<u64>,
+    /// The admission budget for requests in flight.
+    pub admission: u64,
+    /// Where the limit came from: `configured`, `cgroup` or `none`.
+    pub source: &'static str,
+}
+
+const MIB: u64 = 1024 * 1024;
+/// The admission budget without any memory limit.
+const UNLIMITED_ADMISSION: u64 = 256 * MIB;
+
+impl MemoryBounds {
+    /// The configured limit, else 80 % of the container's (the collector's `limit_percentage` guidance, leaving
+    /// room for what the process does not count, such as the kernel's page cache of the store), else none. The
+    /// spike headroom defaults to a fifth of the limit, the admission budget to a quarter of it.
+    pub fn resolve(config: &PipelineConfig, container_limit: Option<u64>) -> MemoryBounds {
+        let (limit, source) = match (config.memory_limit, container_limit) {
+            (Some(limit), _) => (Some(limit), "configured"),
+            (None, Some(container)) => (Some(container / 5 * 4), "cgroup"),
+            (None, None) => (None, "none"),
+        };
+        let soft_limit = limit.map(|limit| limit - config.memory_spike.unwrap_or(limit / 5).min(limit));
+        let admission =
+            config.admission_limit.unwrap_or_else(|| limit.map_or(UNLIMITED_ADMISSION, |l| (l / 4).max(8 * MIB)));
+        MemoryBounds { limit, soft_limit, admission, source }
+    }
+}
+
+/// The memory limit of this process's cgroup (v2 `memory.max`, else v1 `memory.limit_in_bytes`), if it has one.
+pub fn container_limit() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    // v2: one line `0::/path`.
+    if let Some(path) = cgroup.lines().find_map(|l| l.strip_prefix("0::")) {
+        let file = format!("/sys/fs/cgroup{}/memory.max", path.trim_end_matches('/'));
+        let value = std::fs::read_to_string(&file).or_else(|_| std::fs::read_to_string("/sys/fs/cgroup/memory.max"));
+        if let Ok(value) = value {
+            return parse_limit(&value);
+        }
+    }
+    let v1 = std::fs::read_to_string("/sys/fs/cgroup/memory/memory.limit_in_bytes").ok()?;
+    parse_limit(&v1)
+}
+
+/// A cgroup limit file's value; `max`, and v1's "no limit" (a page-rounded `i64::MAX`), are no limit.
+fn parse_limit(value: &str) -> Option<u64> {
+    let bytes: u64 = value.trim().parse().ok()?;
+    (bytes < 1 << 60).then_some(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +143,32 @@ mod tests {
         assert!(resident_bytes().expect("linux /proc") > 1024 * 1024);
         assert!(MemoryLimiter::start(1024).over_limit());
         assert!(!MemoryLimiter::start(u64::MAX).over_limit());
+    }
+
+    #[test]
+    fn bounds_come_from_the_configuration_else_the_container_else_none() {
+        let config = |limit: Option<u64>, admission: Option<u64>| PipelineConfig {
+            queue_size: 1,
+            max_group_commit: 1,
+            memory_limit: limit.map(|m| m * MIB),
+            memory_spike: None,
+            admission_limit: admission.map(|m| m * MIB),
+        };
+        let container = Some(1024 * MIB);
+        let from_container = MemoryBounds::resolve(&config(None, None), container);
+        assert_eq!(from_container.source, "cgroup");
+        assert_eq!(from_container.limit, Some(1024 * MIB / 5 * 4));
+        assert_eq!(from_container.admission, from_container.limit.unwrap() / 4);
+        assert!(from_container.soft_limit.unwrap() < from_container.limit.unwrap());
+        let configured = MemoryBounds::resolve(&config(Some(512), Some(64)), container);
+        assert_eq!(
+            (configured.source, configured.limit, configured.admission),
+            ("configured", Some(512 * MIB), 64 * MIB)
+        );
+        let none = MemoryBounds::resolve(&config(None, None), None);
+        assert_eq!((none.limit, none.soft_limit, none.admission), (None, None, UNLIMITED_ADMISSION));
+        assert_eq!(parse_limit("max\n"), None);
+        assert_eq!(parse_limit("9223372036854771712\n"), None);
+        assert_eq!(parse_limit("536870912\n"), Some(512 * MIB));
     }
 }

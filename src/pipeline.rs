@@ -185,6 +185,7 @@ impl Pipeline {
         export: ExportSink,
         counters: Arc<Counters>,
         metrics: Arc<OrderMetrics>,
+        memory_soft_limit: Option<u64>,
     ) -> Result<Pipeline, StoreError> {
         let state = store.load()?;
         tracing::info!(
@@ -202,7 +203,7 @@ impl Pipeline {
         engine.restore_traces(state.traces, now);
         engine.restore_pending(state.pending, now, &mut carried);
         let (tx, rx) = sync_channel(config.pipeline.queue_size);
-        let memory = config.pipeline.memory_soft_limit.map(|limit| Arc::new(MemoryLimiter::start(limit)));
+        let memory = memory_soft_limit.map(|limit| Arc::new(MemoryLimiter::start(limit)));
         let heartbeat = Heartbeat::default();
         heartbeat.beat();
         let worker = Worker {
@@ -566,7 +567,7 @@ mod tests {
         let counters = Arc::new(Counters::default());
         let metrics = Arc::new(OrderMetrics::new(config.clone()));
         let sink = ExportSink::Queue { wake: Arc::new(Notify::new()), max_bytes: 1 << 30, max_spans_per_entry: 100 };
-        let pipeline = Pipeline::start(config, Box::new(store), sink, counters.clone(), metrics).unwrap();
+        let pipeline = Pipeline::start(config, Box::new(store), sink, counters.clone(), metrics, None).unwrap();
         let handle = pipeline.handle();
 
         // The commit of this request fails: the sender is told to retry, and nothing new is taken on meanwhile.

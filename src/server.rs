@@ -1,15 +1,18 @@
 //! Assembles a running ordertrail: store, pipeline, exporter and receivers, with an orderly shutdown.
 
 use crate::api::{self, ApiState};
+use crate::connections::{self, LimitedListener};
 use crate::exporter::{ExportError, Exporter};
+use crate::memory::{self, MemoryBounds};
 use crate::metrics::{MetricsPusher, OrderMetrics};
 use crate::pipeline::{ExportSink, Pipeline, PipelineHandle};
 use crate::receiver;
+use crate::receiver::admission::Admission;
 use crate::store::{Durability, OrderStore, RedbStore, StoreError};
 use crate::telemetry::Counters;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use ordertrail_core::config::Config;
+use ordertrail_core::config::{Config, ConnectionLimits};
 use ordertrail_core::engine::EngineStats;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +30,8 @@ pub enum ServerError {
     #[error(transparent)]
     Export(#[from] ExportError),
 }
+
+const MIB: u64 = 1024 * 1024;
 
 /// The resource of ordertrail's own metrics.
 fn own_resource(config: &Config) -> Resource {
@@ -105,17 +110,48 @@ impl Server {
             }
         };
         let metrics = Arc::new(OrderMetrics::new(config.clone()));
-        let pipeline = Pipeline::start(config.clone(), Box::new(store), sink, counters.clone(), metrics.clone())?;
+        let bounds = MemoryBounds::resolve(&config.pipeline, memory::container_limit());
+        tracing::info!(
+            limit_mib = bounds.limit.map(|b| b / MIB),
+            refuse_above_mib = bounds.soft_limit.map(|b| b / MIB),
+            admission_mib = bounds.admission / MIB,
+            source = bounds.source,
+            "memory bounds"
+        );
+        let pipeline = Pipeline::start(
+            config.clone(),
+            Box::new(store),
+            sink,
+            counters.clone(),
+            metrics.clone(),
+            bounds.soft_limit,
+        )?;
+        let admission = Admission::new(bounds.admission, counters.clone());
+        let open_files = connections::raise_open_file_limit();
+        let listeners = [
+            config.receivers.grpc.is_some(),
+            config.receivers.http.is_some(),
+            config.api.http.is_some(),
+            config.api.grpc.is_some(),
+        ]
+        .iter()
+        .filter(|on| **on)
+        .count();
+        let limited = |listener: tokio::net::TcpListener, mut limits: ConnectionLimits| {
+            limits.max_connections = connections::fit_to_open_files(limits.max_connections, listeners, open_files);
+            LimitedListener::new(listener, limits, counters.clone())
+        };
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut grpc_addr = None;
         if let Some(grpc) = config.receivers.grpc.clone() {
             let (listener, addr) = bind(grpc.endpoint).await?;
             grpc_addr = Some(addr);
-            let handle = pipeline.handle();
+            let listener = limited(listener, grpc.connections);
+            let (handle, admission) = (pipeline.handle(), admission.clone());
             let shutdown = stopped(stop_rx.clone());
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = receiver::grpc::serve(listener, grpc, handle, shutdown).await {
+                if let Err(e) = receiver::grpc::serve(listener, grpc, handle, admission, shutdown).await {
                     tracing::error!(error = %e, "OTLP/gRPC receiver stopped");
                 }
             }));
@@ -124,10 +160,11 @@ impl Server {
         if let Some(http) = config.receivers.http.clone() {
             let (listener, addr) = bind(http.endpoint).await?;
             http_addr = Some(addr);
-            let handle = pipeline.handle();
+            let listener = limited(listener, http.connections);
+            let (handle, admission) = (pipeline.handle(), admission.clone());
             let shutdown = stopped(stop_rx.clone());
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = receiver::http::serve(listener, http, handle, shutdown).await {
+                if let Err(e) = receiver::http::serve(listener, http, handle, admission, shutdown).await {
                     tracing::error!(error = %e, "OTLP/HTTP receiver stopped");
                 }
             }));
@@ -144,6 +181,7 @@ impl Server {
         if let Some(endpoint) = config.api.http {
             let (listener, addr) = bind(endpoint).await?;
             api_http_addr = Some(addr);
+            let listener = limited(listener, ConnectionLimits::default());
             let (state, shutdown) = (state.clone(), stopped(stop_rx.clone()));
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = api::http::serve(listener, state, shutdown).await {
@@ -155,6 +193,7 @@ impl Server {
         if let Some(endpoint) = config.api.grpc {
             let (listener, addr) = bind(endpoint).await?;
             api_grpc_addr = Some(addr);
+            let listener = limited(listener, ConnectionLimits::default());
             let (state, shutdown) = (state.clone(), stopped(stop_rx.clone()));
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = api::grpc::serve(listener, state, shutdown).await {

@@ -16,6 +16,8 @@ pub struct Counters {
     /// Requests skipped because their sender had given up (deadline passed, connection closed) before the engine
     /// reached them.
     pub requests_abandoned: AtomicU64,
+    /// Connections closed on accept because the listener had `max_connections` open.
+    pub connections_refused: AtomicU64,
     /// Requests whose body could not be decoded (answered INVALID_ARGUMENT / 400).
     pub requests_malformed: AtomicU64,
     /// Spans accepted by the receivers.

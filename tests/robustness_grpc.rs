@@ -242,17 +242,18 @@ async fn grpc_extreme_but_valid_requests_are_accepted_and_processed() {
     grpc.server.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Requests that tonic refuses before they reach the receiver get a code a sender can act on, and the connection
+/// Requests refused before they are decoded get a code a sender can act on, and the connection
 /// and the server carry on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_oversized_and_compressed_bombs_are_refused_with_resource_codes() {
     let mut grpc = Grpc::start().await;
 
-    // Over the 4 MiB default as sent: OUT_OF_RANGE, which tonic checks from the frame header.
+    // Over the 4 MiB default as sent: RESOURCE_EXHAUSTED without RetryInfo, as Go servers answer, checked from the
+    // frame header before the message is read (OUT_OF_RANGE would make OTLP clients retry it for ever).
     let mut big = order_span("SO-BIG", 0x51, 0x51, "credit.check", vec![]);
     big.name = "x".repeat(5 * MIB);
     let status = grpc.export(request_of("erp", vec![big.clone()])).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
 
     // The same message gzip-compressed is tiny on the wire but inflates past the limit: RESOURCE_EXHAUSTED.
     let mut gzip_client = grpc.client.clone().send_compressed(tonic::codec::CompressionEncoding::Gzip);
@@ -280,10 +281,13 @@ async fn grpc_undecodable_messages_get_invalid_argument() {
         let status = export_raw(grpc.channel.clone(), body).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}: {status:?}");
     }
-    // Nesting past protobuf's recursion limit, sent with the ordinary client.
+    // Nesting past the depth limit, sent with the ordinary client; at the limit it is accepted.
     let span = order_span("SO-DEEP", 0x61, 0x61, "credit.check", vec![kv("deep".into(), nested(200, "x"))]);
     let status = grpc.export(request_of("erp", vec![span])).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let limit = ordertrail::receiver::MAX_VALUE_DEPTH;
+    let span = order_span("SO-DEEP-OK", 0x62, 0x62, "credit.check", vec![kv("deep".into(), nested(limit, "x"))]);
+    grpc.export(request_of("erp", vec![span])).await.expect("nesting up to the limit is accepted");
     // A method the service does not have.
     let status = call_raw(grpc.channel.clone(), "/opentelemetry.proto.collector.trace.v1.TraceService/Nope", vec![])
         .await

@@ -7,7 +7,6 @@ use super::{parse_status, ApiError, ApiState};
 use ordertrail_core::query::{self, ExceptionFilter, OrderFilter};
 use ordertrail_core::time::parse_rfc3339;
 use prost_types::Timestamp;
-use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 impl From<ApiError> for Status {
@@ -241,7 +240,7 @@ pub enum GrpcApiError {
 }
 
 pub async fn serve(
-    listener: TcpListener,
+    listener: crate::connections::LimitedListener,
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), GrpcApiError> {
@@ -270,7 +269,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(OrderServiceServer::new(state))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(listener.into_stream(), shutdown)
         .await;
     probe.abort();
     served?;

@@ -9,7 +9,6 @@ use axum::Router;
 use ordertrail_core::query::{ExceptionFilter, OrderFilter};
 use ordertrail_core::time::parse_rfc3339;
 use serde::Deserialize;
-use tokio::net::TcpListener;
 
 /// The OpenAPI 3.1 description of this API.
 pub const OPENAPI_YAML: &str = include_str!("openapi.yaml");
@@ -174,9 +173,9 @@ pub fn router(state: ApiState) -> Router {
 }
 
 pub async fn serve(
-    listener: TcpListener,
+    listener: crate::connections::LimitedListener,
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    crate::connections::serve_http(listener, router(state), shutdown).await
 }

@@ -124,7 +124,7 @@ impl OrderMetrics {
             (
                 r.counter(
                     "ordertrail_receiver_requests_refused_memory",
-                    "Requests refused because memory was above pipeline.memory_limit_mib (retryable).",
+                    "Requests refused because memory was above its limit or the admission budget (pipeline.admission_limit_mib) was taken (retryable).",
                     &[],
                 ),
                 |c| Counters::get(&c.requests_refused_memory),
@@ -136,6 +136,14 @@ impl OrderMetrics {
                     &[],
                 ),
                 |c| Counters::get(&c.requests_abandoned),
+            ),
+            (
+                r.counter(
+                    "ordertrail_connections_refused",
+                    "Connections closed on accept because their listener had connections.max_connections open.",
+                    &[],
+                ),
+                |c| Counters::get(&c.connections_refused),
             ),
             (
                 r.counter("ordertrail_receiver_requests_malformed", "Requests whose body could not be decoded.", &[]),

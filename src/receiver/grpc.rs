@@ -4,10 +4,19 @@
 //! server decodes with tonic's protobuf codec, which answers a message that does not decode with INTERNAL (gRPC's
 //! status table files "error parsing request proto" under it). INTERNAL reads as a fault of this server, while
 //! the message is the sender's error; the receivers promise INVALID_ARGUMENT for it, as OTLP/HTTP answers 400.
+//!
+//! It also reads the request body itself before tonic sees it, so that memory is admitted by bytes before it is
+//! allocated: the frame's length is checked and reserved before the message is read, a gzip message is inflated
+//! step by step within the budget, and the decoded size (estimated from the encoding, see `wire`) is reserved
+//! before decoding. tonic then decodes an uncompressed message from memory.
 
-use super::{ingest_status, response, sanitise};
+use super::admission::{Admission, Admitted, InflateError, Refusal};
+use super::{ingest_status, response, sanitise, wire, MAX_VALUE_DEPTH};
+use crate::connections::{LimitedListener, Peer};
 use crate::pipeline::PipelineHandle;
 use crate::telemetry::Counters;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use ordertrail_core::config::GrpcServerConfig;
@@ -15,7 +24,7 @@ use prost::Message;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::net::TcpListener;
+use std::time::Duration;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings};
 use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 use tonic::{Request, Response, Status};
@@ -45,21 +54,22 @@ impl TraceService for Receiver {
 
 /// Serves OTLP/gRPC on an already bound listener until `shutdown`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: LimitedListener,
     config: GrpcServerConfig,
     pipeline: PipelineHandle,
+    admission: Arc<Admission>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let mut compression = EnabledCompressionEncodings::default();
-    compression.enable(CompressionEncoding::Gzip);
     let service = ExportService {
         receiver: Arc::new(Receiver { pipeline }),
-        compression,
-        // The limit applies after decompression, so it also bounds what a gzip bomb can expand to.
+        admission,
         max_recv_msg_size: config.max_recv_msg_size,
+        read_timeout: config.connections.read_timeout,
     };
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(listener.into_stream(), shutdown)
+        .await
 }
 
 /// tonic's protobuf codec, except that a request that does not decode is answered INVALID_ARGUMENT.
@@ -111,8 +121,96 @@ impl tonic::server::UnaryService<ExportTraceServiceRequest> for ExportMethod {
 #[derive(Clone)]
 struct ExportService {
     receiver: Arc<Receiver>,
-    compression: EnabledCompressionEncodings,
+    admission: Arc<Admission>,
     max_recv_msg_size: usize,
+    read_timeout: Duration,
+}
+
+/// How a refusal by the admission budget is answered: UNAVAILABLE, retryable by every OTLP client.
+fn refused(refusal: Refusal) -> Status {
+    Status::unavailable(refusal.to_string())
+}
+
+impl ExportService {
+    /// Reads the request's one gRPC message within the admission budget and gives it back uncompressed, framed
+    /// for tonic, with the reservation that covers it and its decoding.
+    async fn read_message<B>(
+        &self,
+        headers: &http::HeaderMap,
+        body: B,
+        peer: std::net::IpAddr,
+    ) -> Result<(Admitted, Bytes), Status>
+    where
+        B: Body,
+        B::Error: Into<StdError>,
+    {
+        let mut body = std::pin::pin!(body);
+        let mut buf = BytesMut::new();
+        let mut admitted: Option<Admitted> = None;
+        let mut header: Option<(bool, usize)> = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Status::cancelled(format!("reading the request failed: {}", e.into())))?;
+            let Ok(data) = frame.into_data() else { continue };
+            if let Some(admitted) = admitted.as_mut() {
+                // Only the declared message is reserved; a body longer than it is refused below, not buffered.
+                if (buf.len() + data.remaining()) as u64 > admitted.bytes() {
+                    return Err(Status::invalid_argument("a unary request carries one message"));
+                }
+            }
+            buf.put(data);
+            if header.is_none() && buf.len() >= 5 {
+                let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                if len > self.max_recv_msg_size {
+                    // What Go servers answer, without RetryInfo: the same message can never succeed.
+                    return Err(Status::resource_exhausted(format!(
+                        "grpc: received message larger than max ({len} vs. {})",
+                        self.max_recv_msg_size
+                    )));
+                }
+                admitted = Some(self.admission.admit(peer, (len + 5) as u64).map_err(refused)?);
+                buf.reserve((len + 5).saturating_sub(buf.len()));
+                header = Some((buf[0] == 1, len));
+            }
+            if header.is_some_and(|(_, len)| buf.len() >= len + 5) {
+                break;
+            }
+        }
+        let (Some((compressed, len)), Some(mut admitted)) = (header, admitted) else {
+            return Err(Status::invalid_argument("the request holds no complete gRPC message"));
+        };
+        if buf.len() < len + 5 {
+            return Err(Status::invalid_argument("the request ended before its message did"));
+        }
+        let message = buf.freeze().slice(5..len + 5);
+        let message = if compressed {
+            let encoding = headers.get("grpc-encoding").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if encoding != "gzip" {
+                return Err(Status::unimplemented(format!(
+                    "message compression `{encoding}` is not supported; use gzip"
+                )));
+            }
+            match admitted.inflate(&message, self.max_recv_msg_size) {
+                Ok(inflated) => Bytes::from(inflated),
+                Err(InflateError::Refused(refusal)) => return Err(refused(refusal)),
+                Err(InflateError::TooLarge(limit)) => {
+                    return Err(Status::resource_exhausted(format!(
+                        "grpc: received message after decompression larger than max ({limit})"
+                    )))
+                }
+                Err(e @ InflateError::Corrupt(_)) => return Err(Status::invalid_argument(e.to_string())),
+            }
+        } else {
+            message
+        };
+        let shape = wire::measure(&message, MAX_VALUE_DEPTH).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // The decoded request, and the copy tonic decodes it from.
+        admitted.grow(shape.decoded_bytes + message.len() as u64).map_err(refused)?;
+        let mut framed = BytesMut::with_capacity(message.len() + 5);
+        framed.put_u8(0);
+        framed.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+        framed.extend_from_slice(&message);
+        Ok((admitted, framed.freeze()))
+    }
 }
 
 impl tonic::server::NamedService for ExportService {
@@ -136,10 +234,36 @@ where
         if request.uri().path() != "/opentelemetry.proto.collector.trace.v1.TraceService/Export" {
             return Box::pin(async move { Ok(Status::unimplemented("unknown method").into_http()) });
         }
-        let method = ExportMethod(self.receiver.clone());
-        let mut grpc = tonic::server::Grpc::new(ExportCodec)
-            .apply_compression_config(self.compression, self.compression)
-            .apply_max_message_size_config(Some(self.max_recv_msg_size), None);
-        Box::pin(async move { Ok(grpc.unary(method, request).await) })
+        let this = self.clone();
+        Box::pin(async move {
+            let peer = request.extensions().get::<Peer>().map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |p| p.0.ip());
+            let (mut parts, body) = request.into_parts();
+            let read = tokio::time::timeout(this.read_timeout, this.read_message(&parts.headers, body, peer)).await;
+            let (admitted, framed) = match read {
+                Ok(Ok(read)) => read,
+                Ok(Err(status)) => {
+                    if status.code() != tonic::Code::Unavailable {
+                        Counters::add(&this.receiver.pipeline.counters().requests_malformed, 1);
+                    }
+                    return Ok(status.into_http());
+                }
+                Err(_) => {
+                    let message = format!("the request's body did not arrive within {:?}", this.read_timeout);
+                    return Ok(Status::deadline_exceeded(message).into_http());
+                }
+            };
+            // The message is inflated already; tonic must not try again.
+            parts.headers.remove("grpc-encoding");
+            let request = http::Request::from_parts(parts, tonic::body::Body::new(http_body_util::Full::new(framed)));
+            let mut compression = EnabledCompressionEncodings::default();
+            compression.enable(CompressionEncoding::Gzip);
+            let mut grpc = tonic::server::Grpc::new(ExportCodec)
+                .apply_compression_config(EnabledCompressionEncodings::default(), compression)
+                .apply_max_message_size_config(Some(this.max_recv_msg_size), None);
+            let response = grpc.unary(ExportMethod(this.receiver.clone()), request).await;
+            // Held until answered: the request's memory counts until the engine is done with it.
+            drop(admitted);
+            Ok(response)
+        })
     }
 }

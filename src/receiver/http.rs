@@ -3,7 +3,9 @@
 //! Responses follow the OTLP/HTTP specification: the body is an `ExportTraceServiceResponse` in the request's
 //! encoding; failures carry a `google.rpc.Status` body; 400 is permanent, 429/503 are retryable.
 
-use super::{response, sanitise};
+use super::admission::{Admission, Admitted, InflateError, Refusal};
+use super::{response, sanitise, wire, MAX_VALUE_DEPTH};
+use crate::connections::{LimitedListener, Peer};
 use crate::google_rpc::Status as RpcStatus;
 use crate::pipeline::PipelineHandle;
 use crate::telemetry::Counters;
@@ -12,13 +14,14 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::Extension;
 use axum::Router;
+use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use ordertrail_core::config::HttpServerConfig;
 use prost::Message;
-use std::io::Read;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use std::time::Duration;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Encoding {
@@ -37,8 +40,10 @@ impl Encoding {
 
 struct Shared {
     pipeline: PipelineHandle,
+    admission: Arc<Admission>,
     max_body: usize,
     max_decompressed: usize,
+    read_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +56,10 @@ enum DecodeError {
     Gzip(std::io::Error),
     #[error("decompressed body exceeds {0} bytes")]
     TooLarge(usize),
+    #[error("{0}")]
+    Shape(wire::WireError),
+    #[error(transparent)]
+    Refused(Refusal),
     #[error("invalid protobuf body: {0}")]
     Protobuf(prost::DecodeError),
     #[error("invalid JSON body: {0}")]
@@ -80,25 +89,59 @@ fn encoding_of(headers: &HeaderMap) -> Result<Encoding, DecodeError> {
     }
 }
 
-fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, DecodeError> {
+/// Inflates a gzip body within the admission budget and `limit`; other bodies are returned as they are.
+fn decompress(headers: &HeaderMap, body: Bytes, limit: usize, admitted: &mut Admitted) -> Result<Bytes, DecodeError> {
     let encoding =
         headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("").trim().to_ascii_lowercase();
     match encoding.as_str() {
         "" | "identity" => Ok(body),
-        "gzip" => {
-            let mut out = Vec::new();
-            // Reading one byte past the limit tells "exactly at the limit" from "over it" without inflating a bomb.
-            flate2::read::GzDecoder::new(&body[..])
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(DecodeError::Gzip)?;
-            if out.len() > limit {
-                return Err(DecodeError::TooLarge(limit));
-            }
-            Ok(Bytes::from(out))
-        }
+        "gzip" => match admitted.inflate(&body, limit) {
+            Ok(inflated) => Ok(Bytes::from(inflated)),
+            Err(InflateError::Corrupt(e)) => Err(DecodeError::Gzip(e)),
+            Err(InflateError::TooLarge(limit)) => Err(DecodeError::TooLarge(limit)),
+            Err(InflateError::Refused(refusal)) => Err(DecodeError::Refused(refusal)),
+        },
         other => Err(DecodeError::ContentEncoding(other.to_string())),
     }
+}
+
+/// Reserves what decoding `body` will allocate, and checks how deeply a protobuf body's values nest.
+fn admit_decoding(encoding: Encoding, body: &[u8], admitted: &mut Admitted) -> Result<(), DecodeError> {
+    let decoded = match encoding {
+        Encoding::Protobuf => wire::measure(body, MAX_VALUE_DEPTH).map_err(DecodeError::Shape)?.decoded_bytes,
+        Encoding::Json => wire::json_decoded_bytes(body),
+    };
+    admitted.grow(decoded).map_err(DecodeError::Refused)
+}
+
+/// Reads the body within `max_body` bytes, reserving each piece before keeping it.
+async fn read_body(body: Body, max_body: usize, admitted: &mut Admitted) -> Result<Bytes, BodyError> {
+    let mut body = std::pin::pin!(body);
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() > max_body {
+            return Err(BodyError::TooLarge);
+        }
+        let needed = (buf.len() + data.len()) as u64;
+        if needed > admitted.bytes() {
+            admitted.grow(needed - admitted.bytes()).map_err(BodyError::Refused)?;
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
+#[derive(Debug)]
+enum BodyError {
+    TooLarge,
+    Read(String),
+    Refused(Refusal),
+}
+
+fn busy(encoding: Encoding, refusal: &Refusal) -> Response {
+    error_response(StatusCode::SERVICE_UNAVAILABLE, encoding, tonic::Code::Unavailable, refusal.to_string())
 }
 
 fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeError> {
@@ -160,7 +203,12 @@ fn special_doubles_to_strings(value: &mut serde_json::Value, depth: usize) -> bo
     changed
 }
 
-async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+async fn export(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let counters = shared.pipeline.counters().clone();
     let encoding = match encoding_of(&headers) {
         Ok(encoding) => encoding,
@@ -174,18 +222,44 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
             );
         }
     };
-    // The limit is enforced here rather than by a middleware layer so that refusals are counted with the rest.
-    let body = match axum::body::to_bytes(body, shared.max_body).await {
-        Ok(body) => body,
-        Err(_) => {
+    let too_large = || {
+        Counters::add(&counters.requests_malformed, 1);
+        let message = format!("request body exceeds {} bytes", shared.max_body);
+        error_response(StatusCode::PAYLOAD_TOO_LARGE, encoding, tonic::Code::InvalidArgument, message)
+    };
+    // Admission by the declared length, before a byte of the body is read; a body without one is reserved
+    // piece by piece as it arrives.
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > shared.max_body as u64) {
+        return too_large();
+    }
+    let peer = peer.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |Extension(Peer(addr))| addr.ip());
+    let mut admitted = match shared.admission.admit(peer, declared.unwrap_or(0)) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return busy(encoding, &refusal),
+    };
+    let body = match tokio::time::timeout(shared.read_timeout, read_body(body, shared.max_body, &mut admitted)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooLarge)) => return too_large(),
+        Ok(Err(BodyError::Refused(refusal))) => return busy(encoding, &refusal),
+        Ok(Err(BodyError::Read(e))) => {
             Counters::add(&counters.requests_malformed, 1);
-            let message = format!("request body exceeds {} bytes or could not be read", shared.max_body);
-            return error_response(StatusCode::PAYLOAD_TOO_LARGE, encoding, tonic::Code::InvalidArgument, message);
+            let message = format!("the request body could not be read: {e}");
+            return error_response(StatusCode::BAD_REQUEST, encoding, tonic::Code::InvalidArgument, message);
+        }
+        Err(_) => {
+            let message = format!("the request body did not arrive within {:?}", shared.read_timeout);
+            return error_response(StatusCode::REQUEST_TIMEOUT, encoding, tonic::Code::DeadlineExceeded, message);
         }
     };
-    let request = decompress(&headers, body, shared.max_decompressed).and_then(|body| decode(encoding, &body));
+    let request = decompress(&headers, body, shared.max_decompressed, &mut admitted).and_then(|body| {
+        admit_decoding(encoding, &body, &mut admitted)?;
+        decode(encoding, &body)
+    });
     let request = match request {
         Ok(request) => request,
+        Err(DecodeError::Refused(refusal)) => return busy(encoding, &refusal),
         Err(e) => {
             Counters::add(&counters.requests_malformed, 1);
             let status = if matches!(e, DecodeError::TooLarge(_)) {
@@ -216,20 +290,23 @@ async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
 }
 
 /// The OTLP/HTTP routes.
-pub fn router(config: &HttpServerConfig, pipeline: PipelineHandle) -> Router {
+pub fn router(config: &HttpServerConfig, pipeline: PipelineHandle, admission: Arc<Admission>) -> Router {
     let shared = Arc::new(Shared {
         pipeline,
+        admission,
         max_body: config.max_request_body_size,
         max_decompressed: config.max_decompressed_body_size,
+        read_timeout: config.connections.read_timeout,
     });
     Router::new().route("/v1/traces", post(export)).layer(DefaultBodyLimit::disable()).with_state(shared)
 }
 
 pub async fn serve(
-    listener: TcpListener,
+    listener: LimitedListener,
     config: HttpServerConfig,
     pipeline: PipelineHandle,
+    admission: Arc<Admission>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(&config, pipeline)).with_graceful_shutdown(shutdown).await
+    crate::connections::serve_http(listener, router(&config, pipeline, admission), shutdown).await
 }

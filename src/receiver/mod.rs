@@ -4,8 +4,15 @@
 //! spans with invalid ids and report them in `partial_success`, and hand the rest to the pipeline, answering
 //! UNAVAILABLE / 503 when it is full so that the sender retries.
 
+pub mod admission;
 pub mod grpc;
 pub mod http;
+pub mod wire;
+
+/// Deepest nesting of attribute values (arrays and maps inside values) a request may have. The Go collector
+/// accepts 10,000 protobuf levels; decoding here recurses once per level on a thread's stack, and 128 levels
+/// (a few hundred kilobytes of stack in a debug build) is far beyond what instrumentation produces.
+pub const MAX_VALUE_DEPTH: usize = 128;
 
 use crate::pipeline::IngestError;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};

@@ -208,6 +208,9 @@ fn restrict_file(path: &Path) -> std::io::Result<()> {
 /// returning an error; at startup that must become an error naming the file, not an abort with exit code 101.
 /// The panic hook is silenced meanwhile, so the operator sees one clear message rather than a backtrace.
 fn catching_panics<T>(open: impl FnOnce() -> T) -> Result<T, String> {
+    // Two stores opening at once (tests do) must not capture each other's silent hook and keep it for good.
+    static HOOK_SWAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _swapping = HOOK_SWAP.lock().unwrap_or_else(|e| e.into_inner());
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open));

@@ -1,6 +1,8 @@
 //! Shared pieces of the integration tests: an in-process OTLP sink, a server on port 0, and real SDK senders.
 #![allow(dead_code)]
 
+pub(crate) mod binary;
+
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithExportConfig;

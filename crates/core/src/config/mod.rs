@@ -39,8 +39,8 @@ pub use exporter::{
 pub use order_traces::{OrderTraceConfig, RawOrderTraces};
 pub use overrides::Overrides;
 pub use receivers::{
-    GrpcServerConfig, HttpServerConfig, RawGrpcServer, RawHttpServer, RawOtlpReceiver, RawProtocols, RawReceivers,
-    ReceiverConfig,
+    ConnectionLimits, GrpcServerConfig, HttpServerConfig, RawConnections, RawGrpcServer, RawHttpServer,
+    RawOtlpReceiver, RawProtocols, RawReceivers, ReceiverConfig,
 };
 pub use rules::{
     AttributeCondition, AttributeTest, ExceptionLabel, NumericOp, RawAttributeMatch, RawMatch, RawRule, RawStringMatch,

@@ -31,11 +31,11 @@ impl Config {
         if let Some(addr) = &overrides.grpc_listen {
             let endpoint = listen_address("--grpc-listen", addr)?;
             // A receiver the file turned off comes back with its default limits.
-            let max_recv_msg_size = match &self.receivers.grpc {
-                Some(grpc) => grpc.max_recv_msg_size,
-                None => RawGrpcServer::default().check(&COMMAND_LINE)?.max_recv_msg_size,
+            let limits = match &self.receivers.grpc {
+                Some(grpc) => grpc.clone(),
+                None => RawGrpcServer::default().check(&COMMAND_LINE)?,
             };
-            self.receivers.grpc = Some(GrpcServerConfig { endpoint, max_recv_msg_size });
+            self.receivers.grpc = Some(GrpcServerConfig { endpoint, ..limits });
         }
         if let Some(addr) = &overrides.http_listen {
             let endpoint = listen_address("--http-listen", addr)?;

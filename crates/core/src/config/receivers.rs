@@ -3,6 +3,7 @@
 use super::check::{Checker, ConfigError};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Receivers, named as in the OpenTelemetry Collector (`receivers.otlp.protocols`). Every section's defaults are
 /// its `Default` implementation, and nowhere else.
@@ -41,11 +42,91 @@ pub struct RawGrpcServer {
     pub endpoint: String,
     /// Largest accepted message after decompression, in MiB; the default is the collector's.
     pub max_recv_msg_size_mib: u64,
+    /// Connections, their timeouts and how many at once.
+    pub connections: RawConnections,
 }
 
 impl Default for RawGrpcServer {
     fn default() -> RawGrpcServer {
-        RawGrpcServer { enabled: true, endpoint: "0.0.0.0:4317".into(), max_recv_msg_size_mib: 4 }
+        RawGrpcServer {
+            enabled: true,
+            endpoint: "0.0.0.0:4317".into(),
+            max_recv_msg_size_mib: 4,
+            connections: RawConnections::default(),
+        }
+    }
+}
+
+/// Limits on a listener's connections, so that slow, idle or half-sent connections cannot take every file
+/// descriptor and starve the senders that work.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConnections {
+    /// Connections open at once; further ones are closed on accept and counted. At startup it is also kept below
+    /// the process's open-file limit.
+    pub max_connections: usize,
+    /// Longest wait for a request's headers (for gRPC, for the connection's HTTP/2 handshake and first bytes).
+    #[serde(with = "humantime_serde")]
+    pub read_header_timeout: Duration,
+    /// Longest wait for a request's whole body once its headers arrived.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// A connection on which nothing is read or written for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for RawConnections {
+    fn default() -> RawConnections {
+        RawConnections {
+            max_connections: 1000,
+            read_header_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Checked connection limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub read_header_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    /// The defaults of [`RawConnections`], for listeners without settings of their own (the API's).
+    fn default() -> ConnectionLimits {
+        let raw = RawConnections::default();
+        ConnectionLimits {
+            max_connections: raw.max_connections,
+            read_header_timeout: raw.read_header_timeout,
+            read_timeout: raw.read_timeout,
+            idle_timeout: raw.idle_timeout,
+        }
+    }
+}
+
+impl RawConnections {
+    fn check(&self, check: &Checker<'_>, key: &str) -> Result<ConnectionLimits, ConfigError> {
+        let max_connections = check.positive(&format!("{key}.connections.max_connections"), self.max_connections)?;
+        for (field, value) in [
+            ("read_header_timeout", self.read_header_timeout),
+            ("read_timeout", self.read_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(check.err(format!("{key}.connections.{field}"), "must be greater than zero"));
+            }
+        }
+        Ok(ConnectionLimits {
+            max_connections,
+            read_header_timeout: self.read_header_timeout,
+            read_timeout: self.read_timeout,
+            idle_timeout: self.idle_timeout,
+        })
     }
 }
 
@@ -61,6 +142,8 @@ pub struct RawHttpServer {
     pub max_request_body_size: u64,
     /// Largest accepted body after gzip decompression, in bytes; guards against gzip bombs.
     pub max_decompressed_body_size: u64,
+    /// Connections, their timeouts and how many at once.
+    pub connections: RawConnections,
 }
 
 impl Default for RawHttpServer {
@@ -70,6 +153,7 @@ impl Default for RawHttpServer {
             endpoint: "0.0.0.0:4318".into(),
             max_request_body_size: 20 * 1024 * 1024,
             max_decompressed_body_size: 64 * 1024 * 1024,
+            connections: RawConnections::default(),
         }
     }
 }
@@ -84,6 +168,7 @@ pub struct ReceiverConfig {
 pub struct GrpcServerConfig {
     pub endpoint: SocketAddr,
     pub max_recv_msg_size: usize,
+    pub connections: ConnectionLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +176,7 @@ pub struct HttpServerConfig {
     pub endpoint: SocketAddr,
     pub max_request_body_size: usize,
     pub max_decompressed_body_size: usize,
+    pub connections: ConnectionLimits,
 }
 
 const GRPC: &str = "receivers.otlp.protocols.grpc";
@@ -117,6 +203,7 @@ impl RawGrpcServer {
         Ok(GrpcServerConfig {
             endpoint: check.socket_addr(&format!("{GRPC}.endpoint"), &self.endpoint)?,
             max_recv_msg_size: check.mib(&key, self.max_recv_msg_size_mib)?,
+            connections: self.connections.check(check, GRPC)?,
         })
     }
 }
@@ -135,6 +222,7 @@ impl RawHttpServer {
             endpoint: check.socket_addr(&format!("{HTTP}.endpoint"), &self.endpoint)?,
             max_request_body_size: check.bytes(&body_key, self.max_request_body_size)?,
             max_decompressed_body_size: check.bytes(&decompressed_key, self.max_decompressed_body_size)?,
+            connections: self.connections.check(check, HTTP)?,
         })
     }
 }

@@ -37,11 +37,21 @@ pub struct RawPipeline {
     pub memory_limit_mib: Option<u64>,
     /// Headroom below `memory_limit_mib` at which refusing starts; a fifth of the limit when absent.
     pub memory_spike_limit_mib: Option<u64>,
+    /// Memory that requests being received and processed may hold at once, in MiB: each is charged for its body
+    /// as sent, decompressed and decoded before those are allocated, and refused with a retryable status when
+    /// the budget is taken. When absent, a quarter of the memory limit, or 256 MiB without one.
+    pub admission_limit_mib: Option<u64>,
 }
 
 impl Default for RawPipeline {
     fn default() -> RawPipeline {
-        RawPipeline { queue_size: 256, max_group_commit: 64, memory_limit_mib: None, memory_spike_limit_mib: None }
+        RawPipeline {
+            queue_size: 256,
+            max_group_commit: 64,
+            memory_limit_mib: None,
+            memory_spike_limit_mib: None,
+            admission_limit_mib: None,
+        }
     }
 }
 
@@ -66,8 +76,12 @@ pub struct StorageConfig {
 pub struct PipelineConfig {
     pub queue_size: usize,
     pub max_group_commit: usize,
-    /// Refuse requests while resident memory is above this many bytes.
-    pub memory_soft_limit: Option<u64>,
+    /// The configured memory limit in bytes; when absent, the service derives one from its container's.
+    pub memory_limit: Option<u64>,
+    /// The configured headroom below the limit in bytes; a fifth of the limit when absent.
+    pub memory_spike: Option<u64>,
+    /// The configured admission budget in bytes; derived from the memory limit when absent.
+    pub admission_limit: Option<u64>,
 }
 
 impl RawStorage {
@@ -88,23 +102,25 @@ impl RawStorage {
 
 impl RawPipeline {
     pub(crate) fn check(&self, check: &Checker<'_>) -> Result<PipelineConfig, ConfigError> {
-        let memory_soft_limit = match self.memory_limit_mib {
-            None => None,
-            Some(limit) if limit < 64 => {
+        const MIB: u64 = 1024 * 1024;
+        match (self.memory_limit_mib, self.memory_spike_limit_mib) {
+            (Some(limit), _) if limit < 64 => {
                 return Err(check.err("pipeline.memory_limit_mib", "must be at least 64 MiB"));
             }
-            Some(limit) => {
-                let spike = self.memory_spike_limit_mib.unwrap_or(limit / 5);
-                if spike >= limit {
-                    return Err(check.err("pipeline.memory_spike_limit_mib", "must be below memory_limit_mib"));
-                }
-                Some((limit - spike).saturating_mul(1024 * 1024))
+            (Some(limit), Some(spike)) if spike >= limit => {
+                return Err(check.err("pipeline.memory_spike_limit_mib", "must be below memory_limit_mib"));
             }
-        };
+            _ => {}
+        }
+        if self.admission_limit_mib.is_some_and(|a| a < 8) {
+            return Err(check.err("pipeline.admission_limit_mib", "must be at least 8 MiB"));
+        }
         Ok(PipelineConfig {
             queue_size: check.positive("pipeline.queue_size", self.queue_size)?,
             max_group_commit: check.positive("pipeline.max_group_commit", self.max_group_commit)?,
-            memory_soft_limit,
+            memory_limit: self.memory_limit_mib.map(|m| m.saturating_mul(MIB)),
+            memory_spike: self.memory_spike_limit_mib.map(|m| m.saturating_mul(MIB)),
+            admission_limit: self.admission_limit_mib.map(|m| m.saturating_mul(MIB)),
         })
     }
 }
