@@ -8,9 +8,9 @@ use super::{Durability, ExportQueue, LoadedState, OrderStore, QueuedExport, Stor
 use ordertrail_core::engine::StateChanges;
 use ordertrail_core::order::{AliasRecord, OrderRecord};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 const ORDERS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("orders");
 /// Keyed by `kind` + NUL + `value`.
@@ -25,9 +25,14 @@ const EXPORTS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("expo
 /// The page cache unless configured otherwise (`storage.cache_size_mib`).
 const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The database, shared by the store and the export queue. Everything reads and writes through the read side
+/// of the lock (redb serialises its writers itself); compaction alone takes the write side, because redb can
+/// compact only a database nobody else is using.
+type SharedDatabase = Arc<RwLock<Database>>;
+
 #[derive(Debug)]
 pub struct RedbStore {
-    db: Arc<Database>,
+    db: SharedDatabase,
     durability: Durability,
     queue: Arc<RedbExportQueue>,
 }
@@ -35,7 +40,10 @@ pub struct RedbStore {
 /// The export queue's handle on the database, shared with the exporter.
 #[derive(Debug)]
 pub(super) struct RedbExportQueue {
-    db: Arc<Database>,
+    db: SharedDatabase,
+    path: PathBuf,
+    /// When the file was last compacted (Unix seconds), so that compaction runs at most once a minute.
+    compacted_at: AtomicU64,
     next: AtomicU64,
     bytes: AtomicU64,
     entries: AtomicU64,
@@ -43,6 +51,70 @@ pub(super) struct RedbExportQueue {
     /// cannot interleave between the two and leave the counters off for good. redb serialises writers anyway,
     /// so this costs no concurrency.
     write: std::sync::Mutex<()>,
+}
+
+fn shared(db: &SharedDatabase) -> RwLockReadGuard<'_, Database> {
+    db.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The bytes an entry of `len` bytes takes in the file. redb keeps a value too large for a shared 4 KiB page in
+/// a page of its own, sized by a buddy allocator to a power of two: a 600 KB entry takes 1 MiB. The queue's bound
+/// counts this, so that `sending_queue.max_bytes` bounds the file, not only the entries (a 1 GiB bound grew the
+/// file to 2.4 GB when it counted entries).
+fn stored_size(len: usize) -> u64 {
+    const PAGE: usize = 4096;
+    if len <= PAGE / 2 {
+        len as u64
+    } else {
+        (len + 64).next_power_of_two().max(PAGE) as u64
+    }
+}
+
+/// How far the file may outgrow the pages in use before an empty queue triggers compaction.
+const COMPACT_SLACK: u64 = 64 * 1024 * 1024;
+
+impl RedbExportQueue {
+    /// Gives disk back once the queue has drained: redb reuses freed pages but never shrinks its file, so a
+    /// backlog that grew the file to gigabytes would otherwise keep them for good. Runs only with an empty
+    /// queue, at most once a minute, when the file is more than `COMPACT_SLACK` beyond what is in use.
+    fn compact_if_drained(&self) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if self.entries.load(Ordering::Relaxed) > 0 || now < self.compacted_at.load(Ordering::Relaxed) + 60 {
+            return;
+        }
+        let Ok(file_len) = std::fs::metadata(&self.path).map(|m| m.len()) else { return };
+        let in_use = {
+            let db = shared(&self.db);
+            // Removals commit without waiting for the disk, and redb frees their pages only after later durable
+            // commits; two empty ones release them, so that the pages in use are counted right.
+            for _ in 0..2 {
+                let Ok(tx) = db.begin_write() else { return };
+                if tx.commit().is_err() {
+                    return;
+                }
+            }
+            let Ok(tx) = db.begin_write() else { return };
+            let in_use = tx.stats().map(|s| s.allocated_pages() * s.page_size() as u64).ok();
+            tx.abort().ok();
+            match in_use {
+                Some(in_use) => in_use,
+                None => return,
+            }
+        };
+        if file_len <= in_use + COMPACT_SLACK {
+            return;
+        }
+        self.compacted_at.store(now, Ordering::Relaxed);
+        let _writing = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        match db.compact() {
+            Ok(_) => {
+                let after = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+                tracing::info!(before = file_len, after, "export queue drained: store file compacted");
+            }
+            Err(e) => tracing::warn!(error = %e, "store compaction failed; the file keeps its size for now"),
+        }
+    }
 }
 
 fn encode_entry(export: &QueuedExport) -> Vec<u8> {
@@ -63,7 +135,8 @@ fn decode_entry(number: u64, value: &[u8]) -> Result<QueuedExport, StoreError> {
 
 impl ExportQueue for RedbExportQueue {
     fn read_after(&self, after: Option<u64>, max: usize) -> Result<Vec<(u64, QueuedExport)>, StoreError> {
-        let tx = self.db.begin_read().map_err(read_err)?;
+        let db = shared(&self.db);
+        let tx = db.begin_read().map_err(read_err)?;
         let table = tx.open_table(EXPORTS).map_err(read_err)?;
         let start = after.map_or(0, |a| a.saturating_add(1));
         let mut out = Vec::new();
@@ -78,8 +151,9 @@ impl ExportQueue for RedbExportQueue {
         if entries.is_empty() {
             return Ok(());
         }
-        let _writing = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let mut tx = self.db.begin_write().map_err(write_err)?;
+        let writing = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let db = shared(&self.db);
+        let mut tx = db.begin_write().map_err(write_err)?;
         // A removal lost in a crash only means a batch is sent again, so it does not wait for its own fsync; the
         // next state commit makes it durable.
         tx.set_durability(redb::Durability::Eventual);
@@ -88,7 +162,7 @@ impl ExportQueue for RedbExportQueue {
             let mut table = tx.open_table(EXPORTS).map_err(write_err)?;
             for number in entries {
                 if let Some(old) = table.remove(number).map_err(write_err)? {
-                    bytes += old.value().len() as u64;
+                    bytes += stored_size(old.value().len());
                     removed += 1;
                 }
             }
@@ -96,6 +170,8 @@ impl ExportQueue for RedbExportQueue {
         tx.commit().map_err(write_err)?;
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
         self.entries.fetch_sub(removed, Ordering::Relaxed);
+        drop((db, writing));
+        self.compact_if_drained();
         Ok(())
     }
 
@@ -155,22 +231,25 @@ impl RedbStore {
                 )))
             }
         };
-        let db = Arc::new(db);
+        let db = Arc::new(RwLock::new(db));
         // Counting the queue once at startup keeps the bound exact afterwards without a read per request.
         let (mut next, mut bytes, entries);
         {
             (next, bytes) = (0u64, 0u64);
-            let tx = db.begin_read().map_err(read_err)?;
+            let guard = shared(&db);
+            let tx = guard.begin_read().map_err(read_err)?;
             let table = tx.open_table(EXPORTS).map_err(read_err)?;
             entries = table.len().map_err(read_err)?;
             for entry in table.iter().map_err(read_err)? {
                 let (number, value) = entry.map_err(read_err)?;
                 next = number.value() + 1;
-                bytes += value.value().len() as u64;
+                bytes += stored_size(value.value().len());
             }
         }
         let queue = Arc::new(RedbExportQueue {
             db: db.clone(),
+            path: path.clone(),
+            compacted_at: AtomicU64::new(0),
             next: AtomicU64::new(next),
             bytes: AtomicU64::new(bytes),
             entries: AtomicU64::new(entries),
@@ -234,7 +313,8 @@ fn write_err(e: impl std::fmt::Display) -> StoreError {
 
 impl OrderStore for RedbStore {
     fn load(&self) -> Result<LoadedState, StoreError> {
-        let tx = self.db.begin_read().map_err(read_err)?;
+        let db = shared(&self.db);
+        let tx = db.begin_read().map_err(read_err)?;
         let mut state = LoadedState::default();
         let orders = tx.open_table(ORDERS).map_err(read_err)?;
         for entry in orders.iter().map_err(read_err)? {
@@ -273,7 +353,8 @@ impl OrderStore for RedbStore {
         }
         let queue = self.queue.clone();
         let _writing = queue.write.lock().unwrap_or_else(|e| e.into_inner());
-        let mut tx = self.db.begin_write().map_err(write_err)?;
+        let db = shared(&self.db);
+        let mut tx = db.begin_write().map_err(write_err)?;
         if self.durability == Durability::Memory {
             tx.set_durability(redb::Durability::Eventual);
         }
@@ -283,7 +364,7 @@ impl OrderStore for RedbStore {
             let mut queue = tx.open_table(EXPORTS).map_err(write_err)?;
             for (i, export) in exports.iter().enumerate() {
                 let value = encode_entry(export);
-                added_bytes += value.len() as u64;
+                added_bytes += stored_size(value.len());
                 queue.insert(first + i as u64, value.as_slice()).map_err(write_err)?;
             }
             for (table, rows) in [(PENDING, &changes.pending), (TRACES, &changes.traces)] {
@@ -316,7 +397,8 @@ impl OrderStore for RedbStore {
     }
 
     fn order(&self, key: &str) -> Result<Option<OrderRecord>, StoreError> {
-        let tx = self.db.begin_read().map_err(read_err)?;
+        let db = shared(&self.db);
+        let tx = db.begin_read().map_err(read_err)?;
         let orders = tx.open_table(ORDERS).map_err(read_err)?;
         match orders.get(key).map_err(read_err)? {
             Some(value) => serde_json::from_slice(value.value())
@@ -389,6 +471,34 @@ mod tests {
         store.commit(&StateChanges::default(), &[export(4)]).unwrap();
         let numbers: Vec<u64> = queue.read_after(None, 10).unwrap().into_iter().map(|(n, _)| n).collect();
         assert_eq!(numbers, [1, 2, 3], "numbering continues after the last entry");
+    }
+
+    #[test]
+    fn the_queue_bound_counts_the_pages_entries_take_and_a_drained_queue_gives_the_disk_back() {
+        assert_eq!(stored_size(100), 100);
+        assert_eq!(stored_size(600_000), 1 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
+        let queue = store.export_queue();
+        for round in 0..4u8 {
+            let exports: Vec<QueuedExport> =
+                (0..40).map(|_| QueuedExport { spans: 1, request: vec![round; 600_000] }).collect();
+            store.commit(&StateChanges::default(), &exports).unwrap();
+        }
+        let path = dir.path().join("ordertrail.redb");
+        let grown = std::fs::metadata(&path).unwrap().len();
+        let counted = queue.queued_bytes();
+        assert_eq!(counted, 160 << 20, "160 entries of 600 KB take 1 MiB pages");
+        assert!(grown <= counted + COMPACT_SLACK, "file {grown} bytes, queue counted {counted}");
+        let numbers: Vec<u64> = queue.read_after(None, 1000).unwrap().into_iter().map(|(n, _)| n).collect();
+        queue.remove(&numbers).unwrap();
+        let drained = std::fs::metadata(&path).unwrap().len();
+        assert!(drained < 16 << 20, "the drained file is {drained} bytes, was {grown}");
+        // The store still works after compaction.
+        store.commit(&StateChanges::default(), &[export(9)]).unwrap();
+        assert_eq!(queue.read_after(None, 10).unwrap().len(), 1);
+        drop((store, queue));
+        assert_eq!(RedbStore::open(dir.path(), Durability::Durable).unwrap().export_queue().queued_entries(), 1);
     }
 
     #[test]
