@@ -48,6 +48,14 @@ fn request(prefix: &str, first: u32, count: u32, payload: usize) -> ExportTraceS
     }
 }
 
+/// Every enriched original the sink received with `prefix`, duplicates included.
+fn all_originals(sink: &Sink, prefix: &str) -> usize {
+    sink.snapshot()
+        .iter()
+        .filter(|r| r.span.trace_id.starts_with(&[0xE0, 1]) && r.span.name.starts_with(prefix))
+        .count()
+}
+
 /// The distinct names of the enriched originals the sink received with `prefix`. Order-trace copies are left
 /// out (they are in the order's trace, not the sender's), so each input span counts once.
 fn originals(sink: &Sink, prefix: &str) -> HashSet<String> {
@@ -96,6 +104,12 @@ async fn a_backend_killed_while_an_export_is_in_flight_loses_no_acknowledged_spa
         .await;
     assert_eq!(originals(&back, "killed").len(), 10);
     let counters = server.counters().clone();
+    println!(
+        "backend kill result: sent 10, acknowledged 10, delivered {} distinct, duplicates {}, lost 0, retries {}",
+        originals(&back, "killed").len(),
+        all_originals(&back, "killed") - originals(&back, "killed").len(),
+        Counters::get(&counters.export_retries)
+    );
     assert_eq!(Counters::get(&counters.export_spans_failed), 0, "nothing was given up on");
     assert!(Counters::get(&counters.export_retries) > 0, "the dropped connection was retried");
     server.shutdown(Duration::from_secs(5)).await;
@@ -141,6 +155,16 @@ async fn large_requests_reach_a_4_mib_backend(
     .await;
     assert_eq!(originals(&sink, "large").len(), 6000);
     let counters = server.counters().clone();
+    println!(
+        "4 MiB backend result (max_batch_bytes {max_batch_bytes:?}): sent 6,005, acknowledged 6,005, delivered {} \
+         distinct, duplicates {}, lost 0, retries {}, dropped too large {}",
+        originals(&sink, "large").len() + originals(&sink, "small").len(),
+        all_originals(&sink, "large") + all_originals(&sink, "small")
+            - originals(&sink, "large").len()
+            - originals(&sink, "small").len(),
+        Counters::get(&counters.export_retries),
+        Counters::get(&counters.export_spans_too_large)
+    );
     assert_eq!(Counters::get(&counters.export_spans_failed), 0);
     assert_eq!(Counters::get(&counters.export_spans_too_large), 0);
     (server, dir)
