@@ -13,6 +13,8 @@ pub struct Counters {
     pub requests_refused_queue_full: AtomicU64,
     /// Requests refused because resident memory was above the limit.
     pub requests_refused_memory: AtomicU64,
+    /// Requests refused because the admission budget (or the sender's share of it) was taken.
+    pub requests_refused_admission: AtomicU64,
     /// Requests skipped because their sender had given up (deadline passed, connection closed) before the engine
     /// reached them.
     pub requests_abandoned: AtomicU64,

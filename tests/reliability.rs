@@ -313,15 +313,12 @@ async fn a_flood_is_refused_with_retryable_codes_and_memory_stays_under_the_limi
     let outcomes = outcomes.lock().unwrap().clone();
     let metrics =
         reqwest::get(format!("http://127.0.0.1:{}/metrics", ports.api_http)).await.unwrap().text().await.unwrap();
-    let refused_memory = metrics
-        .lines()
-        .find(|l| l.starts_with("ordertrail_receiver_requests_refused_memory_total"))
-        .and_then(|l| l.split_whitespace().last())
-        .unwrap_or("?")
-        .to_string();
+    let refused_memory = counter(&metrics, "ordertrail_receiver_requests_refused_memory_total");
+    let refused_admission = counter(&metrics, "ordertrail_receiver_requests_refused_admission_total");
     println!(
         "flood test result: {seconds} s, 8 senders x 512 spans of ~300 B; outcomes {outcomes:?}; refused for memory \
-         {refused_memory}; resident memory idle {} MiB, peak {} MiB, limit {LIMIT_MIB} MiB; exported {} spans",
+         {refused_memory}, by the admission budget {refused_admission}; resident memory idle {} MiB, peak {} MiB, \
+         limit {LIMIT_MIB} MiB; exported {} spans",
         idle / 1024 / 1024,
         peak / 1024 / 1024,
         backend.spans.load(std::sync::atomic::Ordering::Relaxed)

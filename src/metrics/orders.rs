@@ -124,10 +124,18 @@ impl OrderMetrics {
             (
                 r.counter(
                     "ordertrail_receiver_requests_refused_memory",
-                    "Requests refused because memory was above its limit or the admission budget (pipeline.admission_limit_mib) was taken (retryable).",
+                    "Requests refused because resident memory was above pipeline.memory_limit_mib less its spike allowance (retryable).",
                     &[],
                 ),
                 |c| Counters::get(&c.requests_refused_memory),
+            ),
+            (
+                r.counter(
+                    "ordertrail_receiver_requests_refused_admission",
+                    "Requests refused because the admission budget (pipeline.admission_limit_mib), or the sender's fair share of it, was taken (retryable).",
+                    &[],
+                ),
+                |c| Counters::get(&c.requests_refused_admission),
             ),
             (
                 r.counter(

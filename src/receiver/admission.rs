@@ -80,7 +80,7 @@ impl Admission {
         };
         if let Some(refusal) = refusal {
             drop(ledger);
-            Counters::add(&self.counters.requests_refused_memory, 1);
+            Counters::add(&self.counters.requests_refused_admission, 1);
             return Err(refusal);
         }
         ledger.in_flight += more;
@@ -185,7 +185,7 @@ mod tests {
         drop(first);
         assert_eq!(admission.in_flight(), 0);
         assert!(matches!(admission.admit(ip(1), 1001), Err(Refusal::Budget { .. })));
-        assert_eq!(Counters::get(&admission.counters.requests_refused_memory), 1);
+        assert_eq!(Counters::get(&admission.counters.requests_refused_admission), 1);
     }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
