@@ -62,6 +62,11 @@ impl Drop for MemoryLimiter {
     }
 }
 
+/// Stack of every thread that decodes, processes or encodes spans (the runtime's and the engine's): decoding,
+/// cloning and encoding recurse once per level of a nested attribute value, and the receivers accept 128 levels
+/// (`MAX_VALUE_DEPTH`); this leaves room for them several times over.
+pub const THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
+
 /// The memory bounds in force, resolved from the configuration and the container's limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryBounds {

@@ -223,7 +223,7 @@ impl Pipeline {
         let store_healthy = worker.store_healthy.clone();
         let thread = std::thread::Builder::new()
             .name("ordertrail-engine".into())
-            .stack_size(crate::receiver::THREAD_STACK_BYTES)
+            .stack_size(crate::memory::THREAD_STACK_BYTES)
             .spawn(move || worker.run(rx))
             .map_err(|e| StoreError::Open { path: "engine thread".into(), reason: e.to_string() })?;
         Ok(Pipeline { handle: PipelineHandle { tx, counters, memory, heartbeat }, thread: Some(thread), store_healthy })

@@ -1,16 +1,16 @@
 //! A broken backend costs no acknowledged span: one killed while an export is in flight, and one that refuses
 //! messages over 4 MiB as Go gRPC servers (the collector, Jaeger, Tempo) do by default. The sink here is a real
-//! tonic OTLP server with tonic's default 4 MiB limit; ordertrail is the real server on port 0.
+//! tonic OTLP server with tonic's default 4 MiB limit; ordertrail is the real binary, on port 0.
 
 mod common;
 
+use common::binary::*;
 use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use ordertrail::telemetry::Counters;
 use prost::Message;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -92,8 +92,8 @@ async fn a_backend_killed_while_an_export_is_in_flight_loses_no_acknowledged_spa
     // The backend holds each request for 2 s, so it is certainly mid-export when it is killed.
     let (dying, addr, kill) = dying_backend(Duration::from_secs(2));
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(test_config(addr, dir.path(), "")).await;
-    let mut client = TraceServiceClient::connect(format!("http://{}", server.grpc_addr.unwrap())).await.unwrap();
+    let (_binary, ports) = start_binary(dir.path(), addr, None).await;
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc)).await.unwrap();
     client.export(request("killed", 0, 10, 10)).await.expect("acknowledged");
     tokio::time::sleep(Duration::from_millis(700)).await;
     tokio::task::spawn_blocking(kill).await.unwrap();
@@ -103,42 +103,54 @@ async fn a_backend_killed_while_an_export_is_in_flight_loses_no_acknowledged_spa
     back.wait_for(Duration::from_secs(20), "the 10 acknowledged spans", |_| originals(&back, "killed").len() >= 10)
         .await;
     assert_eq!(originals(&back, "killed").len(), 10);
-    let counters = server.counters().clone();
+    // The metrics mirror the exporter's counters every 100 ms.
+    let metrics = eventually("the retry in the metrics", Duration::from_secs(5), || async move {
+        let metrics = metrics(ports).await;
+        (counter(&metrics, "ordertrail_exporter_retries_total") > 0).then_some(metrics)
+    })
+    .await;
     println!(
         "backend kill result: sent 10, acknowledged 10, delivered {} distinct, duplicates {}, lost 0, retries {}",
         originals(&back, "killed").len(),
         all_originals(&back, "killed") - originals(&back, "killed").len(),
-        Counters::get(&counters.export_retries)
+        counter(&metrics, "ordertrail_exporter_retries_total")
     );
-    assert_eq!(Counters::get(&counters.export_spans_failed), 0, "nothing was given up on");
-    assert!(Counters::get(&counters.export_retries) > 0, "the dropped connection was retried");
-    server.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(counter(&metrics, "ordertrail_exporter_spans_failed_total"), 0, "nothing was given up on");
+    assert!(counter(&metrics, "ordertrail_exporter_retries_total") > 0, "the dropped connection was retried");
 }
 
-/// The test configuration, receiving gRPC messages up to 32 MiB and cutting export requests at `max_batch_bytes`
-/// (the default when `None`).
-fn config(
-    sink: std::net::SocketAddr,
+/// The binary exporting to `sink`, receiving gRPC messages up to 32 MiB, cutting export requests at
+/// `max_batch_bytes` (the default when `None`), and retrying quickly.
+async fn start_binary(
     dir: &std::path::Path,
+    sink: std::net::SocketAddr,
     max_batch_bytes: Option<usize>,
-) -> ordertrail_core::config::Config {
-    let mut config = test_config(sink, dir, "");
-    config.receivers.grpc.as_mut().unwrap().max_recv_msg_size = 32 * 1024 * 1024;
-    if let Some(max) = max_batch_bytes {
-        config.exporter.as_mut().unwrap().max_batch_bytes = max;
-    }
-    config
+) -> (Server, Ports) {
+    let max_size = max_batch_bytes.map(|m| format!("      max_size_bytes: {m}\n")).unwrap_or_default();
+    let yaml = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        max_recv_msg_size_mib: 32\n\
+         exporters:\n  otlp:\n    endpoint: http://127.0.0.1:1\n    batch:\n      timeout: 20ms\n{max_size}\
+         \x20   retry_on_failure:\n      initial_interval: 50ms\n      max_interval: 200ms\n"
+    );
+    let config = dir.join("ordertrail.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let (binary, ports) = spawn(&config, &dir.join("data"), Ports::ANY, sink);
+    wait_ready(ports.api_http).await;
+    (binary, ports)
+}
+
+/// The binary's metrics page.
+async fn metrics(ports: Ports) -> String {
+    reqwest::get(format!("http://127.0.0.1:{}/metrics", ports.api_http)).await.unwrap().text().await.unwrap()
 }
 
 /// Sends three requests of 2,000 spans of ~1.3 KB (2.7 MB each; ordertrail's output is about twice its input)
 /// and checks that every span reaches a sink that refuses messages over 4 MiB.
-async fn large_requests_reach_a_4_mib_backend(
-    max_batch_bytes: Option<usize>,
-) -> (ordertrail::server::Server, tempfile::TempDir) {
+async fn large_requests_reach_a_4_mib_backend(max_batch_bytes: Option<usize>) -> String {
     let (sink, addr) = Sink::start(None).await;
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(config(addr, dir.path(), max_batch_bytes)).await;
-    let mut client = TraceServiceClient::connect(format!("http://{}", server.grpc_addr.unwrap()))
+    let (_binary, ports) = start_binary(dir.path(), addr, max_batch_bytes).await;
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
         .await
         .unwrap()
         .max_encoding_message_size(64 * 1024 * 1024);
@@ -154,7 +166,7 @@ async fn large_requests_reach_a_4_mib_backend(
     })
     .await;
     assert_eq!(originals(&sink, "large").len(), 6000);
-    let counters = server.counters().clone();
+    let metrics = metrics(ports).await;
     println!(
         "4 MiB backend result (max_batch_bytes {max_batch_bytes:?}): sent 6,005, acknowledged 6,005, delivered {} \
          distinct, duplicates {}, lost 0, retries {}, dropped too large {}",
@@ -162,35 +174,33 @@ async fn large_requests_reach_a_4_mib_backend(
         all_originals(&sink, "large") + all_originals(&sink, "small")
             - originals(&sink, "large").len()
             - originals(&sink, "small").len(),
-        Counters::get(&counters.export_retries),
-        Counters::get(&counters.export_spans_too_large)
+        counter(&metrics, "ordertrail_exporter_retries_total"),
+        counter(&metrics, "ordertrail_exporter_spans_too_large_total")
     );
-    assert_eq!(Counters::get(&counters.export_spans_failed), 0);
-    assert_eq!(Counters::get(&counters.export_spans_too_large), 0);
-    (server, dir)
+    assert_eq!(counter(&metrics, "ordertrail_exporter_spans_failed_total"), 0);
+    assert_eq!(counter(&metrics, "ordertrail_exporter_spans_too_large_total"), 0);
+    metrics
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn export_requests_are_cut_by_bytes_under_the_4_mib_limit_of_go_grpc_servers() {
-    let (server, _dir) = large_requests_reach_a_4_mib_backend(None).await;
+    let metrics = large_requests_reach_a_4_mib_backend(None).await;
     // Cut before sending: the backend never refused anything, so nothing was retried.
-    assert_eq!(Counters::get(&server.counters().export_retries), 0);
-    server.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(counter(&metrics, "ordertrail_exporter_retries_total"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_request_the_backend_refuses_as_too_large_is_halved_until_it_passes() {
     // With the byte limit set above the backend's, only the backend's refusals make the requests smaller.
-    let (server, _dir) = large_requests_reach_a_4_mib_backend(Some(64 * 1024 * 1024)).await;
-    server.shutdown(Duration::from_secs(5)).await;
+    large_requests_reach_a_4_mib_backend(Some(64 * 1024 * 1024)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_span_too_large_alone_is_dropped_counted_and_named_and_the_rest_flows() {
     let (sink, addr) = Sink::start(None).await;
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(config(addr, dir.path(), Some(64 * 1024 * 1024))).await;
-    let mut client = TraceServiceClient::connect(format!("http://{}", server.grpc_addr.unwrap()))
+    let (_binary, ports) = start_binary(dir.path(), addr, Some(64 * 1024 * 1024)).await;
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{}", ports.grpc))
         .await
         .unwrap()
         .max_encoding_message_size(64 * 1024 * 1024);
@@ -204,9 +214,11 @@ async fn a_span_too_large_alone_is_dropped_counted_and_named_and_the_rest_flows(
     })
     .await;
     assert!(originals(&sink, "giant").is_empty());
-    let counters = server.counters().clone();
-    // The giant span and its copy in the order trace.
-    assert!(Counters::get(&counters.export_spans_too_large) >= 1);
-    assert_eq!(Counters::get(&counters.export_spans_failed), 0);
-    server.shutdown(Duration::from_secs(5)).await;
+    // The giant span (and its copy in the order trace) counted; the metrics mirror the counters every 100 ms.
+    let metrics = eventually("the dropped span in the metrics", Duration::from_secs(5), || async move {
+        let metrics = metrics(ports).await;
+        (counter(&metrics, "ordertrail_exporter_spans_too_large_total") >= 1).then_some(metrics)
+    })
+    .await;
+    assert_eq!(counter(&metrics, "ordertrail_exporter_spans_failed_total"), 0);
 }

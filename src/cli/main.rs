@@ -134,7 +134,7 @@ async fn wait_for_signal() {
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_stack_size(ordertrail::receiver::THREAD_STACK_BYTES)
+        .thread_stack_size(ordertrail::memory::THREAD_STACK_BYTES)
         .build()
         .context("cannot start the async runtime")
 }

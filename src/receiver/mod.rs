@@ -14,10 +14,6 @@ pub mod wire;
 /// (a few hundred kilobytes of stack in a debug build) is far beyond what instrumentation produces.
 pub const MAX_VALUE_DEPTH: usize = 128;
 
-/// Stack of every thread that decodes, processes or encodes spans (the runtime's and the engine's), with room for
-/// [`MAX_VALUE_DEPTH`] levels several times over.
-pub const THREAD_STACK_BYTES: usize = 8 * 1024 * 1024;
-
 use crate::pipeline::IngestError;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
