@@ -122,3 +122,30 @@ fn print_default_config_shows_every_setting_with_its_value() {
         assert!(printed.contains(setting), "`{setting}` missing from:\n{printed}");
     }
 }
+
+#[test]
+fn run_refuses_to_start_on_a_truncated_store_naming_it_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A store with an export queue in it, written by the binary's own store code.
+    {
+        use ordertrail::store::{OrderStore, QueuedExport, RedbStore};
+        let mut store = RedbStore::open(&data, ordertrail::store::Durability::Durable).unwrap();
+        let exports: Vec<QueuedExport> =
+            (0..100u8).map(|n| QueuedExport { spans: 1, request: vec![n; 8192] }).collect();
+        store.commit(&Default::default(), &exports).unwrap();
+    }
+    let file = data.join("ordertrail.redb");
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len / 3).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ordertrail"))
+        .args(["run", "--data-dir", data.to_str().unwrap(), "--grpc-listen", "127.0.0.1:0"])
+        .args(["--http-listen", "127.0.0.1:0", "--api-http-listen", "127.0.0.1:0", "--api-grpc-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ordertrail.redb") && stderr.contains("damaged"), "{stderr}");
+    assert!(stderr.contains("restore it from a backup"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
