@@ -242,7 +242,12 @@ impl LimitedListener {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
             loop {
-                let accepted = self.accept().await;
+                // When the server stops taking connections (shutdown), the listener closes at once rather than
+                // on the next connection attempt.
+                let accepted = tokio::select! {
+                    accepted = self.accept() => accepted,
+                    () = tx.closed() => break,
+                };
                 if tx.send(Ok(accepted)).await.is_err() {
                     break;
                 }

@@ -34,6 +34,8 @@ pub struct Counters {
     pub export_spans_sent: AtomicU64,
     /// Spans given up on after a permanent error or the retry budget.
     pub export_spans_failed: AtomicU64,
+    /// Export requests the backend refused as too large, sent again in halves.
+    pub export_requests_halved: AtomicU64,
     /// Spans dropped because they were too large to export even in a request of their own.
     pub export_spans_too_large: AtomicU64,
     /// Export attempts retried after a retryable error.

@@ -144,8 +144,9 @@ async fn metrics(ports: Ports) -> String {
     reqwest::get(format!("http://127.0.0.1:{}/metrics", ports.api_http)).await.unwrap().text().await.unwrap()
 }
 
-/// Sends three requests of 2,000 spans of ~1.3 KB (2.7 MB each; ordertrail's output is about twice its input)
-/// and checks that every span reaches a sink that refuses messages over 4 MiB.
+/// Sends three requests of 2,000 spans of ~2.7 KB (5.4 MB each; ordertrail's output is about twice its input,
+/// so a batch of 2,048 output spans is over 4 MiB) and checks that every span reaches a sink that refuses
+/// messages over 4 MiB.
 async fn large_requests_reach_a_4_mib_backend(max_batch_bytes: Option<usize>) -> String {
     let (sink, addr) = Sink::start(None).await;
     let dir = tempfile::tempdir().unwrap();
@@ -155,8 +156,8 @@ async fn large_requests_reach_a_4_mib_backend(max_batch_bytes: Option<usize>) ->
         .unwrap()
         .max_encoding_message_size(64 * 1024 * 1024);
     for r in 0..3 {
-        let request = request("large", r * 2000, 2000, 1300);
-        assert!(request.encoded_len() > 2_600_000);
+        let request = request("large", r * 2000, 2000, 2600);
+        assert!(request.encoded_len() > 5_000_000);
         client.export(request).await.expect("acknowledged");
     }
     // One small request after them, which must not wait behind refused batches.
@@ -169,12 +170,13 @@ async fn large_requests_reach_a_4_mib_backend(max_batch_bytes: Option<usize>) ->
     let metrics = metrics(ports).await;
     println!(
         "4 MiB backend result (max_batch_bytes {max_batch_bytes:?}): sent 6,005, acknowledged 6,005, delivered {} \
-         distinct, duplicates {}, lost 0, retries {}, dropped too large {}",
+         distinct, duplicates {}, lost 0, retries {}, requests halved {}, dropped too large {}",
         originals(&sink, "large").len() + originals(&sink, "small").len(),
         all_originals(&sink, "large") + all_originals(&sink, "small")
             - originals(&sink, "large").len()
             - originals(&sink, "small").len(),
         counter(&metrics, "ordertrail_exporter_retries_total"),
+        counter(&metrics, "ordertrail_exporter_requests_halved_total"),
         counter(&metrics, "ordertrail_exporter_spans_too_large_total")
     );
     assert_eq!(counter(&metrics, "ordertrail_exporter_spans_failed_total"), 0);
@@ -185,14 +187,17 @@ async fn large_requests_reach_a_4_mib_backend(max_batch_bytes: Option<usize>) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn export_requests_are_cut_by_bytes_under_the_4_mib_limit_of_go_grpc_servers() {
     let metrics = large_requests_reach_a_4_mib_backend(None).await;
-    // Cut before sending: the backend never refused anything, so nothing was retried.
+    // Cut before sending: the backend never refused anything, so nothing was retried or halved.
     assert_eq!(counter(&metrics, "ordertrail_exporter_retries_total"), 0);
+    assert_eq!(counter(&metrics, "ordertrail_exporter_requests_halved_total"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_request_the_backend_refuses_as_too_large_is_halved_until_it_passes() {
     // With the byte limit set above the backend's, only the backend's refusals make the requests smaller.
-    large_requests_reach_a_4_mib_backend(Some(64 * 1024 * 1024)).await;
+    let metrics = large_requests_reach_a_4_mib_backend(Some(64 * 1024 * 1024)).await;
+    // The backend did refuse requests as too large: without the halving, nothing here would have passed.
+    assert!(counter(&metrics, "ordertrail_exporter_requests_halved_total") > 0, "nothing was halved");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

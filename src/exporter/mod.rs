@@ -327,6 +327,7 @@ async fn deliver(
         if let Some((refused, message)) = send_with_retry(client, request, retry, counters).await {
             match split::halve(refused) {
                 Ok((first, second)) => {
+                    Counters::add(&counters.export_requests_halved, 1);
                     tracing::warn!(error = %message, "backend refused an export request as too large; sending it in halves");
                     work.push(second);
                     work.push(first);

@@ -182,6 +182,14 @@ impl OrderMetrics {
             ),
             (
                 r.counter(
+                    "ordertrail_exporter_requests_halved",
+                    "Export requests the backend refused as too large, sent again in halves.",
+                    &[],
+                ),
+                |c| Counters::get(&c.export_requests_halved),
+            ),
+            (
+                r.counter(
                     "ordertrail_exporter_spans_too_large",
                     "Spans dropped because the backend refused them as too large even alone, or they exceed exporters.otlp.batch.max_size_bytes.",
                     &[],

@@ -4,9 +4,11 @@
 //! costs anything, so memory stays bounded however the senders behave; the memory limiter, which looks at
 //! resident memory, stays as the backstop for what the budget does not count (the engine's own state).
 //!
-//! Refusals are shared fairly: while others are sending, one sender may hold at most an equal share of the
-//! budget, counting itself and one newcomer (a lone flood takes at most half), so a flood from one address does
-//! not starve the rest. A sender holding nothing may always start one request that fits the free budget.
+//! Refusals are shared fairly: once more than half the budget is taken, one sender may hold at most an equal
+//! share of it, counting itself and one newcomer (a lone flood takes at most half), so a flood from one address
+//! does not starve the rest. A sender holding nothing may always start one request that fits the free budget.
+//! A single request that needs more than half the budget could never be admitted while anyone else sends: it is
+//! refused for good (RESOURCE_EXHAUSTED / 413), not retryably.
 
 use crate::telemetry::Counters;
 use std::collections::HashMap;
@@ -15,6 +17,9 @@ use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// Permanent: the request alone needs more than half the budget.
+    #[error("the request needs {needed} bytes to receive and decode, more than half the admission budget of {limit} bytes (pipeline.admission_limit_mib); send smaller requests")]
+    NeverFits { needed: u64, limit: u64 },
     #[error("ordertrail is taking in {in_flight} bytes of requests (limit {limit}); retry later")]
     Budget { in_flight: u64, limit: u64 },
     #[error(
@@ -66,14 +71,23 @@ impl Admission {
         Ok(admitted)
     }
 
-    /// Reserves `more` bytes for `sender`, judged by everything that sender holds across its requests.
-    fn reserve(&self, sender: IpAddr, more: u64) -> Result<(), Refusal> {
+    /// Reserves `more` bytes for a request of `sender` that holds `request` bytes already, judged by everything
+    /// that sender holds across its requests.
+    fn reserve(&self, sender: IpAddr, request: u64, more: u64) -> Result<(), Refusal> {
+        if more == 0 {
+            return Ok(());
+        }
+        if request + more > self.limit / 2 {
+            Counters::add(&self.counters.requests_refused_admission, 1);
+            return Err(Refusal::NeverFits { needed: request + more, limit: self.limit });
+        }
         let mut ledger = self.ledger();
         let held = ledger.by_sender.get(&sender).copied().unwrap_or(0);
         let others = ledger.by_sender.keys().filter(|s| **s != sender).count() as u64;
+        let under_pressure = ledger.in_flight + more > self.limit / 2;
         let refusal = if ledger.in_flight + more > self.limit {
             Some(Refusal::Budget { in_flight: ledger.in_flight, limit: self.limit })
-        } else if held > 0 && held + more > self.limit / (others + 2) {
+        } else if under_pressure && held > 0 && held + more > self.limit / (others + 2) {
             Some(Refusal::Share { held })
         } else {
             None
@@ -101,9 +115,22 @@ impl Admission {
 }
 
 impl Admitted {
+    /// Makes `buf` able to hold `needed` bytes, reserving the capacity it grows by first. Capacity doubles as a
+    /// vector grows (what the allocator really hands out), so the reservation follows capacity, not length.
+    pub fn make_room<B: GrowableBuffer>(&mut self, buf: &mut B, needed: usize) -> Result<(), Refusal> {
+        let capacity = buf.capacity();
+        if needed <= capacity {
+            return Ok(());
+        }
+        let target = needed.max(capacity.saturating_mul(2));
+        self.grow((target - capacity) as u64)?;
+        buf.reserve_to(target);
+        Ok(())
+    }
+
     /// Reserves `more` bytes before allocating them.
     pub fn grow(&mut self, more: u64) -> Result<(), Refusal> {
-        self.admission.reserve(self.sender, more)?;
+        self.admission.reserve(self.sender, self.bytes, more)?;
         self.bytes += more;
         Ok(())
     }
@@ -127,6 +154,33 @@ impl Drop for Admitted {
     }
 }
 
+/// A buffer whose capacity [`Admitted::make_room`] reserves for before growing it.
+pub trait GrowableBuffer {
+    fn capacity(&self) -> usize;
+    /// Grows the capacity to at least `target` bytes.
+    fn reserve_to(&mut self, target: usize);
+}
+
+impl GrowableBuffer for Vec<u8> {
+    fn capacity(&self) -> usize {
+        Vec::capacity(self)
+    }
+
+    fn reserve_to(&mut self, target: usize) {
+        self.reserve_exact(target.saturating_sub(self.len()));
+    }
+}
+
+impl GrowableBuffer for bytes::BytesMut {
+    fn capacity(&self) -> usize {
+        bytes::BytesMut::capacity(self)
+    }
+
+    fn reserve_to(&mut self, target: usize) {
+        self.reserve(target.saturating_sub(self.len()));
+    }
+}
+
 /// Why a gzip body could not be inflated.
 #[derive(Debug, thiserror::Error)]
 pub enum InflateError {
@@ -142,7 +196,7 @@ pub enum InflateError {
 const INFLATE_STEP: usize = 64 * 1024;
 
 impl Admitted {
-    /// Inflates a gzip body, reserving each step of the output before allocating it and stopping one byte past
+    /// Inflates a gzip body, reserving the output's capacity before allocating it and stopping one byte past
     /// `limit`: a gzip bomb costs at most `limit` bytes, and only while the budget has them.
     pub fn inflate(&mut self, gzip: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
         use std::io::Read;
@@ -150,12 +204,11 @@ impl Admitted {
         let mut out: Vec<u8> = Vec::new();
         loop {
             let step = INFLATE_STEP.min(limit + 1 - out.len().min(limit));
-            self.grow(step as u64)?;
             let start = out.len();
+            self.make_room(&mut out, start + step)?;
             out.resize(start + step, 0);
             let read = decoder.read(&mut out[start..]).map_err(InflateError::Corrupt)?;
             out.truncate(start + read);
-            self.shrink_to(self.bytes - (step - read) as u64);
             if out.len() > limit {
                 return Err(InflateError::TooLarge(limit));
             }
@@ -184,8 +237,10 @@ mod tests {
         assert_eq!(admission.in_flight(), 150);
         drop(first);
         assert_eq!(admission.in_flight(), 0);
-        assert!(matches!(admission.admit(ip(1), 1001), Err(Refusal::Budget { .. })));
+        let held = [admission.admit(ip(1), 450).unwrap(), admission.admit(ip(2), 450).unwrap()];
+        assert!(matches!(admission.admit(ip(3), 101), Err(Refusal::Budget { .. })));
         assert_eq!(Counters::get(&admission.counters.requests_refused_admission), 1);
+        drop(held);
     }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
@@ -202,7 +257,8 @@ mod tests {
         let admission = Admission::new(256 * 1024 * 1024, Arc::default());
         let mut admitted = admission.admit(ip(1), bomb.len() as u64).unwrap();
         assert!(matches!(admitted.inflate(&bomb, 1024 * 1024), Err(InflateError::TooLarge(_))));
-        assert!(admitted.bytes() <= bomb.len() as u64 + 1024 * 1024 + INFLATE_STEP as u64);
+        // The output's capacity, which doubles as it grows, is what is charged.
+        assert!(admitted.bytes() <= bomb.len() as u64 + 2 * (1024 * 1024 + INFLATE_STEP as u64));
         let small = Admission::new(4 * 1024 * 1024, Arc::default());
         let mut admitted = small.admit(ip(1), 0).unwrap();
         assert!(matches!(admitted.inflate(&bomb, 64 * 1024 * 1024), Err(InflateError::Refused(_))));
@@ -226,5 +282,22 @@ mod tests {
         flood.clear();
         assert!(admission.admit(ip(2), 50).is_ok());
         drop(good);
+    }
+
+    #[test]
+    fn shares_apply_only_under_pressure_and_a_request_that_can_never_fit_is_refused_for_good() {
+        let admission = Admission::new(1200, Arc::default());
+        // Many senders holding little do not shrink anyone's room while the budget is mostly free.
+        let small: Vec<Admitted> = (10..60).map(|n| admission.admit(ip(n), 2).unwrap()).collect();
+        let mut request = admission.admit(ip(1), 100).unwrap();
+        assert!(request.grow(300).is_ok(), "400 of 1200 in flight: no pressure, no share");
+        // Zero-byte reservations are not senders.
+        let empty: Vec<Admitted> = (100..200).map(|n| admission.admit(ip(n), 0).unwrap()).collect();
+        assert_eq!(admission.ledger().by_sender.len(), 51);
+        // More than half the budget for one request can never pass: permanent.
+        assert!(matches!(admission.admit(ip(2), 601), Err(Refusal::NeverFits { .. })));
+        assert!(matches!(request.grow(300), Err(Refusal::NeverFits { .. })));
+        drop((small, empty, request));
+        assert_eq!(admission.in_flight(), 0);
     }
 }

@@ -126,9 +126,13 @@ struct ExportService {
     read_timeout: Duration,
 }
 
-/// How a refusal by the admission budget is answered: UNAVAILABLE, retryable by every OTLP client.
+/// How a refusal by the admission budget is answered: UNAVAILABLE, retryable by every OTLP client, except for a
+/// request that can never fit, which gets RESOURCE_EXHAUSTED without RetryInfo, permanent for OTLP clients.
 fn refused(refusal: Refusal) -> Status {
-    Status::unavailable(refusal.to_string())
+    match refusal {
+        Refusal::NeverFits { .. } => Status::resource_exhausted(refusal.to_string()),
+        _ => Status::unavailable(refusal.to_string()),
+    }
 }
 
 impl ExportService {
@@ -151,11 +155,9 @@ impl ExportService {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| Status::cancelled(format!("reading the request failed: {}", e.into())))?;
             let Ok(data) = frame.into_data() else { continue };
-            if let Some(admitted) = admitted.as_mut() {
-                // Only the declared message is reserved; a body longer than it is refused below, not buffered.
-                if (buf.len() + data.remaining()) as u64 > admitted.bytes() {
-                    return Err(Status::invalid_argument("a unary request carries one message"));
-                }
+            // Only the declared message is reserved; a body longer than it is refused, not buffered.
+            if header.is_some_and(|(_, len)| buf.len() + data.remaining() > len + 5) {
+                return Err(Status::invalid_argument("a unary request carries one message"));
             }
             buf.put(data);
             if header.is_none() && buf.len() >= 5 {
@@ -167,8 +169,12 @@ impl ExportService {
                         self.max_recv_msg_size
                     )));
                 }
-                admitted = Some(self.admission.admit(peer, (len + 5) as u64).map_err(refused)?);
-                buf.reserve((len + 5).saturating_sub(buf.len()));
+                if buf[0] > 1 {
+                    return Err(Status::invalid_argument("the gRPC message's compressed flag is neither 0 nor 1"));
+                }
+                let mut reservation = self.admission.admit(peer, 0).map_err(refused)?;
+                reservation.make_room(&mut buf, len + 5).map_err(refused)?;
+                admitted = Some(reservation);
                 header = Some((buf[0] == 1, len));
             }
             if header.is_some_and(|(_, len)| buf.len() >= len + 5) {

@@ -114,20 +114,27 @@ fn admit_decoding(encoding: Encoding, body: &[u8], admitted: &mut Admitted) -> R
     admitted.grow(decoded).map_err(DecodeError::Refused)
 }
 
-/// Reads the body within `max_body` bytes, reserving each piece before keeping it.
-async fn read_body(body: Body, max_body: usize, admitted: &mut Admitted) -> Result<Bytes, BodyError> {
+/// Reads the body within `max_body` bytes, reserving the buffer's capacity before it grows; a declared length
+/// is reserved whole up front.
+async fn read_body(
+    body: Body,
+    declared: Option<usize>,
+    max_body: usize,
+    admitted: &mut Admitted,
+) -> Result<Bytes, BodyError> {
     let mut body = std::pin::pin!(body);
     let mut buf = bytes::BytesMut::new();
+    if let Some(declared) = declared {
+        admitted.make_room(&mut buf, declared).map_err(BodyError::Refused)?;
+    }
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
         let Ok(data) = frame.into_data() else { continue };
         if buf.len() + data.len() > max_body {
             return Err(BodyError::TooLarge);
         }
-        let needed = (buf.len() + data.len()) as u64;
-        if needed > admitted.bytes() {
-            admitted.grow(needed - admitted.bytes()).map_err(BodyError::Refused)?;
-        }
+        let needed = buf.len() + data.len();
+        admitted.make_room(&mut buf, needed).map_err(BodyError::Refused)?;
         buf.extend_from_slice(&data);
     }
     Ok(buf.freeze())
@@ -140,8 +147,15 @@ enum BodyError {
     Refused(Refusal),
 }
 
+/// How a refusal by the admission budget is answered: 503, retryable, except for a request that can never fit,
+/// which gets 413.
 fn busy(encoding: Encoding, refusal: &Refusal) -> Response {
-    error_response(StatusCode::SERVICE_UNAVAILABLE, encoding, tonic::Code::Unavailable, refusal.to_string())
+    match refusal {
+        Refusal::NeverFits { .. } => {
+            error_response(StatusCode::PAYLOAD_TOO_LARGE, encoding, tonic::Code::ResourceExhausted, refusal.to_string())
+        }
+        _ => error_response(StatusCode::SERVICE_UNAVAILABLE, encoding, tonic::Code::Unavailable, refusal.to_string()),
+    }
 }
 
 fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, DecodeError> {
@@ -152,7 +166,12 @@ fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, 
             Err(error) => {
                 // The protobuf JSON mapping writes NaN and the infinities as strings, which the OTLP decoder we
                 // use reads only as numbers; rather than refuse the whole request, such values are retried as
-                // strings. Only a failed decode pays for this second pass.
+                // strings. Only a failed decode of a body that has such a value pays for this second pass (its
+                // tree is within what admission charged for the body).
+                let special = |word: &[u8]| body.windows(word.len()).any(|w| w == word);
+                if !special(b"\"NaN\"") && !special(b"Infinity\"") {
+                    return Err(DecodeError::Json(error));
+                }
                 let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
                     return Err(DecodeError::Json(error));
                 };
@@ -235,11 +254,13 @@ async fn export(
         return too_large();
     }
     let peer = peer.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |Extension(Peer(addr))| addr.ip());
-    let mut admitted = match shared.admission.admit(peer, declared.unwrap_or(0)) {
+    let mut admitted = match shared.admission.admit(peer, 0) {
         Ok(admitted) => admitted,
         Err(refusal) => return busy(encoding, &refusal),
     };
-    let body = match tokio::time::timeout(shared.read_timeout, read_body(body, shared.max_body, &mut admitted)).await {
+    let declared = declared.and_then(|len| usize::try_from(len).ok());
+    let read = read_body(body, declared, shared.max_body, &mut admitted);
+    let body = match tokio::time::timeout(shared.read_timeout, read).await {
         Ok(Ok(body)) => body,
         Ok(Err(BodyError::TooLarge)) => return too_large(),
         Ok(Err(BodyError::Refused(refusal))) => return busy(encoding, &refusal),

@@ -7,7 +7,9 @@
 //! messages the schema says each field holds gives it. The walk uses an explicit stack, so a hostile nesting
 //! depth is found without recursion.
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 use std::mem::size_of;
@@ -18,6 +20,7 @@ enum Kind {
     Request,
     ResourceSpans,
     Resource,
+    EntityRef,
     ScopeSpans,
     Scope,
     Span,
@@ -38,6 +41,7 @@ impl Kind {
             Kind::Request => 24,
             Kind::ResourceSpans => size_of::<ResourceSpans>(),
             Kind::Resource => size_of::<Resource>(),
+            Kind::EntityRef => size_of::<EntityRef>(),
             Kind::ScopeSpans => size_of::<ScopeSpans>(),
             Kind::Scope => size_of::<InstrumentationScope>(),
             Kind::Span => size_of::<Span>(),
@@ -59,6 +63,7 @@ impl Kind {
             (Request, 1) => ResourceSpans,
             (ResourceSpans, 1) => Resource,
             (ResourceSpans, 2) => ScopeSpans,
+            (Resource, 3) => EntityRef,
             (Resource, 1) | (Scope, 3) | (Span, 9) | (Event, 3) | (Link, 4) | (KeyValueList, 1) => KeyValue,
             (ScopeSpans, 1) => Scope,
             (ScopeSpans, 2) => Span,
@@ -72,6 +77,9 @@ impl Kind {
         })
     }
 }
+
+/// What a string takes in a repeated field's vector, counting the vector's spare capacity.
+const STRING_COST: u64 = 2 * size_of::<String>() as u64;
 
 /// What the walk found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,9 +150,10 @@ pub fn measure(bytes: &[u8], max_value_depth: usize) -> Result<Shape, WireError>
                         stack.push((inner, field_end, depth));
                     }
                     // A string or bytes field, or one this schema does not know: its length again, rounded up to
-                    // the allocator's size class.
+                    // the allocator's size class, and room for a `String` in a repeated field's vector even when
+                    // empty (`EntityRef.id_keys` of empty strings are two bytes each on the wire).
                     None => {
-                        shape.decoded_bytes += if len == 0 { 0 } else { len as u64 + 16 };
+                        shape.decoded_bytes += STRING_COST + if len == 0 { 0 } else { len as u64 + 16 };
                         at = field_end;
                     }
                 }
@@ -159,11 +168,17 @@ pub fn measure(bytes: &[u8], max_value_depth: usize) -> Result<Shape, WireError>
 }
 
 /// An upper estimate of the heap an OTLP/JSON request takes once decoded: every message is a JSON object, so
-/// there are no more messages than opening braces, and no string is longer decoded than in the JSON text.
+/// there are no more messages than opening braces; every string is a `String`, no longer decoded than in the
+/// JSON text; every other value is at most a `serde_json::Value` in a tree when the decoder falls back to one.
 pub fn json_decoded_bytes(body: &[u8]) -> u64 {
-    let objects = body.iter().filter(|b| **b == b'{').count() as u64;
-    body.len() as u64 + objects * Kind::Span.cost()
+    let count = |byte: u8| body.iter().filter(|b| **b == byte).count() as u64;
+    let (objects, quotes, separators) = (count(b'{'), count(b'"'), count(b',') + count(b':') + count(b'['));
+    body.len() as u64 + objects * Kind::Span.cost() + (quotes / 2 + separators) * JSON_VALUE_COST
 }
+
+/// What one JSON value or string may take decoded: a `serde_json::Value` or a `String`, with a map entry's or a
+/// vector's overhead.
+const JSON_VALUE_COST: u64 = 4 * size_of::<serde_json::Value>() as u64;
 
 #[cfg(test)]
 mod tests {
@@ -286,8 +301,25 @@ mod tests {
     }
 
     #[test]
+    fn entity_refs_and_empty_strings_are_charged_what_they_decode_to() {
+        let mut request = request(1, Vec::new());
+        let entity = EntityRef { id_keys: vec![String::new(); 50_000], ..Default::default() };
+        request.resource_spans[0].resource.as_mut().unwrap().entity_refs = vec![entity; 4];
+        let bytes = request.encode_to_vec();
+        let estimate = measure(&bytes, 100).unwrap().decoded_bytes;
+        let before = heap_in_use();
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+        let used = heap_in_use() - before;
+        drop(decoded);
+        assert!(estimate >= used, "estimated {estimate}, decoding took {used}");
+    }
+
+    #[test]
     fn json_estimate_counts_one_message_per_object() {
         let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{},{},{}]}]}]}"#;
         assert!(json_decoded_bytes(body) >= 6 * size_of::<Span>() as u64);
+        // Values the typed decoder never keeps still cost a `Value` each in the fallback tree.
+        let zeros = format!("{{\"x\":[{}0],\"resourceSpans\":1}}", "0,".repeat(10_000));
+        assert!(json_decoded_bytes(zeros.as_bytes()) >= 10_000 * size_of::<serde_json::Value>() as u64);
     }
 }

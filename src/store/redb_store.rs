@@ -42,8 +42,9 @@ pub struct RedbStore {
 pub(super) struct RedbExportQueue {
     db: SharedDatabase,
     path: PathBuf,
-    /// When the file was last compacted (Unix seconds), so that compaction runs at most once a minute.
-    compacted_at: AtomicU64,
+    /// When the file was last checked for compaction (Unix seconds), so that the check, which commits twice to
+    /// the disk, runs at most once a minute however often the queue empties.
+    checked_at: AtomicU64,
     next: AtomicU64,
     bytes: AtomicU64,
     entries: AtomicU64,
@@ -75,14 +76,20 @@ const COMPACT_SLACK: u64 = 64 * 1024 * 1024;
 
 impl RedbExportQueue {
     /// Gives disk back once the queue has drained: redb reuses freed pages but never shrinks its file, so a
-    /// backlog that grew the file to gigabytes would otherwise keep them for good. Runs only with an empty
-    /// queue, at most once a minute, when the file is more than `COMPACT_SLACK` beyond what is in use.
+    /// backlog that grew the file to gigabytes would otherwise keep them for good. Looks only with an empty
+    /// queue and at most once a minute, and compacts when at least half the file, and `COMPACT_SLACK`, is free.
+    /// Compaction holds the database, so the engine's commits wait meanwhile; it moves only the pages in use,
+    /// which is why it waits for half the file to be free.
     fn compact_if_drained(&self) {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if self.entries.load(Ordering::Relaxed) > 0 || now < self.compacted_at.load(Ordering::Relaxed) + 60 {
+        if self.entries.load(Ordering::Relaxed) > 0 || now < self.checked_at.load(Ordering::Relaxed) + 60 {
             return;
         }
+        self.checked_at.store(now, Ordering::Relaxed);
         let Ok(file_len) = std::fs::metadata(&self.path).map(|m| m.len()) else { return };
+        if file_len <= COMPACT_SLACK {
+            return;
+        }
         let in_use = {
             let db = shared(&self.db);
             // Removals commit without waiting for the disk, and redb frees their pages only after later durable
@@ -101,10 +108,9 @@ impl RedbExportQueue {
                 None => return,
             }
         };
-        if file_len <= in_use + COMPACT_SLACK {
+        if file_len <= in_use + COMPACT_SLACK || file_len < 2 * in_use {
             return;
         }
-        self.compacted_at.store(now, Ordering::Relaxed);
         let _writing = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
         match db.compact() {
@@ -249,7 +255,7 @@ impl RedbStore {
         let queue = Arc::new(RedbExportQueue {
             db: db.clone(),
             path: path.clone(),
-            compacted_at: AtomicU64::new(0),
+            checked_at: AtomicU64::new(0),
             next: AtomicU64::new(next),
             bytes: AtomicU64::new(bytes),
             entries: AtomicU64::new(entries),
