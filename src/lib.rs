@@ -8,6 +8,7 @@
 pub mod api;
 pub mod clock;
 pub mod connections;
+pub mod event_log;
 pub mod exporter;
 pub mod google_rpc;
 pub mod memory;

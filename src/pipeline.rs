@@ -6,6 +6,7 @@
 //! sender's retry logic takes over.
 
 use crate::clock::unix_nanos_now;
+use crate::event_log::{EventKind, EventLog};
 use crate::memory::MemoryLimiter;
 use crate::metrics::OrderMetrics;
 use crate::store::{Durability, ExportQueue, OrderStore, QueuedExport, StoreError};
@@ -208,6 +209,7 @@ impl Pipeline {
         heartbeat.beat();
         let worker = Worker {
             heartbeat: heartbeat.clone(),
+            event_log: EventLog::default(),
             engine,
             queue: store.export_queue(),
             store,
@@ -250,6 +252,7 @@ impl Pipeline {
 
 struct Worker {
     heartbeat: Heartbeat,
+    event_log: EventLog,
     engine: Engine,
     store: Box<dyn OrderStore>,
     queue: Arc<dyn ExportQueue>,
@@ -379,7 +382,7 @@ impl Worker {
             self.unsaved_exports = exports;
         }
         self.store_healthy.store(result.is_ok(), Ordering::Relaxed);
-        log_events(self.engine.config(), &events);
+        log_events(self.engine.config(), &events, &mut self.event_log, now);
         self.metrics.observe(&events, now);
         self.metrics.sync(
             &self.counters,
@@ -454,8 +457,25 @@ fn queue_entries(spans: Vec<ResourceSpans>, max_spans: usize) -> Vec<QueuedExpor
 }
 
 /// Structured log lines for what operations must hear about without looking at a dashboard.
-fn log_events(config: &Config, events: &[Event]) {
+/// Sampled by `EventLog`: a few lines per kind a minute, then one summary.
+fn log_events(config: &Config, events: &[Event], log: &mut EventLog, now: u64) {
+    let mut summarise = |kind: EventKind, left: u64| {
+        tracing::warn!(count = left, "{left} more {} in the last minute, not logged one by one", kind.summary());
+    };
+    log.roll(now, &mut summarise);
     for event in events {
+        let kind = match event {
+            Event::SlaBreached { .. } => EventKind::SlaBreach,
+            Event::SlaWithdrawn { .. } => EventKind::SlaBreachWithdrawn,
+            Event::FindingWithdrawn { .. } => EventKind::FindingWithdrawn,
+            Event::ExceptionRecorded { signature, .. } if signature.starts_with("conformance:") => {
+                EventKind::ConformanceException
+            }
+            _ => continue,
+        };
+        if !log.admit(kind, now, &mut summarise) {
+            continue;
+        }
         match event {
             Event::SlaBreached { order, target, deadline_unix_nanos, owner, .. } => {
                 let target = &config.sla.targets[*target];
