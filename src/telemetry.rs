@@ -20,6 +20,10 @@ pub struct Counters {
     pub requests_abandoned: AtomicU64,
     /// Connections closed on accept because the listener had `max_connections` open.
     pub connections_refused: AtomicU64,
+    /// Bytes the admission budget has reserved for requests being received and processed now (a gauge).
+    pub admitted_bytes: AtomicU64,
+    /// The admission budget in bytes (a gauge, set once at startup).
+    pub admission_limit_bytes: AtomicU64,
     /// Requests whose body could not be decoded (answered INVALID_ARGUMENT / 400).
     pub requests_malformed: AtomicU64,
     /// Spans accepted by the receivers.

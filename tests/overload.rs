@@ -141,6 +141,15 @@ async fn gzip_bombs_from_one_sender_are_refused_within_the_budget_and_other_send
     assert!(bomb_statuses.keys().all(|s| *s == 503 || *s == 413), "bombs are refused, retryably or for size");
     // The budget covers the bodies, their inflation and their decoding; the rest is the engine and the runtime.
     assert!(peak < idle + ADMISSION_MIB * MIB + 64 * MIB, "peak {} MiB", peak / MIB);
+    // Every reservation was given back, as the gauge shows.
+    let api = ports.api_http;
+    eventually("the admission gauge back at 0", Duration::from_secs(10), || async move {
+        let metrics = reqwest::get(format!("http://127.0.0.1:{api}/metrics")).await.ok()?.text().await.ok()?;
+        let limit = gauge(&metrics, "ordertrail_receiver_admission_limit_bytes")?;
+        let admitted = gauge(&metrics, "ordertrail_receiver_admitted_bytes")?;
+        (limit == (ADMISSION_MIB * MIB) as f64 && admitted == 0.0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -76,6 +76,8 @@ pub struct OrderMetrics {
     series_overflow: Counter,
     queue_entries: Gauge,
     queue_bytes: Gauge,
+    admitted_bytes: Gauge,
+    admission_limit_bytes: Gauge,
 }
 
 fn labels<'a>(fixed: &[&'a str], dims: &'a [String]) -> Vec<&'a str> {
@@ -357,6 +359,16 @@ impl OrderMetrics {
             ),
             queue_entries: r.gauge("ordertrail_export_queue_entries", "Export requests waiting in the persistent queue.", &[]),
             queue_bytes: r.gauge("ordertrail_export_queue_bytes", "Bytes of the persistent export queue.", &[]),
+            admitted_bytes: r.gauge(
+                "ordertrail_receiver_admitted_bytes",
+                "Bytes the admission budget holds for requests being received and processed.",
+                &[],
+            ),
+            admission_limit_bytes: r.gauge(
+                "ordertrail_receiver_admission_limit_bytes",
+                "The admission budget (pipeline.admission_limit_mib) in bytes.",
+                &[],
+            ),
             pipeline,
             engine,
             dimensions: DimensionLabels { dimensions: dims, seen: Mutex::new(BTreeMap::new()) },
@@ -461,6 +473,8 @@ impl OrderMetrics {
         for (counter, read) in &self.pipeline {
             counter.set_total(&[], read(counters));
         }
+        self.admitted_bytes.set(&[], Counters::get(&counters.admitted_bytes) as f64);
+        self.admission_limit_bytes.set(&[], Counters::get(&counters.admission_limit_bytes) as f64);
         for (counter, read) in &self.engine {
             counter.set_total(&[], read(stats));
         }

@@ -52,6 +52,7 @@ pub struct Admitted {
 
 impl Admission {
     pub fn new(limit: u64, counters: Arc<Counters>) -> Arc<Admission> {
+        counters.admission_limit_bytes.store(limit, std::sync::atomic::Ordering::Relaxed);
         Arc::new(Admission { limit, ledger: Mutex::default(), counters })
     }
 
@@ -99,12 +100,14 @@ impl Admission {
         }
         ledger.in_flight += more;
         *ledger.by_sender.entry(sender).or_default() += more;
+        self.counters.admitted_bytes.store(ledger.in_flight, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
     fn release(&self, sender: IpAddr, bytes: u64) {
         let mut ledger = self.ledger();
         ledger.in_flight = ledger.in_flight.saturating_sub(bytes);
+        self.counters.admitted_bytes.store(ledger.in_flight, std::sync::atomic::Ordering::Relaxed);
         if let Some(held) = ledger.by_sender.get_mut(&sender) {
             *held = held.saturating_sub(bytes);
             if *held == 0 {
@@ -237,6 +240,8 @@ mod tests {
         assert_eq!(admission.in_flight(), 150);
         drop(first);
         assert_eq!(admission.in_flight(), 0);
+        assert_eq!(Counters::get(&admission.counters.admitted_bytes), 0);
+        assert_eq!(Counters::get(&admission.counters.admission_limit_bytes), 1000);
         let held = [admission.admit(ip(1), 450).unwrap(), admission.admit(ip(2), 450).unwrap()];
         assert!(matches!(admission.admit(ip(3), 101), Err(Refusal::Budget { .. })));
         assert_eq!(Counters::get(&admission.counters.requests_refused_admission), 1);

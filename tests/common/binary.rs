@@ -134,6 +134,15 @@ pub(crate) fn counter(metrics: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A gauge's value from a Prometheus text page (gauges render as floats), `None` when absent.
+pub(crate) fn gauge(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Peak resident memory of a process, from `VmHWM` in `/proc/<pid>/status`, in bytes.
 pub(crate) fn peak_resident(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
