@@ -50,11 +50,14 @@ pub fn fit_to_open_files(configured: usize, listeners: usize, open_files: Option
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-/// A connection that fails with `TimedOut` when its first bytes do not arrive within `first_bytes`, or once
-/// nothing has been read or written for `idle`.
+/// An accepted connection: it holds its place under the listener's cap until dropped, and fails with `TimedOut`
+/// when its first bytes do not arrive within `first_bytes`, or once nothing has been read or written for `idle`.
 #[derive(Debug)]
-pub struct IdleTimeout<T> {
+pub struct Connection<T> {
     inner: T,
+    /// The address of the peer.
+    pub peer: SocketAddr,
+    _place: Option<OwnedSemaphorePermit>,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
     /// Whether the peer has sent anything yet; until it has, only its bytes (not the server's own greeting,
@@ -62,9 +65,16 @@ pub struct IdleTimeout<T> {
     heard: bool,
 }
 
-impl<T> IdleTimeout<T> {
-    pub fn new(inner: T, first_bytes: Duration, idle: Duration) -> IdleTimeout<T> {
-        IdleTimeout { inner, idle, deadline: Box::pin(tokio::time::sleep(first_bytes)), heard: false }
+impl<T> Connection<T> {
+    pub fn new(
+        inner: T,
+        peer: SocketAddr,
+        place: Option<OwnedSemaphorePermit>,
+        first_bytes: Duration,
+        idle: Duration,
+    ) -> Connection<T> {
+        let deadline = Box::pin(tokio::time::sleep(first_bytes));
+        Connection { inner, peer, _place: place, idle, deadline, heard: false }
     }
 
     fn read_some(&mut self) {
@@ -87,7 +97,7 @@ impl<T> IdleTimeout<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for Connection<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
@@ -103,7 +113,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Connection<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_write(cx, data) {
@@ -147,47 +157,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
     }
 }
 
-/// An accepted connection within the limits: it holds its place under the cap until dropped.
-#[derive(Debug)]
-pub struct Accepted {
-    pub io: IdleTimeout<TcpStream>,
-    pub peer: SocketAddr,
-    _place: OwnedSemaphorePermit,
-}
-
-impl AsyncRead for Accepted {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Accepted {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, data)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
-
-impl tonic::transport::server::Connected for Accepted {
+impl tonic::transport::server::Connected for Connection<TcpStream> {
     type ConnectInfo = Peer;
 
     fn connect_info(&self) -> Peer {
@@ -216,7 +186,7 @@ impl LimitedListener {
 
     /// The next connection within the cap. Connections over it are closed at once and counted; accept errors
     /// (out of file descriptors, say) are logged and retried after a pause instead of ending the listener.
-    pub async fn accept(&self) -> Accepted {
+    pub async fn accept(&self) -> Connection<TcpStream> {
         loop {
             let (stream, peer) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
@@ -232,13 +202,13 @@ impl LimitedListener {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let io = IdleTimeout::new(stream, self.limits.read_header_timeout, self.limits.idle_timeout);
-            return Accepted { io, peer, _place: place };
+            let limits = self.limits;
+            return Connection::new(stream, peer, Some(place), limits.read_header_timeout, limits.idle_timeout);
         }
     }
 
     /// The accepted connections as a stream, for tonic.
-    pub fn into_stream(self) -> impl tokio_stream::Stream<Item = io::Result<Accepted>> + Send + 'static {
+    pub fn into_stream(self) -> impl tokio_stream::Stream<Item = io::Result<Connection<TcpStream>>> + Send + 'static {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
             loop {
@@ -311,8 +281,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut client = TcpStream::connect(addr).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let mut guarded = IdleTimeout::new(server, Duration::from_millis(300), Duration::from_millis(300));
+        let server = listener.accept().await.unwrap();
+        let (server, peer) = server;
+        let mut guarded = Connection::new(server, peer, None, Duration::from_millis(300), Duration::from_millis(300));
         let mut buf = [0u8; 16];
         for _ in 0..4 {
             // Traffic every 150 ms keeps it open past the idle time.
@@ -331,8 +302,9 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let mut guarded = IdleTimeout::new(server, Duration::from_millis(200), Duration::from_secs(60));
+        let server = listener.accept().await.unwrap();
+        let (server, peer) = server;
+        let mut guarded = Connection::new(server, peer, None, Duration::from_millis(200), Duration::from_secs(60));
         let started = std::time::Instant::now();
         // The server greets first, as HTTP/2 does with its SETTINGS frame.
         guarded.write_all(b"greeting").await.unwrap();

@@ -160,7 +160,7 @@ async fn batch_loop(
             spans = 0;
             deadline = None;
             tokio::spawn(async move {
-                deliver(&client, to_send, max_bytes, &retry, &counters).await;
+                deliver(&client, to_send, None, max_bytes, &retry, &counters).await;
                 drop(permit);
             });
         }
@@ -269,10 +269,15 @@ async fn send_entries(
     queue: Arc<dyn ExportQueue>,
 ) -> Result<(), Vec<u64>> {
     let numbers: Vec<u64> = group.iter().map(|(n, _)| *n).collect();
+    // Concatenated requests encode to the sum of their sizes, so the entries tell the batch's size for free.
+    let mut encoded_len = 0;
     let mut batch = Vec::new();
     for (number, entry) in &group {
         match ExportTraceServiceRequest::decode(entry.request.as_slice()) {
-            Ok(request) => batch.extend(request.resource_spans),
+            Ok(request) => {
+                encoded_len += entry.request.len();
+                batch.extend(request.resource_spans);
+            }
             Err(e) => {
                 // The pipeline encoded it, so this is damage on disk: counted as failed, never retried forever.
                 Counters::add(&counters.export_spans_failed, u64::from(entry.spans));
@@ -281,7 +286,7 @@ async fn send_entries(
         }
     }
     if !batch.is_empty() {
-        deliver(client, batch, max_bytes, retry, counters).await;
+        deliver(client, batch, Some(encoded_len), max_bytes, retry, counters).await;
     }
     // Delivered, permanently refused or out of retry budget: in each case the entry's fate is settled and
     // counted, so it leaves the queue.
@@ -310,14 +315,20 @@ pub fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
 /// Delivers a batch in requests the backend accepts: cut to `max_bytes` first, and halved again whenever the
 /// backend still refuses a request as too large. A span that is too large alone can never be delivered: it is
 /// dropped, counted and logged by name, so that it does not hold an export worker or the spans behind it.
+/// `encoded_len` is the batch's encoded size when the caller knows it, which spares measuring a batch that fits.
 async fn deliver(
     client: &Client,
     batch: Vec<ResourceSpans>,
+    encoded_len: Option<usize>,
     max_bytes: usize,
     retry: &RetryConfig,
     counters: &Counters,
 ) {
-    let (pieces, oversized) = split::by_bytes(batch, max_bytes);
+    let (pieces, oversized) = if encoded_len.is_some_and(|len| len <= max_bytes) {
+        (vec![batch], Vec::new())
+    } else {
+        split::by_bytes(batch, max_bytes)
+    };
     for span in oversized {
         drop_oversized(counters, &span, &format!("larger than exporters.otlp.batch.max_size_bytes ({max_bytes})"));
     }

@@ -187,16 +187,17 @@ impl ExportService {
         if buf.len() < len + 5 {
             return Err(Status::invalid_argument("the request ended before its message did"));
         }
-        let message = buf.freeze().slice(5..len + 5);
-        let message = if compressed {
+        // An uncompressed message goes to tonic in the frame it came in; only an inflated one needs a new frame.
+        let frame = buf.freeze().slice(..len + 5);
+        let framed = if compressed {
             let encoding = headers.get("grpc-encoding").and_then(|v| v.to_str().ok()).unwrap_or("");
             if encoding != "gzip" {
                 return Err(Status::unimplemented(format!(
                     "message compression `{encoding}` is not supported; use gzip"
                 )));
             }
-            match admitted.inflate(&message, self.max_recv_msg_size) {
-                Ok(inflated) => Bytes::from(inflated),
+            let inflated = match admitted.inflate(&frame[5..], self.max_recv_msg_size) {
+                Ok(inflated) => inflated,
                 Err(InflateError::Refused(refusal)) => return Err(refused(refusal)),
                 Err(InflateError::TooLarge(limit)) => {
                     return Err(Status::resource_exhausted(format!(
@@ -204,18 +205,20 @@ impl ExportService {
                     )))
                 }
                 Err(e @ InflateError::Corrupt(_)) => return Err(Status::invalid_argument(e.to_string())),
-            }
+            };
+            let mut framed = BytesMut::with_capacity(inflated.len() + 5);
+            framed.put_u8(0);
+            framed.put_u32(u32::try_from(inflated.len()).unwrap_or(u32::MAX));
+            framed.extend_from_slice(&inflated);
+            framed.freeze()
         } else {
-            message
+            frame
         };
-        let shape = wire::measure(&message, MAX_VALUE_DEPTH).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let message = &framed[5..];
+        let shape = wire::measure(message, MAX_VALUE_DEPTH).map_err(|e| Status::invalid_argument(e.to_string()))?;
         // The decoded request, and the copy tonic decodes it from.
         admitted.grow(shape.decoded_bytes + message.len() as u64).map_err(refused)?;
-        let mut framed = BytesMut::with_capacity(message.len() + 5);
-        framed.put_u8(0);
-        framed.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
-        framed.extend_from_slice(&message);
-        Ok((admitted, framed.freeze()))
+        Ok((admitted, framed))
     }
 }
 
