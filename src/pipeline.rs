@@ -52,8 +52,9 @@ pub enum IngestError {
 pub enum ExportSink {
     /// No exporter is configured: spans are labelled and recorded only.
     None,
-    /// A bounded channel to the exporter (memory durability).
-    Memory(mpsc::Sender<Vec<ResourceSpans>>),
+    /// A bounded channel to the exporter (memory durability), carrying requests encoded as for the queue, with
+    /// the largest number of spans an entry holds.
+    Memory { export: mpsc::Sender<Vec<QueuedExport>>, max_spans_per_entry: usize },
     /// The store's persistent export queue, in the same commit as the state; `wake` tells the exporter.
     Queue { wake: Arc<Notify>, max_bytes: u64, max_spans_per_entry: usize },
 }
@@ -359,16 +360,19 @@ impl Worker {
         let span_count = out.span_count();
         let (spans, events) = out.into_parts();
         let mut exports = std::mem::take(&mut self.unsaved_exports);
-        // In durable mode the spans move into the queue entries; only the in-memory exporter keeps them as they are.
-        let memory_spans = match &self.export {
+        // The spans are encoded here, once: the exporter sends these bytes as they are, from the queue on disk or,
+        // in memory mode, from its channel.
+        let memory_entries = match &self.export {
             ExportSink::Queue { max_spans_per_entry, .. } => {
                 if span_count > 0 {
                     exports.extend(queue_entries(spans, *max_spans_per_entry));
                 }
                 None
             }
-            ExportSink::Memory(_) if span_count > 0 => Some(spans),
-            ExportSink::Memory(_) | ExportSink::None => None,
+            ExportSink::Memory { max_spans_per_entry, .. } if span_count > 0 => {
+                Some(queue_entries(spans, *max_spans_per_entry))
+            }
+            ExportSink::Memory { .. } | ExportSink::None => None,
         };
         let result = self.store.commit(&changes, &exports).map_err(|e| {
             Counters::add(&self.counters.store_commit_failures, 1);
@@ -400,7 +404,7 @@ impl Worker {
                 wake.notify_one();
             }
         }
-        if let (ExportSink::Memory(export), Some(spans)) = (&self.export, memory_spans) {
+        if let (ExportSink::Memory { export, .. }, Some(spans)) = (&self.export, memory_entries) {
             // Memory mode promises no durability, so its output goes out even when the commit failed. Waiting here
             // when the exporter's queue is full fills our own queue in turn, which makes the receivers answer
             // UNAVAILABLE: back-pressure reaches the senders instead of growing memory.

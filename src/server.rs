@@ -105,7 +105,10 @@ impl Server {
             }
             (Some(e), Durability::Memory) => {
                 let exporter = Exporter::start(e.clone(), counters.clone())?;
-                let sink = ExportSink::Memory(exporter.sender().expect("memory exporter has a channel"));
+                let sink = ExportSink::Memory {
+                    export: exporter.sender().expect("memory exporter has a channel"),
+                    max_spans_per_entry: e.send_batch_size,
+                };
                 (Some(exporter), sink)
             }
         };

@@ -1,22 +1,33 @@
 //! OTLP/gRPC client.
 
+use super::compress::compress;
 use super::ExportError;
 use crate::google_rpc::{RetryInfo, Status as RpcStatus, RETRY_INFO_TYPE};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
-use ordertrail_core::config::ExporterConfig;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use ordertrail_core::config::{Compression, ExporterConfig};
+use prost::Message;
 use std::time::Duration;
-use tonic::codec::CompressionEncoding;
+use tonic::codegen::http;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tower_service::Service;
 
+/// The OTLP/gRPC trace client. It sends requests that are encoded and compressed already, framed as gRPC
+/// messages, over tonic's channel (connection management, TLS, HTTP/2), instead of tonic's generated client,
+/// which would decode nothing but encode and compress the message again on every attempt.
 #[derive(Debug, Clone)]
 pub(crate) struct GrpcClient {
-    client: TraceServiceClient<Channel>,
-    metadata: MetadataMap,
-    timeout: Duration,
+    channel: Channel,
+    headers: http::HeaderMap,
+    compression: Compression,
 }
+
+/// The method OTLP/gRPC trace export calls.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// The length-prefixed message header of gRPC: a compressed flag and a 4-byte big-endian length.
+const FRAME_HEADER: usize = 5;
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, ExportError> {
     std::fs::read(path).map_err(|e| ExportError::Setup(format!("cannot read {}: {e}", path.display())))
@@ -69,29 +80,108 @@ pub(crate) fn request<T>(message: T, metadata: &MetadataMap, timeout: Duration) 
 
 impl GrpcClient {
     pub(crate) fn new(config: &ExporterConfig) -> Result<GrpcClient, ExportError> {
-        let mut client = TraceServiceClient::new(channel(config)?).max_decoding_message_size(16 * 1024 * 1024);
-        if config.gzip {
-            client = client.send_compressed(CompressionEncoding::Gzip);
+        let mut headers = metadata(config)?.into_headers();
+        let fixed = [
+            (http::header::CONTENT_TYPE, "application/grpc"),
+            (http::header::TE, "trailers"),
+            (http::header::USER_AGENT, concat!("ordertrail/", env!("CARGO_PKG_VERSION"))),
+        ];
+        for (name, value) in fixed {
+            headers.insert(name, http::HeaderValue::from_static(value));
         }
-        client = client.accept_compressed(CompressionEncoding::Gzip);
-        Ok(GrpcClient { client, metadata: metadata(config)?, timeout: config.timeout })
+        let millis = u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX).clamp(1, 99_999_999);
+        let timeout =
+            http::HeaderValue::try_from(format!("{millis}m")).map_err(|e| ExportError::Setup(e.to_string()))?;
+        headers.insert("grpc-timeout", timeout);
+        if let Some(name) = config.compression.name() {
+            headers.insert("grpc-encoding", http::HeaderValue::from_static(name));
+        }
+        Ok(GrpcClient { channel: channel(config)?, headers, compression: config.compression })
     }
 
-    pub(crate) async fn send(&self, batch: Vec<ResourceSpans>) -> Result<(), ExportError> {
-        let request = request(ExportTraceServiceRequest { resource_spans: batch }, &self.metadata, self.timeout);
-        let mut client = self.client.clone();
-        match client.export(request).await {
-            Ok(response) => {
-                if let Some(partial) = response.into_inner().partial_success {
+    /// One request as it goes on the wire: `parts` (together an encoded `ExportTraceServiceRequest`) compressed
+    /// as configured, in a gRPC message frame. Retries send these bytes again.
+    pub(crate) fn prepare(&self, parts: &[&[u8]]) -> Result<Bytes, ExportError> {
+        let mut frame = compress(self.compression, parts, FRAME_HEADER)
+            .map_err(|e| ExportError::Permanent(format!("cannot compress the request: {e}")))?;
+        let length = u32::try_from(frame.len() - FRAME_HEADER)
+            .map_err(|_| ExportError::TooLarge("a gRPC message is at most 4 GiB".into()))?;
+        frame[0] = u8::from(self.compression != Compression::None);
+        frame[1..FRAME_HEADER].copy_from_slice(&length.to_be_bytes());
+        Ok(Bytes::from(frame))
+    }
+
+    /// Sends a prepared request and reads the answer: the status from the trailers (or from the headers of a
+    /// trailers-only answer), and any partial success.
+    pub(crate) async fn send(&self, frame: Bytes) -> Result<(), ExportError> {
+        let mut request = http::Request::new(tonic::body::Body::new(http_body_util::Full::new(frame)));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = http::Uri::from_static(EXPORT_PATH);
+        *request.headers_mut() = self.headers.clone();
+        let mut channel = self.channel.clone();
+        let transport = |e: tonic::transport::Error| ExportError::Retryable {
+            message: format!(
+                "transport: {e}{}",
+                std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default()
+            ),
+            retry_after: None,
+        };
+        std::future::poll_fn(|cx| channel.poll_ready(cx)).await.map_err(transport)?;
+        let response = channel.call(request).await.map_err(transport)?;
+        let (parts, body) = response.into_parts();
+        if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
+            if status.code() != tonic::Code::Ok {
+                return Err(classify(status));
+            }
+        }
+        if parts.status != http::StatusCode::OK {
+            return Err(classify(http_status(parts.status)));
+        }
+        let collected = body.collect().await.map_err(|e| ExportError::Retryable {
+            message: format!("the answer was cut off: {e}"),
+            retry_after: None,
+        })?;
+        let status = collected.trailers().and_then(tonic::Status::from_header_map).or_else(|| {
+            // A trailers-only answer carried its status in the headers, checked above.
+            tonic::Status::from_header_map(&parts.headers)
+        });
+        match status {
+            Some(status) if status.code() == tonic::Code::Ok => {}
+            Some(status) => return Err(classify(status)),
+            // No status at all: the stream ended early, so the backend may not have the request.
+            None => {
+                return Err(ExportError::Retryable {
+                    message: "the answer had no grpc-status".into(),
+                    retry_after: None,
+                })
+            }
+        }
+        let body = collected.to_bytes();
+        // Only an uncompressed answer is read; none is asked for compressed, and it is a courtesy anyway.
+        if body.len() >= FRAME_HEADER && body[0] == 0 {
+            if let Ok(answer) = ExportTraceServiceResponse::decode(&body[FRAME_HEADER..]) {
+                if let Some(partial) = answer.partial_success {
                     if partial.rejected_spans > 0 {
                         tracing::warn!(rejected = partial.rejected_spans, message = %partial.error_message, "backend rejected spans");
                     }
                 }
-                Ok(())
             }
-            Err(status) => Err(classify(status)),
         }
+        Ok(())
     }
+}
+
+/// The gRPC status of an HTTP answer without one, as gRPC's "HTTP to gRPC status code mapping" gives it.
+fn http_status(status: http::StatusCode) -> tonic::Status {
+    let code = match status.as_u16() {
+        400 => tonic::Code::Internal,
+        401 => tonic::Code::Unauthenticated,
+        403 => tonic::Code::PermissionDenied,
+        404 => tonic::Code::Unimplemented,
+        429 | 502 | 503 | 504 => tonic::Code::Unavailable,
+        _ => tonic::Code::Unknown,
+    };
+    tonic::Status::new(code, format!("HTTP {status} without a gRPC status"))
 }
 
 /// The delay of a `RetryInfo` among the status details, if the server sent one.

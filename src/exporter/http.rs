@@ -1,11 +1,9 @@
 //! OTLP/HTTP client (binary protobuf).
 
+use super::compress::compress;
 use super::ExportError;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
-use ordertrail_core::config::ExporterConfig;
-use prost::Message;
-use std::io::Write;
+use bytes::Bytes;
+use ordertrail_core::config::{Compression, ExporterConfig};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -13,7 +11,7 @@ pub(crate) struct HttpClient {
     client: reqwest::Client,
     endpoint: String,
     headers: reqwest::header::HeaderMap,
-    gzip: bool,
+    compression: Compression,
 }
 
 fn setup(e: impl std::fmt::Display) -> ExportError {
@@ -55,32 +53,33 @@ impl HttpClient {
             client: client(config)?,
             endpoint: config.endpoint.clone(),
             headers: headers(config)?,
-            gzip: config.gzip,
+            compression: config.compression,
         })
     }
 
-    pub(crate) async fn send(&self, batch: Vec<ResourceSpans>) -> Result<(), ExportError> {
-        self.post(ExportTraceServiceRequest { resource_spans: batch }.encode_to_vec()).await
+    /// One request as it goes on the wire: `parts` (together one encoded OTLP request) compressed as configured.
+    /// Retries send these bytes again.
+    pub(crate) fn prepare(&self, parts: &[&[u8]]) -> Result<Bytes, ExportError> {
+        compress(self.compression, parts, 0)
+            .map(Bytes::from)
+            .map_err(|e| ExportError::Permanent(format!("cannot compress the request: {e}")))
     }
 
-    /// Posts one encoded OTLP request, compressed if configured, and sorts a failure into retryable or permanent.
+    /// Compresses and posts one encoded OTLP request.
     pub(crate) async fn post(&self, body: Vec<u8>) -> Result<(), ExportError> {
+        let prepared = self.prepare(&[&body])?;
+        self.send(prepared).await
+    }
+
+    /// Posts a prepared request and sorts a failure into retryable, permanent or too large.
+    pub(crate) async fn send(&self, body: Bytes) -> Result<(), ExportError> {
         let mut request = self
             .client
             .post(&self.endpoint)
             .headers(self.headers.clone())
             .header("content-type", "application/x-protobuf");
-        let body = if self.gzip {
-            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            encoder
-                .write_all(&body)
-                .and_then(|_| encoder.finish())
-                .map_err(|e| ExportError::Permanent(e.to_string()))?
-        } else {
-            body
-        };
-        if self.gzip {
-            request = request.header("content-encoding", "gzip");
+        if let Some(name) = self.compression.name() {
+            request = request.header("content-encoding", name);
         }
         let response = request
             .body(body)

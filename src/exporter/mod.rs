@@ -6,6 +6,7 @@
 //! outage loses nothing, and the queue's bound on disk pushes back on senders. With memory storage, from a bounded
 //! channel, batching by size and time.
 
+mod compress;
 pub(crate) mod grpc;
 pub(crate) mod http;
 mod split;
@@ -49,12 +50,56 @@ enum Client {
     Http(http::HttpClient),
 }
 
+/// A request as it goes on the wire, compressed (and for gRPC framed) once for all its attempts.
+#[derive(Debug, Clone)]
+struct Prepared(bytes::Bytes);
+
 impl Client {
-    async fn send(&self, batch: Vec<ResourceSpans>) -> Result<(), ExportError> {
+    fn prepare(&self, parts: &[&[u8]]) -> Result<Prepared, ExportError> {
         match self {
-            Client::Grpc(client) => client.send(batch).await,
-            Client::Http(client) => client.send(batch).await,
+            Client::Grpc(client) => client.prepare(parts).map(Prepared),
+            Client::Http(client) => client.prepare(parts).map(Prepared),
         }
+    }
+
+    async fn send(&self, request: Prepared) -> Result<(), ExportError> {
+        match self {
+            Client::Grpc(client) => client.send(request.0).await,
+            Client::Http(client) => client.send(request.0).await,
+        }
+    }
+}
+
+/// One export request, encoded: the encoded `ExportTraceServiceRequest`s it is made of (queue entries; joined,
+/// they are one request, because a request is nothing but its repeated `resource_spans`), with its span count
+/// and size. Spans are encoded once, in the pipeline, and sent as those bytes; they are decoded again only to cut
+/// a request the backend refuses as too large.
+#[derive(Debug, Default)]
+struct Encoded {
+    parts: Vec<Vec<u8>>,
+    spans: u64,
+    bytes: usize,
+}
+
+impl Encoded {
+    fn push(&mut self, entry: QueuedExport) {
+        self.spans += u64::from(entry.spans);
+        self.bytes += entry.request.len();
+        self.parts.push(entry.request);
+    }
+
+    fn from_spans(resource_spans: Vec<ResourceSpans>) -> Encoded {
+        let spans = split::span_count(&resource_spans) as u64;
+        let request = ExportTraceServiceRequest { resource_spans }.encode_to_vec();
+        Encoded { bytes: request.len(), spans, parts: vec![request] }
+    }
+
+    fn decode(&self) -> Result<Vec<ResourceSpans>, prost::DecodeError> {
+        let mut request = ExportTraceServiceRequest::default();
+        for part in &self.parts {
+            request.merge(part.as_slice())?;
+        }
+        Ok(request.resource_spans)
     }
 }
 
@@ -66,8 +111,8 @@ fn permits(n: usize) -> u32 {
 /// The running exporter; `shutdown` drains what it can within a deadline.
 #[derive(Debug)]
 pub struct Exporter {
-    /// Where the pipeline hands spans over, in memory mode.
-    input: Option<mpsc::Sender<Vec<ResourceSpans>>>,
+    /// Where the pipeline hands encoded spans over, in memory mode.
+    input: Option<mpsc::Sender<Vec<QueuedExport>>>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -104,7 +149,7 @@ impl Exporter {
     }
 
     /// The channel the pipeline hands spans to, in memory mode.
-    pub fn sender(&self) -> Option<mpsc::Sender<Vec<ResourceSpans>>> {
+    pub fn sender(&self) -> Option<mpsc::Sender<Vec<QueuedExport>>> {
         self.input.clone()
     }
 
@@ -128,13 +173,13 @@ impl Exporter {
 async fn batch_loop(
     config: ExporterConfig,
     client: Client,
-    mut rx: mpsc::Receiver<Vec<ResourceSpans>>,
+    mut rx: mpsc::Receiver<Vec<QueuedExport>>,
     counters: Arc<Counters>,
 ) {
     let in_flight = Arc::new(Semaphore::new(config.num_consumers));
     let retry = Arc::new(config.retry.clone());
     let max_bytes = config.max_batch_bytes;
-    let mut batch: Vec<ResourceSpans> = Vec::new();
+    let mut batch: Vec<(u64, QueuedExport)> = Vec::new();
     let mut spans = 0;
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
@@ -147,22 +192,29 @@ async fn batch_loop(
         };
         let closed = matches!(received, Some(None));
         let timed_out = received.is_none();
-        if let Some(Some(group)) = received {
-            spans += split::span_count(&group);
-            batch.extend(group);
+        if let Some(Some(entries)) = received {
+            for entry in entries {
+                spans += entry.spans as usize;
+                batch.push((0, entry));
+            }
             deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.batch_timeout);
         }
         let full = spans >= config.send_batch_size;
         if !batch.is_empty() && (full || timed_out || closed) {
-            let permit = in_flight.clone().acquire_owned().await.expect("semaphore is never closed");
-            let (client, retry, counters) = (client.clone(), retry.clone(), counters.clone());
-            let to_send = std::mem::take(&mut batch);
             spans = 0;
             deadline = None;
-            tokio::spawn(async move {
-                deliver(&client, to_send, None, max_bytes, &retry, &counters).await;
-                drop(permit);
-            });
+            for group in batches(std::mem::take(&mut batch), config.send_batch_size, max_bytes) {
+                let permit = in_flight.clone().acquire_owned().await.expect("semaphore is never closed");
+                let (client, retry, counters) = (client.clone(), retry.clone(), counters.clone());
+                let mut request = Encoded::default();
+                for (_, entry) in group {
+                    request.push(entry);
+                }
+                tokio::spawn(async move {
+                    deliver(&client, request, max_bytes, &retry, &counters).await;
+                    drop(permit);
+                });
+            }
         }
         if closed {
             break;
@@ -269,24 +321,19 @@ async fn send_entries(
     queue: Arc<dyn ExportQueue>,
 ) -> Result<(), Vec<u64>> {
     let numbers: Vec<u64> = group.iter().map(|(n, _)| *n).collect();
-    // Concatenated requests encode to the sum of their sizes, so the entries tell the batch's size for free.
-    let mut encoded_len = 0;
-    let mut batch = Vec::new();
-    for (number, entry) in &group {
-        match ExportTraceServiceRequest::decode(entry.request.as_slice()) {
-            Ok(request) => {
-                encoded_len += entry.request.len();
-                batch.extend(request.resource_spans);
-            }
-            Err(e) => {
-                // The pipeline encoded it, so this is damage on disk: counted as failed, never retried forever.
-                Counters::add(&counters.export_spans_failed, u64::from(entry.spans));
-                tracing::error!(entry = number, error = %e, "undecodable export queue entry dropped");
-            }
+    let mut request = Encoded::default();
+    for (number, entry) in group {
+        if split::is_export_request(&entry.request) {
+            request.push(entry);
+        } else {
+            // The pipeline encoded it, so this is damage on disk: counted as failed, never retried forever, and
+            // kept out of the request so that the backend does not refuse the good entries with it.
+            Counters::add(&counters.export_spans_failed, u64::from(entry.spans));
+            tracing::error!(entry = number, "undecodable export queue entry dropped");
         }
     }
-    if !batch.is_empty() {
-        deliver(client, batch, Some(encoded_len), max_bytes, retry, counters).await;
+    if request.spans > 0 {
+        deliver(client, request, max_bytes, retry, counters).await;
     }
     // Delivered, permanently refused or out of retry budget: in each case the entry's fate is settled and
     // counted, so it leaves the queue.
@@ -312,39 +359,46 @@ pub fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
     base.mul_f64(jitter).min(retry.max_interval)
 }
 
-/// Delivers a batch in requests the backend accepts: cut to `max_bytes` first, and halved again whenever the
+/// Delivers a request in requests the backend accepts: cut to `max_bytes` first, and halved again whenever the
 /// backend still refuses a request as too large. A span that is too large alone can never be delivered: it is
 /// dropped, counted and logged by name, so that it does not hold an export worker or the spans behind it.
-/// `encoded_len` is the batch's encoded size when the caller knows it, which spares measuring a batch that fits.
-async fn deliver(
-    client: &Client,
-    batch: Vec<ResourceSpans>,
-    encoded_len: Option<usize>,
-    max_bytes: usize,
-    retry: &RetryConfig,
-    counters: &Counters,
-) {
-    let (pieces, oversized) = if encoded_len.is_some_and(|len| len <= max_bytes) {
-        (vec![batch], Vec::new())
+async fn deliver(client: &Client, request: Encoded, max_bytes: usize, retry: &RetryConfig, counters: &Counters) {
+    let pieces = if request.bytes <= max_bytes {
+        vec![request]
     } else {
-        split::by_bytes(batch, max_bytes)
+        let Some(batch) = decoded(&request, counters) else { return };
+        let (pieces, oversized) = split::by_bytes(batch, max_bytes);
+        for span in oversized {
+            drop_oversized(counters, &span, &format!("larger than exporters.otlp.batch.max_size_bytes ({max_bytes})"));
+        }
+        pieces.into_iter().map(Encoded::from_spans).collect()
     };
-    for span in oversized {
-        drop_oversized(counters, &span, &format!("larger than exporters.otlp.batch.max_size_bytes ({max_bytes})"));
-    }
     // A stack, so that the halves of a refused request go out before the requests after it.
-    let mut work: Vec<Vec<ResourceSpans>> = pieces.into_iter().rev().collect();
+    let mut work: Vec<Encoded> = pieces.into_iter().rev().collect();
     while let Some(request) = work.pop() {
-        if let Some((refused, message)) = send_with_retry(client, request, retry, counters).await {
-            match split::halve(refused) {
+        if let Some(message) = send_with_retry(client, &request, retry, counters).await {
+            let Some(batch) = decoded(&request, counters) else { continue };
+            match split::halve(batch) {
                 Ok((first, second)) => {
                     Counters::add(&counters.export_requests_halved, 1);
                     tracing::warn!(error = %message, "backend refused an export request as too large; sending it in halves");
-                    work.push(second);
-                    work.push(first);
+                    work.push(Encoded::from_spans(second));
+                    work.push(Encoded::from_spans(first));
                 }
                 Err(span) => drop_oversized(counters, &span, &message),
             }
+        }
+    }
+}
+
+/// The spans of a request that must be cut; `None` (counted as failed) if its bytes do not decode.
+fn decoded(request: &Encoded, counters: &Counters) -> Option<Vec<ResourceSpans>> {
+    match request.decode() {
+        Ok(batch) => Some(batch),
+        Err(e) => {
+            Counters::add(&counters.export_spans_failed, request.spans);
+            tracing::error!(error = %e, spans = request.spans, "undecodable export request dropped");
+            None
         }
     }
 }
@@ -361,24 +415,33 @@ fn drop_oversized(counters: &Counters, span: &split::Oversized, reason: &str) {
     );
 }
 
-/// Sends one request, retrying retryable failures. Gives the request back when the backend refused it as too
-/// large; every other outcome (delivered, refused for good, out of retry budget) is settled and counted here.
+/// Sends one request, retrying retryable failures. Gives back the backend's message when it refused the request
+/// as too large; every other outcome (delivered, refused for good, out of retry budget) is settled and counted here.
 async fn send_with_retry(
     client: &Client,
-    batch: Vec<ResourceSpans>,
+    request: &Encoded,
     retry: &RetryConfig,
     counters: &Counters,
-) -> Option<(Vec<ResourceSpans>, String)> {
-    let count = split::span_count(&batch) as u64;
+) -> Option<String> {
+    let count = request.spans;
+    let parts: Vec<&[u8]> = request.parts.iter().map(Vec::as_slice).collect();
+    let prepared = match client.prepare(&parts) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            Counters::add(&counters.export_spans_failed, count);
+            tracing::error!(spans = count, error = %e, "export failed");
+            return None;
+        }
+    };
     let started = Instant::now();
     let mut attempt = 0;
     loop {
-        match client.send(batch.clone()).await {
+        match client.send(prepared.clone()).await {
             Ok(()) => {
                 Counters::add(&counters.export_spans_sent, count);
                 return None;
             }
-            Err(ExportError::TooLarge(message)) => return Some((batch, message)),
+            Err(ExportError::TooLarge(message)) => return Some(message),
             Err(ExportError::Retryable { message, retry_after }) if retry.enabled => {
                 let wait = retry_after.unwrap_or_else(|| backoff(retry, attempt));
                 let out_of_budget = retry.max_elapsed_time.is_some_and(|max| started.elapsed() + wait > max);

@@ -117,6 +117,27 @@ pub(crate) fn span_count(batch: &[ResourceSpans]) -> usize {
     batch.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum()
 }
 
+/// Whether `bytes` is, at its top level, an encoded `ExportTraceServiceRequest`: only length-delimited fields
+/// (`resource_spans` is field 1; unknown fields are allowed, as protobuf allows them) that end exactly at its end.
+/// It does not look inside: a queue entry damaged within would still pass, but one cut short or overwritten with
+/// other data does not, and that is what keeps it out of a request with good entries.
+pub(crate) fn is_export_request(mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        let Ok(key) = prost::encoding::decode_varint(&mut bytes) else { return false };
+        // Wire type 2 is length-delimited; field number 0 does not exist.
+        if key & 0x7 != 2 || key >> 3 == 0 {
+            return false;
+        }
+        let Ok(len) = prost::encoding::decode_varint(&mut bytes) else { return false };
+        let Ok(len) = usize::try_from(len) else { return false };
+        if len > bytes.len() {
+            return false;
+        }
+        bytes = &bytes[len..];
+    }
+    true
+}
+
 /// Splits a request into two with about half the spans each, or gives back the one span it holds.
 pub(crate) fn halve(batch: Vec<ResourceSpans>) -> Result<(Vec<ResourceSpans>, Vec<ResourceSpans>), Oversized> {
     let total = span_count(&batch);
@@ -165,6 +186,22 @@ pub(crate) fn halve(batch: Vec<ResourceSpans>) -> Result<(Vec<ResourceSpans>, Ve
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_request_cut_short_or_of_other_data_is_not_an_export_request() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        let request = ExportTraceServiceRequest { resource_spans: vec![super::ResourceSpans::default(); 3] };
+        let bytes = prost::Message::encode_to_vec(&request);
+        assert!(super::is_export_request(&bytes));
+        assert!(super::is_export_request(&[]));
+        assert!(!super::is_export_request(&bytes[..bytes.len() - 1]));
+        assert!(!super::is_export_request(b"not protobuf at all"));
+        let mut long = prost::Message::encode_to_vec(&ExportTraceServiceRequest {
+            resource_spans: vec![super::ResourceSpans { schema_url: "x".repeat(300), ..Default::default() }],
+        });
+        long.truncate(long.len() - 10);
+        assert!(!super::is_export_request(&long));
+    }
+
     use super::*;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};

@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use ordertrail_core::config::{ExportProtocol, ExporterConfig};
+use ordertrail_core::config::{Compression, ExportProtocol, ExporterConfig};
 use ordertrail_metrics::Registry;
 use prost::Message;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,8 +47,10 @@ impl Client {
             ExportProtocol::Grpc => {
                 let mut client = MetricsServiceClient::new(crate::exporter::grpc::channel(config)?)
                     .accept_compressed(CompressionEncoding::Gzip);
-                if config.gzip {
-                    client = client.send_compressed(CompressionEncoding::Gzip);
+                match config.compression {
+                    Compression::Gzip { .. } => client = client.send_compressed(CompressionEncoding::Gzip),
+                    Compression::Zstd { .. } => client = client.send_compressed(CompressionEncoding::Zstd),
+                    Compression::None => {}
                 }
                 Client::Grpc { client, metadata: crate::exporter::grpc::metadata(config)?, timeout: config.timeout }
             }
@@ -204,7 +206,7 @@ mod tests {
             protocol,
             headers: BTreeMap::from([("X-Tenant".to_string(), "acme".to_string())]),
             tls: None,
-            gzip,
+            compression: if gzip { Compression::Gzip { level: 1 } } else { Compression::None },
             timeout: Duration::from_secs(5),
             send_batch_size: 1,
             batch_timeout: Duration::from_secs(1),

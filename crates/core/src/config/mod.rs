@@ -33,8 +33,8 @@ pub use correlation::{
 };
 pub use dimensions::{Dimension, RawDimension};
 pub use exporter::{
-    ExportProtocol, ExporterConfig, RawBatch, RawExporters, RawOtlpExporter, RawRetry, RawSendingQueue, RawTls,
-    RetryConfig, TlsConfig,
+    Compression, ExportProtocol, ExporterConfig, RawBatch, RawCompressionParams, RawExporters, RawOtlpExporter,
+    RawRetry, RawSendingQueue, RawTls, RetryConfig, TlsConfig,
 };
 pub use order_traces::{OrderTraceConfig, RawOrderTraces};
 pub use overrides::Overrides;

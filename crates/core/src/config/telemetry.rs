@@ -59,7 +59,7 @@ pub struct RawMetricsOtlp {
     pub headers: BTreeMap<String, String>,
     /// TLS settings.
     pub tls: Option<RawTls>,
-    /// `gzip` or `none`.
+    /// `gzip`, `zstd` or `none`.
     pub compression: String,
     /// Timeout of one push.
     #[serde(with = "humantime_serde")]

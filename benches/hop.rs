@@ -1,0 +1,567 @@
+//! ordertrail as one more hop, side by side with a plain collector hop (rotel-agent), each as its own process.
+//!
+//! `scripts/bench` runs it (it installs rotel-agent from PyPI into a cache first); by hand:
+//! `cargo bench --bench hop -- --rotel PATH/rotel-agent [--quick] [--only NAME,...] [--markdown FILE]`.
+//!
+//! The load generator and the counting OTLP sink live in this process; the hop under test is a child process,
+//! so its CPU time (user + system, all threads) and resident memory are read from `/proc/<pid>` and are its own.
+//! Scenarios:
+//! - `cpu`: closed loop, 4 senders as fast as the hop answers; CPU microseconds per input span, spans/s.
+//! - `rate`: open loop at 10,000 spans/s; the share of one core and the resident memory while it lasts.
+//! - `latency`: open loop at 5,000 spans/s; time from a request being sent to its spans reaching the backend.
+//! - `small`: the project's earlier small spans (4 attributes, 512 a request), closed loop.
+//! - `batches`: closed loop at 10, 512 and 8,192 spans a request.
+//!
+//! The payload is OpenTelemetry-demo-like: about a dozen attributes and ~490 bytes a span, 96 spans a request, in
+//! technical traces of 12 spans whose keyed span comes last (SDKs export children first, so the others wait for
+//! it), a span per trace that names only a shipment (an alias learned from an earlier request), and a new order
+//! per trace, up to `--orders` distinct orders (default 1,000,000) before they repeat.
+
+// Measured figures are floats turned back into counts and indices (a metric's value, a percentile's rank): all
+// non-negative and far below 2^52.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The first two bytes of every span id the generator makes, so that the sink can tell input spans (passed on
+/// with their ids) from the spans a hop makes itself.
+const MARK: [u8; 2] = [0x0a, 0x0a];
+const SPANS_PER_TRACE: usize = 12;
+const SENDERS: u64 = 4;
+
+fn wall_nanos() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()).unwrap()
+}
+
+// --- the load ------------------------------------------------------------------------------------------------
+
+/// What the requests look like.
+#[derive(Clone, Copy, Debug)]
+struct Payload {
+    spans_per_request: usize,
+    orders: u64,
+    /// Demo-like (a dozen attributes) or the project's earlier small spans (four).
+    demo_like: bool,
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }),
+        ..Default::default()
+    }
+}
+
+const MILESTONE_SPANS: [(&str, &str, &str); 4] = [
+    ("erp", "credit.check", "credit.decision"),
+    ("erp", "pricing.approve", "pricing.decision"),
+    ("wms", "inventory.allocate", "warehouse.id"),
+    ("wms", "pick.confirm", "wms.pick.status"),
+];
+const CHILD_NAMES: [&str; 5] =
+    ["oteldemo.CartService/GetCart", "SELECT inventory", "GET /api/products", "publish order.events", "HTTP POST"];
+
+/// The attributes the OpenTelemetry demo's services put on a span.
+fn demo_attributes(i: u64, out: &mut Vec<KeyValue>) {
+    out.extend([
+        kv("http.request.method", "POST"),
+        kv("url.path", "/api/checkout/cart"),
+        kv("server.address", "checkout.distributor.internal"),
+        kv("network.peer.address", "10.42.7.19"),
+        kv("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0"),
+        kv("rpc.system", "grpc"),
+        kv("rpc.service", "oteldemo.CheckoutService"),
+        kv("app.product.id", &format!("OLJCESPC7Z{:04}", i % 10_000)),
+        kv("session.id", "7f3a9c2e-5b1d-4e8f-a6c0-2d9b4e1f8a73"),
+    ]);
+}
+
+fn order_of(payload: &Payload, seq: u64, trace: u64) -> u64 {
+    let traces = (payload.spans_per_request / SPANS_PER_TRACE).max(1) as u64;
+    (seq * traces + trace) % payload.orders
+}
+
+/// Request `seq`, its spans ending at `now` (so that the sink can tell how long they took).
+fn request(payload: &Payload, seq: u64, now: u64) -> ExportTraceServiceRequest {
+    let (service, _, _) = MILESTONE_SPANS[usize::try_from(seq % 4).unwrap()];
+    let n = payload.spans_per_request;
+    let mut spans = Vec::with_capacity(n);
+    for i in 0..n {
+        let i64_ = i as u64;
+        let trace = i64_ / SPANS_PER_TRACE as u64;
+        let position = i % SPANS_PER_TRACE;
+        let order = order_of(payload, seq, trace);
+        let mut trace_id = [0u8; 16];
+        trace_id[..8].copy_from_slice(&(seq + 1).to_be_bytes());
+        trace_id[8..].copy_from_slice(&(trace + 1).to_be_bytes());
+        let mut span_id = [0u8; 8];
+        span_id[..2].copy_from_slice(&MARK);
+        span_id[2..6].copy_from_slice(&u32::try_from(seq % u64::from(u32::MAX)).unwrap().to_be_bytes());
+        span_id[6..].copy_from_slice(&u16::try_from(i).unwrap().to_be_bytes());
+        let mut attributes = Vec::with_capacity(14);
+        let last_of_trace = position == SPANS_PER_TRACE - 1 || i == n - 1;
+        let name;
+        if last_of_trace {
+            // The keyed span: names the order and its shipment, and reaches a milestone.
+            let (_, milestone, attribute) = MILESTONE_SPANS[usize::try_from(seq % 4).unwrap()];
+            name = milestone.to_string();
+            attributes.push(kv("order.id", &format!("SO-{order:08}")));
+            attributes.push(kv("shipment.id", &format!("SHP-{order:08}")));
+            attributes.push(kv(attribute, "complete"));
+            attributes.push(kv("customer.segment", "standard"));
+        } else if position == SPANS_PER_TRACE - 2 && seq >= 8 {
+            // A carrier's span in a trace of its own that names only a shipment learned 8 requests earlier.
+            name = "carrier.status".to_string();
+            trace_id[..8].copy_from_slice(&(u64::MAX - seq).to_be_bytes());
+            attributes.push(kv("shipment.id", &format!("SHP-{:08}", order_of(payload, seq - 8, trace))));
+            attributes.push(kv("carrier.status", "in_transit"));
+        } else {
+            name = CHILD_NAMES[i % CHILD_NAMES.len()].to_string();
+            attributes.push(kv("http.route", "/api/cart"));
+        }
+        if payload.demo_like {
+            demo_attributes(i64_, &mut attributes);
+        }
+        spans.push(Span {
+            trace_id: trace_id.to_vec(),
+            span_id: span_id.to_vec(),
+            name,
+            kind: 2,
+            start_time_unix_nano: now - 1_000_000,
+            end_time_unix_nano: now,
+            attributes,
+            ..Default::default()
+        });
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", service),
+                    kv("service.version", "2.1.0"),
+                    kv("host.name", "erp-app-07"),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+// --- the backend ---------------------------------------------------------------------------------------------
+
+/// Counts the spans it accepts; records how long after they ended the generator's spans arrived.
+#[derive(Clone, Default)]
+struct CountingSink {
+    received: Arc<AtomicU64>,
+    latencies_micros: Arc<Mutex<Vec<u64>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for CountingSink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let now = wall_nanos();
+        let mut count = 0;
+        let mut latencies = Vec::new();
+        for span in request.into_inner().resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+            count += 1;
+            if span.span_id.starts_with(&MARK) {
+                latencies.push(now.saturating_sub(span.end_time_unix_nano) / 1000);
+            }
+        }
+        self.latencies_micros.lock().unwrap().extend(latencies);
+        self.received.fetch_add(count, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl CountingSink {
+    async fn start() -> (CountingSink, std::net::SocketAddr) {
+        let sink = CountingSink::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(
+                    TraceServiceServer::new(sink.clone())
+                        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                        .max_decoding_message_size(64 * 1024 * 1024),
+                )
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        (sink, addr)
+    }
+}
+
+// --- the hops ------------------------------------------------------------------------------------------------
+
+/// A hop under test.
+#[derive(Clone, Debug)]
+enum Hop {
+    Rotel(String),
+    /// ordertrail with this configuration over the embedded default.
+    Ordertrail {
+        label: &'static str,
+        yaml: &'static str,
+    },
+}
+
+impl Hop {
+    fn label(&self) -> &'static str {
+        match self {
+            Hop::Rotel(_) => "rotel-agent",
+            Hop::Ordertrail { label, .. } => label,
+        }
+    }
+}
+
+const ORDERTRAIL_DEFAULT: Hop = Hop::Ordertrail { label: "ordertrail (durable)", yaml: "" };
+const ORDERTRAIL_NO_PASSTHROUGH: Hop =
+    Hop::Ordertrail { label: "ordertrail (durable, pass-through off)", yaml: "order_traces:\n  passthrough: false\n" };
+const ORDERTRAIL_MEMORY: Hop =
+    Hop::Ordertrail { label: "ordertrail (memory)", yaml: "storage:\n  durability: memory\n" };
+const ORDERTRAIL_MEMORY_NO_PASSTHROUGH: Hop = Hop::Ordertrail {
+    label: "ordertrail (memory, pass-through off)",
+    yaml: "storage:\n  durability: memory\norder_traces:\n  passthrough: false\n",
+};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running hop: its process, where it listens, and (for ordertrail) its metrics page.
+struct Running {
+    child: Child,
+    grpc: u16,
+    metrics: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(hop: &Hop, sink: std::net::SocketAddr) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let grpc = free_port();
+    let (child, metrics) = match hop {
+        Hop::Rotel(path) => {
+            let child = Command::new(path)
+                .args(["start", "--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}"), "--exporter", "otlp"])
+                .args(["--otlp-http-endpoint", &format!("127.0.0.1:{}", free_port())])
+                .args(["--otlp-exporter-endpoint", &format!("http://{sink}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("rotel-agent starts");
+            (child, None)
+        }
+        Hop::Ordertrail { yaml, .. } => {
+            let config = dir.path().join("config.yaml");
+            std::fs::write(&config, yaml).unwrap();
+            let api = free_port();
+            let child = Command::new(env!("CARGO_BIN_EXE_ordertrail"))
+                .args(["run", "--config", config.to_str().unwrap()])
+                .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+                .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
+                .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+                .args(["--api-http-listen", &format!("127.0.0.1:{api}")])
+                .args(["--api-grpc-listen", &format!("127.0.0.1:{}", free_port())])
+                .args(["--export-endpoint", &format!("http://{sink}")])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("ordertrail starts");
+            (child, Some(format!("http://127.0.0.1:{api}/metrics")))
+        }
+    };
+    let endpoint = format!("http://127.0.0.1:{grpc}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TraceServiceClient::connect(endpoint.clone()).await.is_err() {
+        assert!(Instant::now() < deadline, "{} did not start listening", hop.label());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Running { child, grpc, metrics, _dir: dir }
+}
+
+/// CPU time (user + system, all threads) and resident memory of a process, from `/proc`.
+#[derive(Clone, Copy, Debug)]
+struct ProcSample {
+    cpu: Duration,
+    resident: u64,
+}
+
+fn sample(pid: u32) -> ProcSample {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and stime are the 12th
+    // and 13th of them, in clock ticks (USER_HZ, 100 on Linux).
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let resident = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024;
+    ProcSample { cpu: Duration::from_millis(ticks * 10), resident }
+}
+
+/// The hop's count of spans handed to its exporter (ordertrail), or the number sent (a plain hop passes each on).
+async fn expected_output(running: &Running, sent: u64) -> u64 {
+    let Some(url) = &running.metrics else { return sent };
+    let page = reqwest::get(url).await.unwrap().text().await.unwrap();
+    page.lines()
+        .find(|l| l.starts_with("ordertrail_exporter_spans_queued_total "))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Waits until the backend has everything the hop took on and nothing more arrives for a second.
+async fn drain(running: &Running, sink: &CountingSink, sent: u64) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut last = (u64::MAX, Instant::now());
+    loop {
+        let received = sink.received.load(Ordering::Relaxed);
+        let expected = expected_output(running, sent).await;
+        if received != last.0 {
+            last = (received, Instant::now());
+        }
+        if (received >= expected && last.1.elapsed() >= Duration::from_secs(1)) || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// --- the scenarios -------------------------------------------------------------------------------------------
+
+/// One result line.
+#[derive(Clone, Debug)]
+struct Figure {
+    scenario: String,
+    hop: &'static str,
+    input_spans: u64,
+    output_spans: u64,
+    cpu_micros_per_span: f64,
+    core_share: f64,
+    spans_per_second: f64,
+    peak_resident_mib: f64,
+    latency: Option<(f64, f64, f64)>,
+}
+
+/// Sends `requests` requests from 4 senders, each as soon as its previous one is answered.
+async fn closed_loop(grpc: u16, payload: Payload, requests: u64) {
+    let mut tasks = Vec::new();
+    for sender in 0..SENDERS {
+        tasks.push(tokio::spawn(async move {
+            let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+                .await
+                .unwrap()
+                .max_encoding_message_size(usize::MAX);
+            for seq in (sender..requests).step_by(usize::try_from(SENDERS).unwrap()) {
+                loop {
+                    match client.export(request(&payload, seq, wall_nanos())).await {
+                        Ok(_) => break,
+                        Err(status) if status.code() == tonic::Code::Unavailable => {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err(status) => panic!("{status:?}"),
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// Sends at `rate` spans a second for `length`, each request on schedule whether or not earlier ones were
+/// answered (open loop: a slow hop does not slow the load down).
+async fn open_loop(grpc: u16, payload: Payload, rate: u64, length: Duration) -> u64 {
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}")).unwrap().connect().await.unwrap();
+    let interval = Duration::from_secs_f64(payload.spans_per_request as f64 / rate as f64);
+    let requests = (length.as_secs_f64() / interval.as_secs_f64()) as u64;
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for seq in 0..requests {
+        tokio::time::sleep_until(started + interval.mul_f64(seq as f64)).await;
+        let mut client = TraceServiceClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move {
+            let _ = client.export(request(&payload, seq, wall_nanos())).await;
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    requests * payload.spans_per_request as u64
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index] as f64 / 1000.0
+}
+
+/// How a scenario drives the hop.
+#[derive(Clone, Copy, Debug)]
+enum Drive {
+    Closed { requests: u64 },
+    Open { rate: u64, length: Duration },
+}
+
+async fn run(scenario: &str, hop: &Hop, payload: Payload, drive: Drive) -> Figure {
+    let (sink, sink_addr) = CountingSink::start().await;
+    let running = start(hop, sink_addr).await;
+    let pid = running.child.id();
+    // Let startup settle (ordertrail opens its store, rotel starts its pipelines) before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = sample(pid);
+    let peak = Arc::new(AtomicU64::new(before.resident));
+    let watcher = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(sample(pid).resident, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let (sent, window) = match drive {
+        Drive::Closed { requests } => {
+            closed_loop(running.grpc, payload, requests).await;
+            drain(&running, &sink, requests * payload.spans_per_request as u64).await;
+            (requests * payload.spans_per_request as u64, started.elapsed())
+        }
+        Drive::Open { rate, length } => {
+            let sent = open_loop(running.grpc, payload, rate, length).await;
+            (sent, started.elapsed())
+        }
+    };
+    let after = sample(pid);
+    if matches!(drive, Drive::Open { .. }) {
+        drain(&running, &sink, sent).await;
+    }
+    watcher.abort();
+    let cpu = after.cpu.saturating_sub(before.cpu);
+    let mut latencies = std::mem::take(&mut *sink.latencies_micros.lock().unwrap());
+    latencies.sort_unstable();
+    let latency = matches!(drive, Drive::Open { .. })
+        .then(|| (percentile(&latencies, 0.5), percentile(&latencies, 0.99), percentile(&latencies, 1.0)));
+    let figure = Figure {
+        scenario: scenario.to_string(),
+        hop: hop.label(),
+        input_spans: sent,
+        output_spans: sink.received.load(Ordering::Relaxed),
+        cpu_micros_per_span: cpu.as_secs_f64() * 1e6 / sent as f64,
+        core_share: cpu.as_secs_f64() / window.as_secs_f64(),
+        spans_per_second: sent as f64 / window.as_secs_f64(),
+        peak_resident_mib: peak.load(Ordering::Relaxed).max(after.resident) as f64 / (1024.0 * 1024.0),
+        latency,
+    };
+    println!("{figure:?}");
+    figure
+}
+
+fn markdown(figures: &[Figure]) -> String {
+    let mut out = String::from(
+        "| scenario | hop | input spans | output spans | CPU µs / input span | × rotel | share of a core | input spans/s | peak RSS MiB | latency p50 / p99 / max ms |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for f in figures {
+        let rotel = figures.iter().find(|r| r.scenario == f.scenario && r.hop == "rotel-agent");
+        let ratio =
+            rotel.map_or(String::from("—"), |r| format!("{:.2}", f.cpu_micros_per_span / r.cpu_micros_per_span));
+        let latency =
+            f.latency.map_or(String::from("—"), |(p50, p99, max)| format!("{p50:.1} / {p99:.1} / {max:.1}"));
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} | {} | {:.0} % | {:.0} | {:.0} | {} |\n",
+            f.scenario,
+            f.hop,
+            f.input_spans,
+            f.output_spans,
+            f.cpu_micros_per_span,
+            ratio,
+            f.core_share * 100.0,
+            f.spans_per_second,
+            f.peak_resident_mib,
+            latency
+        ));
+    }
+    out
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    // `cargo bench` passes `--bench`; anything else (`cargo test --benches`, a bare run) gets the short version.
+    let quick = !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--quick");
+    let only: Option<Vec<String>> = value("--only").map(|s| s.split(',').map(str::to_string).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|w| w == name));
+    let orders: u64 = value("--orders").map_or(1_000_000, |v| v.parse().unwrap());
+    let Some(rotel) = value("--rotel") else {
+        eprintln!("hop: no --rotel PATH given; nothing to compare with (scripts/bench installs rotel-agent)");
+        return;
+    };
+    let rotel = Hop::Rotel(rotel);
+    let demo = Payload { spans_per_request: 96, orders, demo_like: true };
+    let scale = if quick { 10 } else { 1 };
+    let seconds = if quick { 3 } else { 20 };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut figures = Vec::new();
+    let mut measure = |scenario: &str, hops: &[Hop], payload: Payload, drive: Drive| {
+        if wanted(scenario.split(' ').next().unwrap()) {
+            for hop in hops {
+                figures.push(runtime.block_on(run(scenario, hop, payload, drive)));
+            }
+        }
+    };
+    let all = [
+        rotel.clone(),
+        ORDERTRAIL_DEFAULT,
+        ORDERTRAIL_NO_PASSTHROUGH,
+        ORDERTRAIL_MEMORY,
+        ORDERTRAIL_MEMORY_NO_PASSTHROUGH,
+    ];
+    measure("cpu", &all, demo, Drive::Closed { requests: 5_000 / scale });
+    let pair = [rotel.clone(), ORDERTRAIL_DEFAULT];
+    let rate = Drive::Open { rate: 10_000, length: Duration::from_secs(seconds) };
+    measure("rate 10k/s", &pair, demo, rate);
+    let slow = Drive::Open { rate: 5_000, length: Duration::from_secs(seconds) };
+    measure("latency 5k/s", &pair, demo, slow);
+    let small = Payload { spans_per_request: 512, orders, demo_like: false };
+    measure("small", &pair, small, Drive::Closed { requests: 1_000 / scale });
+    for size in [10, 512, 8192] {
+        let payload = Payload { spans_per_request: size, ..demo };
+        let requests = (480_000 / scale / size as u64).max(8);
+        measure(&format!("batches of {size}"), &pair, payload, Drive::Closed { requests });
+    }
+    let table = markdown(&figures);
+    println!("\n{table}");
+    if let Some(path) = value("--markdown") {
+        std::fs::write(path, table).unwrap();
+    }
+}
