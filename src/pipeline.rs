@@ -7,17 +7,16 @@
 
 use crate::clock::unix_nanos_now;
 use crate::event_log::{EventKind, EventLog};
+use crate::exporter::queue_entries;
 use crate::memory::MemoryLimiter;
 use crate::metrics::OrderMetrics;
 use crate::store::{Durability, ExportQueue, OrderStore, QueuedExport, StoreError};
 use crate::telemetry::Counters;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use ordertrail_core::config::Config;
 use ordertrail_core::engine::events::Event;
 use ordertrail_core::engine::{Engine, EngineStats, Output};
 use ordertrail_core::order::OrderRecord;
-use prost::Message;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -422,44 +421,6 @@ impl Worker {
     }
 }
 
-/// Splits the spans of one group into export requests of at most `max_spans` spans, encoded for the queue.
-fn queue_entries(spans: Vec<ResourceSpans>, max_spans: usize) -> Vec<QueuedExport> {
-    let mut entries = Vec::new();
-    let mut current: Vec<ResourceSpans> = Vec::new();
-    let mut count = 0usize;
-    let mut finish = |current: &mut Vec<ResourceSpans>, count: &mut usize| {
-        if *count > 0 {
-            let request = ExportTraceServiceRequest { resource_spans: std::mem::take(current) };
-            let spans = u32::try_from(*count).unwrap_or(u32::MAX);
-            entries.push(QueuedExport { spans, request: request.encode_to_vec() });
-            *count = 0;
-        }
-    };
-    for rs in spans {
-        let (resource, schema_url) = (rs.resource, rs.schema_url);
-        for ss in rs.scope_spans {
-            let (scope, scope_schema) = (ss.scope, ss.schema_url);
-            let mut spans = ss.spans;
-            while !spans.is_empty() {
-                let room = max_spans.saturating_sub(count).max(1);
-                let rest = if spans.len() > room { spans.split_off(room) } else { Vec::new() };
-                count += spans.len();
-                current.push(ResourceSpans {
-                    resource: resource.clone(),
-                    schema_url: schema_url.clone(),
-                    scope_spans: vec![ScopeSpans { scope: scope.clone(), schema_url: scope_schema.clone(), spans }],
-                });
-                if count >= max_spans {
-                    finish(&mut current, &mut count);
-                }
-                spans = rest;
-            }
-        }
-    }
-    finish(&mut current, &mut count);
-    entries
-}
-
 /// Structured log lines for what operations must hear about without looking at a dashboard.
 /// Sampled by `EventLog`: a few lines per kind a minute, then one summary.
 fn log_events(config: &Config, events: &[Event], log: &mut EventLog, now: u64) {
@@ -526,7 +487,7 @@ mod tests {
     use super::*;
     use crate::store::{LoadedState, RedbStore};
     use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
-    use opentelemetry_proto::tonic::trace::v1::Span;
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
     use ordertrail_core::engine::StateChanges;
     use std::sync::atomic::AtomicUsize;
 
@@ -625,31 +586,5 @@ mod tests {
         let order = reopened.order("SO-DISK").unwrap().expect("the order was committed after all");
         assert_eq!(order.span_count, 2);
         assert!(order.milestone("credit_approval").unwrap().span_emitted);
-    }
-
-    fn resource_spans(scopes: &[usize]) -> ResourceSpans {
-        ResourceSpans {
-            scope_spans: scopes
-                .iter()
-                .map(|n| ScopeSpans { spans: vec![Span::default(); *n], ..Default::default() })
-                .collect(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn output_is_split_into_queue_entries_of_bounded_size_without_losing_a_span() {
-        let entries = queue_entries(vec![resource_spans(&[3, 4]), resource_spans(&[5])], 5);
-        let sizes: Vec<u32> = entries.iter().map(|e| e.spans).collect();
-        assert_eq!(sizes, [5, 5, 2]);
-        let decoded: usize = entries
-            .iter()
-            .map(|e| ExportTraceServiceRequest::decode(e.request.as_slice()).unwrap())
-            .flat_map(|r| r.resource_spans)
-            .flat_map(|rs| rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum();
-        assert_eq!(decoded, 12);
-        assert!(queue_entries(Vec::new(), 5).is_empty());
     }
 }

@@ -7,9 +7,12 @@
 //! channel, batching by size and time.
 
 mod compress;
+mod entries;
 pub(crate) mod grpc;
 pub(crate) mod http;
 mod split;
+
+pub use entries::queue_entries;
 
 use crate::store::{ExportQueue, QueuedExport};
 use crate::telemetry::Counters;
