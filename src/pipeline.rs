@@ -14,7 +14,7 @@ use crate::store::{Durability, ExportQueue, OrderStore, QueuedExport, StoreError
 use crate::telemetry::Counters;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use ordertrail_core::config::Config;
-use ordertrail_core::engine::events::Event;
+use ordertrail_core::engine::events::{Event, KeyKind};
 use ordertrail_core::engine::{Engine, EngineStats, Output};
 use ordertrail_core::order::OrderRecord;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -430,6 +430,19 @@ fn log_events(config: &Config, events: &[Event], log: &mut EventLog, now: u64) {
     log.roll(now, &mut summarise);
     for event in events {
         let kind = match event {
+            // Once per value or trace in all: logged whatever the window's count.
+            Event::KeyOverCap { kind, value, cap } => {
+                let (what, setting) = match kind {
+                    KeyKind::Alias(alias) => (format!("{alias} alias"), "correlation.max_orders_per_alias"),
+                    KeyKind::Trace => ("technical trace".to_string(), "correlation.max_orders_per_trace"),
+                };
+                tracing::warn!(
+                    value = %value.chars().take(128).collect::<String>(),
+                    cap,
+                    "{what} names more than {cap} orders ({setting}): it is no longer used to find orders"
+                );
+                continue;
+            }
             Event::SlaBreached { .. } => EventKind::SlaBreach,
             Event::SlaWithdrawn { .. } => EventKind::SlaBreachWithdrawn,
             Event::FindingWithdrawn { .. } => EventKind::FindingWithdrawn,

@@ -278,6 +278,22 @@ impl OrderMetrics {
             ),
             (
                 r.counter(
+                    "ordertrail_aliases_over_cap",
+                    "Alias values that named more than correlation.max_orders_per_alias orders and so name none.",
+                    &[],
+                ),
+                |s| s.aliases_over_cap,
+            ),
+            (
+                r.counter(
+                    "ordertrail_traces_over_cap",
+                    "Technical traces that named more than correlation.max_orders_per_trace orders and so pass none on.",
+                    &[],
+                ),
+                |s| s.traces_over_cap,
+            ),
+            (
+                r.counter(
                     "ordertrail_traces_evicted",
                     "Technical traces forgotten early because max_tracked_traces is reached.",
                     &[],
@@ -435,8 +451,9 @@ impl OrderMetrics {
                     let milestone = milestone.as_deref().unwrap_or("");
                     self.exceptions.add(&labels(&[class, self.owner_label(owner), milestone], &dims), 1);
                 }
-                // Counted from the engine stats as ordertrail_conformance_findings_withdrawn; it has no dimensions.
-                Event::FindingWithdrawn { .. } => {}
+                // Counted from the engine stats (ordertrail_conformance_findings_withdrawn, ordertrail_aliases_over_cap,
+                // ordertrail_traces_over_cap); they have no dimensions.
+                Event::FindingWithdrawn { .. } | Event::KeyOverCap { .. } => {}
                 Event::OrderClosed { order, reason, fill_ratio, dimensions } => {
                     // `milestone:<name>` and `idle` are few; the order key never becomes a label.
                     self.orders_closed.add(&[reason], 1);

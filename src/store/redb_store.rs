@@ -190,6 +190,15 @@ impl ExportQueue for RedbExportQueue {
     }
 }
 
+/// An alias value as stored: the orders it names (an array, as earlier versions wrote), or `{"over_cap": true}`
+/// for a value that named more orders than the cap allows.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum StoredAlias {
+    Orders(Vec<String>),
+    OverCap { over_cap: bool },
+}
+
 fn alias_key(kind: &str, value: &str) -> String {
     format!("{kind}\0{value}")
 }
@@ -336,9 +345,13 @@ impl OrderStore for RedbStore {
             let (kind, alias) = key
                 .split_once('\0')
                 .ok_or_else(|| StoreError::Corrupt { key: key.to_string(), reason: "alias key without kind".into() })?;
-            let orders: Vec<String> = serde_json::from_slice(value.value())
+            let stored: StoredAlias = serde_json::from_slice(value.value())
                 .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })?;
-            state.aliases.push(AliasRecord { kind: kind.to_string(), value: alias.to_string(), orders });
+            let (orders, over_cap) = match stored {
+                StoredAlias::Orders(orders) => (orders, false),
+                StoredAlias::OverCap { .. } => (Vec::new(), true),
+            };
+            state.aliases.push(AliasRecord { kind: kind.to_string(), value: alias.to_string(), orders, over_cap });
         }
         let pending = tx.open_table(PENDING).map_err(read_err)?;
         for entry in pending.iter().map_err(read_err)? {
@@ -390,7 +403,12 @@ impl OrderStore for RedbStore {
             }
             let mut aliases = tx.open_table(ALIASES).map_err(write_err)?;
             for alias in &changes.aliases {
-                let bytes = serde_json::to_vec(&alias.orders).map_err(write_err)?;
+                let bytes = if alias.over_cap {
+                    serde_json::to_vec(&StoredAlias::OverCap { over_cap: true })
+                } else {
+                    serde_json::to_vec(&alias.orders)
+                }
+                .map_err(write_err)?;
                 aliases.insert(alias_key(&alias.kind, &alias.value).as_str(), bytes.as_slice()).map_err(write_err)?;
             }
         }
@@ -436,6 +454,7 @@ mod tests {
                     kind: "shipment".into(),
                     value: "SH-1".into(),
                     orders: vec!["SO-1".into()],
+                    over_cap: false,
                 }],
                 pending: vec![(vec![7; 16], Some(b"waiting".to_vec()))],
                 traces: vec![(vec![8; 16], Some(b"orders".to_vec()))],

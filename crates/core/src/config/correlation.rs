@@ -30,6 +30,14 @@ pub struct RawCorrelation {
     pub max_orders: usize,
     /// Most alias values remembered.
     pub max_aliases: usize,
+    /// Most orders one alias value may name. A value that comes to name more (a placeholder such as `N/A` in an
+    /// alias attribute, or a consolidation far larger than the business has) is no alias: it stops naming orders,
+    /// is counted and logged once, and spans carrying it find their orders some other way.
+    pub max_orders_per_alias: usize,
+    /// Most orders one technical trace may name and pass on to its unkeyed spans. A trace over it (a batch job
+    /// touching thousands of orders) still records each keyed span on its own orders, but its unkeyed spans
+    /// inherit nothing, instead of being copied into every order.
+    pub max_orders_per_trace: usize,
     /// Spans passed on uncorrelated that are kept a while, so that an alias or a keyed span of their trace that
     /// arrives later still brings them into their order's trace.
     pub late_joins: RawLateJoins,
@@ -68,6 +76,8 @@ impl Default for RawCorrelation {
             trace_memory: Duration::from_secs(600),
             max_orders: 1_000_000,
             max_aliases: 2_000_000,
+            max_orders_per_alias: 100,
+            max_orders_per_trace: 100,
             late_joins: RawLateJoins::default(),
         }
     }
@@ -129,6 +139,8 @@ pub struct CorrelationConfig {
     pub persist_trace_memory: bool,
     pub max_orders: usize,
     pub max_aliases: usize,
+    pub max_orders_per_alias: usize,
+    pub max_orders_per_trace: usize,
     pub late_joins: LateJoinConfig,
 }
 
@@ -220,6 +232,8 @@ impl RawCorrelation {
             persist_trace_memory: self.persist_trace_memory,
             max_orders: check.positive("correlation.max_orders", self.max_orders)?,
             max_aliases: check.positive("correlation.max_aliases", self.max_aliases)?,
+            max_orders_per_alias: check.positive("correlation.max_orders_per_alias", self.max_orders_per_alias)?,
+            max_orders_per_trace: check.positive("correlation.max_orders_per_trace", self.max_orders_per_trace)?,
             late_joins: LateJoinConfig {
                 keep: self.late_joins.keep,
                 max_spans: self.late_joins.max_spans,

@@ -5,7 +5,7 @@ use super::attributes::{find, for_each_key_string};
 use super::input::SpanInput;
 use crate::config::{KeySources, PatternSource};
 use crate::ids::TraceId;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// Adds every key that `sources` find in `input` to `out`, without duplicates.
 pub(crate) fn extract_keys(sources: &KeySources, input: &SpanInput, out: &mut Vec<String>) {
@@ -42,40 +42,91 @@ pub(crate) fn extract_keys(sources: &KeySources, input: &SpanInput, out: &mut Ve
     }
 }
 
+/// What learning an alias value did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Learned {
+    /// The value names more orders than before.
+    More,
+    /// Nothing changed: every order was known, or the value is over the cap already.
+    Nothing,
+    /// The index is full; the value was not learned.
+    Full,
+    /// The value came to name more orders than the cap allows, and from now on names none.
+    OverCap,
+}
+
+/// The orders one alias value names, or that it named too many to be an alias.
+#[derive(Debug, Default)]
+struct AliasEntry {
+    orders: Vec<String>,
+    over_cap: bool,
+}
+
 /// Alias values learned from spans that carried them together with an order key.
 #[derive(Debug, Default)]
 pub(crate) struct AliasIndex {
     /// (alias kind index, value) → orders.
-    map: HashMap<(usize, String), Vec<String>>,
+    map: HashMap<(usize, String), AliasEntry>,
     capacity: usize,
+    max_orders_per_value: usize,
 }
 
 impl AliasIndex {
-    pub(crate) fn new(capacity: usize) -> AliasIndex {
-        AliasIndex { map: HashMap::new(), capacity }
+    pub(crate) fn new(capacity: usize, max_orders_per_value: usize) -> AliasIndex {
+        AliasIndex { map: HashMap::new(), capacity, max_orders_per_value }
     }
 
-    pub(crate) fn get(&self, kind: usize, value: &str) -> Option<&[String]> {
+    fn entry(&self, kind: usize, value: &str) -> Option<&AliasEntry> {
         // A tuple key cannot be looked up by borrowed parts, so this allocates; aliases are rarer than order keys.
-        self.map.get(&(kind, value.to_string())).map(Vec::as_slice)
+        self.map.get(&(kind, value.to_string()))
     }
 
-    /// Records that `kind`/`value` leads to `orders`. Returns `Some(true)` when something new was learned,
-    /// `Some(false)` when nothing changed and `None` when the index is full.
-    pub(crate) fn learn(&mut self, kind: usize, value: &str, orders: &[String]) -> Option<bool> {
+    /// The orders a value names; `None` for an unknown value and for one over the cap, which is no alias.
+    pub(crate) fn get(&self, kind: usize, value: &str) -> Option<&[String]> {
+        self.entry(kind, value).filter(|e| !e.over_cap).map(|e| e.orders.as_slice())
+    }
+
+    /// Whether a value named more orders than the cap allows.
+    pub(crate) fn is_over_cap(&self, kind: usize, value: &str) -> bool {
+        self.entry(kind, value).is_some_and(|e| e.over_cap)
+    }
+
+    /// Records that `kind`/`value` leads to `orders`. The work is bounded by the cap whatever the number of
+    /// orders that share the value, since a value over it holds none.
+    pub(crate) fn learn(&mut self, kind: usize, value: &str, orders: &[String]) -> Learned {
         let key = (kind, value.to_string());
         if !self.map.contains_key(&key) && self.map.len() >= self.capacity {
-            return None;
+            return Learned::Full;
         }
+        let cap = self.max_orders_per_value;
         let known = self.map.entry(key).or_default();
+        if known.over_cap {
+            return Learned::Nothing;
+        }
         let mut changed = false;
         for order in orders {
-            if !known.contains(order) {
-                known.push(order.clone());
+            if !known.orders.contains(order) {
+                if known.orders.len() >= cap {
+                    known.over_cap = true;
+                    known.orders = Vec::new();
+                    return Learned::OverCap;
+                }
+                known.orders.push(order.clone());
                 changed = true;
             }
         }
-        Some(changed)
+        if changed {
+            Learned::More
+        } else {
+            Learned::Nothing
+        }
+    }
+
+    /// Puts back a value stored as over the cap.
+    pub(crate) fn restore_over_cap(&mut self, kind: usize, value: &str) {
+        if self.map.len() < self.capacity {
+            self.map.insert((kind, value.to_string()), AliasEntry { orders: Vec::new(), over_cap: true });
+        }
     }
 
     pub(crate) fn orders_of(&self, kind: usize, value: &str) -> Vec<String> {
@@ -90,43 +141,72 @@ pub(crate) struct Remembered {
     pub(crate) changed: bool,
     /// The oldest trace, forgotten to make room.
     pub(crate) evicted: Option<TraceId>,
+    /// The trace names more orders than the cap allows (now or before), so its spans inherit nothing.
+    pub(crate) over_cap: bool,
+    /// It went over the cap with this call.
+    pub(crate) newly_over_cap: bool,
+}
+
+/// A remembered trace: its orders (none once over the cap), when it is forgotten, and whether it is over the cap.
+#[derive(Debug)]
+struct TraceEntry {
+    orders: Vec<String>,
+    expires: u64,
+    over_cap: bool,
 }
 
 /// Technical traces recently seen with their orders, so that later unkeyed spans of the trace join at once.
 #[derive(Debug)]
 pub(crate) struct TraceMemory {
-    map: HashMap<TraceId, (Vec<String>, u64)>,
+    map: HashMap<TraceId, TraceEntry>,
     /// Insertion order with expiry time; one entry per map entry, because an entry's expiry is fixed when learned.
     expiry: VecDeque<(TraceId, u64)>,
     capacity: usize,
     ttl_nanos: u64,
+    max_orders_per_trace: usize,
 }
 
 impl TraceMemory {
-    pub(crate) fn new(capacity: usize, ttl_nanos: u64) -> TraceMemory {
-        TraceMemory { map: HashMap::new(), expiry: VecDeque::new(), capacity, ttl_nanos }
+    pub(crate) fn new(capacity: usize, ttl_nanos: u64, max_orders_per_trace: usize) -> TraceMemory {
+        TraceMemory { map: HashMap::new(), expiry: VecDeque::new(), capacity, ttl_nanos, max_orders_per_trace }
     }
 
+    /// The orders of `trace`; `None` for an unknown trace and for one over the cap.
     pub(crate) fn orders(&self, trace: &TraceId) -> Option<&[String]> {
-        self.map.get(trace).map(|(orders, _)| orders.as_slice())
+        self.map.get(trace).filter(|e| !e.over_cap).map(|e| e.orders.as_slice())
     }
 
-    /// The orders of `trace` and when it is forgotten, for the store.
-    pub(crate) fn entry(&self, trace: &TraceId) -> Option<(&[String], u64)> {
-        self.map.get(trace).map(|(orders, expires)| (orders.as_slice(), *expires))
+    /// Whether `trace` named more orders than the cap allows.
+    pub(crate) fn is_over_cap(&self, trace: &TraceId) -> bool {
+        self.map.get(trace).is_some_and(|e| e.over_cap)
+    }
+
+    /// The orders of `trace`, when it is forgotten, and whether it is over the cap, for the store.
+    pub(crate) fn entry(&self, trace: &TraceId) -> Option<(&[String], u64, bool)> {
+        self.map.get(trace).map(|e| (e.orders.as_slice(), e.expires, e.over_cap))
     }
 
     /// Remembers that `trace` concerns `orders`, evicting the oldest trace when full.
     pub(crate) fn remember(&mut self, trace: TraceId, orders: &[String], now: u64) -> Remembered {
-        if let Some((known, _)) = self.map.get_mut(&trace) {
+        let cap = self.max_orders_per_trace;
+        let unchanged = Remembered { changed: false, evicted: None, over_cap: false, newly_over_cap: false };
+        if let Some(known) = self.map.get_mut(&trace) {
+            if known.over_cap {
+                return Remembered { over_cap: true, ..unchanged };
+            }
             let mut changed = false;
             for order in orders {
-                if !known.contains(order) {
-                    known.push(order.clone());
+                if !known.orders.contains(order) {
+                    if known.orders.len() >= cap {
+                        known.over_cap = true;
+                        known.orders = Vec::new();
+                        return Remembered { changed: true, evicted: None, over_cap: true, newly_over_cap: true };
+                    }
+                    known.orders.push(order.clone());
                     changed = true;
                 }
             }
-            return Remembered { changed, evicted: None };
+            return Remembered { changed, ..unchanged };
         }
         let mut evicted = None;
         if self.map.len() >= self.capacity {
@@ -136,17 +216,19 @@ impl TraceMemory {
             }
         }
         let expires = now.saturating_add(self.ttl_nanos);
-        self.map.insert(trace, (orders.to_vec(), expires));
+        let over_cap = orders.len() > cap;
+        let orders = if over_cap { Vec::new() } else { orders.to_vec() };
+        self.map.insert(trace, TraceEntry { orders, expires, over_cap });
         self.expiry.push_back((trace, expires));
-        Remembered { changed: true, evicted }
+        Remembered { changed: true, evicted, over_cap, newly_over_cap: over_cap }
     }
 
     /// Puts back a trace from the store with the expiry it had; entries must come in expiry order.
-    pub(crate) fn restore(&mut self, trace: TraceId, orders: Vec<String>, expires: u64) -> bool {
+    pub(crate) fn restore(&mut self, trace: TraceId, orders: Vec<String>, expires: u64, over_cap: bool) -> bool {
         if self.map.len() >= self.capacity || self.map.contains_key(&trace) {
             return false;
         }
-        self.map.insert(trace, (orders, expires));
+        self.map.insert(trace, TraceEntry { orders, expires, over_cap });
         self.expiry.push_back((trace, expires));
         true
     }
@@ -173,10 +255,12 @@ pub(crate) type AliasValue = (usize, String);
 /// array attribute of thousands of references) still waits, but only its first values can bring it in.
 const MAX_INDEXED_ALIASES_PER_SPAN: usize = 64;
 
-/// A multimap from alias values to the entries that carry them; owners remove what they remove.
+/// A multimap from alias values to the entries that carry them; owners remove what they remove. Ordered sets, so
+/// that adding and removing an entry costs the same however many entries share a value (a placeholder such as
+/// `N/A` may be carried by every waiting span), and entries come back in a fixed order.
 #[derive(Debug)]
 struct AliasLookup<K> {
-    map: HashMap<AliasValue, Vec<K>>,
+    map: HashMap<AliasValue, BTreeSet<K>>,
 }
 
 impl<K> Default for AliasLookup<K> {
@@ -185,20 +269,17 @@ impl<K> Default for AliasLookup<K> {
     }
 }
 
-impl<K: PartialEq + Copy> AliasLookup<K> {
+impl<K: Ord + Copy> AliasLookup<K> {
     fn insert(&mut self, aliases: &[AliasValue], entry: K) {
         for alias in aliases.iter().take(MAX_INDEXED_ALIASES_PER_SPAN) {
-            let entries = self.map.entry(alias.clone()).or_default();
-            if !entries.contains(&entry) {
-                entries.push(entry);
-            }
+            self.map.entry(alias.clone()).or_default().insert(entry);
         }
     }
 
     fn remove(&mut self, aliases: &[AliasValue], entry: K) {
         for alias in aliases.iter().take(MAX_INDEXED_ALIASES_PER_SPAN) {
             if let Some(entries) = self.map.get_mut(alias) {
-                entries.retain(|e| *e != entry);
+                entries.remove(&entry);
                 if entries.is_empty() {
                     self.map.remove(alias);
                 }
@@ -207,7 +288,7 @@ impl<K: PartialEq + Copy> AliasLookup<K> {
     }
 
     fn get(&self, alias: &AliasValue) -> Vec<K> {
-        self.map.get(alias).cloned().unwrap_or_default()
+        self.map.get(alias).map(|entries| entries.iter().copied().collect()).unwrap_or_default()
     }
 }
 
@@ -343,7 +424,7 @@ pub(crate) struct LateJoins {
     /// until it reaches the front or the queue is compacted.
     order: VecDeque<u64>,
     by_alias: AliasLookup<u64>,
-    by_trace: HashMap<TraceId, Vec<u64>>,
+    by_trace: HashMap<TraceId, BTreeSet<u64>>,
     next_id: u64,
     bytes: u64,
     max_spans: usize,
@@ -405,7 +486,7 @@ impl LateJoins {
         self.next_id += 1;
         self.by_alias.insert(&aliases, id);
         if let Some(trace) = trace {
-            self.by_trace.entry(trace).or_default().push(id);
+            self.by_trace.entry(trace).or_default().insert(id);
         }
         self.bytes += bytes;
         self.kept.insert(id, Kept { input, trace, aliases, joined, bytes, expires });
@@ -434,7 +515,7 @@ impl LateJoins {
         self.by_alias.remove(&kept.aliases, id);
         if let Some(trace) = kept.trace {
             if let Some(ids) = self.by_trace.get_mut(&trace) {
-                ids.retain(|x| *x != id);
+                ids.remove(&id);
                 if ids.is_empty() {
                     self.by_trace.remove(&trace);
                 }
@@ -451,7 +532,7 @@ impl LateJoins {
 
     /// The kept spans of technical trace `trace`, taken out.
     pub(crate) fn take_trace(&mut self, trace: &TraceId) -> Vec<Kept> {
-        let ids = self.by_trace.get(trace).cloned().unwrap_or_default();
+        let ids: Vec<u64> = self.by_trace.get(trace).map(|ids| ids.iter().copied().collect()).unwrap_or_default();
         ids.into_iter().filter_map(|id| self.remove(id)).collect()
     }
 

@@ -4,6 +4,15 @@
 use crate::config::MilestoneId;
 use std::collections::BTreeMap;
 
+/// What kind of key went over its cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    /// An alias of this kind (`shipment`, `invoice`…).
+    Alias(String),
+    /// A technical trace (its id in hex is the value).
+    Trace,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A milestone was reached for the first time.
@@ -50,6 +59,9 @@ pub enum Event {
     SlaWithdrawn { order: String, target: usize, dimensions: BTreeMap<String, String> },
     /// A conformance finding was taken back: the milestones it missed arrived later, with earlier times.
     FindingWithdrawn { order: String, signature: String, reason: String },
+    /// An alias value or a technical trace came to name more orders than its cap allows: from now on it names
+    /// none. Reported once per value or trace.
+    KeyOverCap { kind: KeyKind, value: String, cap: usize },
     /// An order closed and its closing span was emitted.
     OrderClosed { order: String, reason: String, fill_ratio: Option<f64>, dimensions: BTreeMap<String, String> },
 }

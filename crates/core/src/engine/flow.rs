@@ -3,8 +3,9 @@
 //! carries, and hand it to each order it concerns; or pass it on uncorrelated and keep it a while, so that what it
 //! was waiting for can still bring it in later.
 
-use super::correlate::{extract_keys, AliasValue, Kept};
+use super::correlate::{extract_keys, AliasValue, Kept, Learned};
 use super::emit;
+use super::events::{Event, KeyKind};
 use super::input::SpanInput;
 use super::labels;
 use super::output::Output;
@@ -70,7 +71,8 @@ impl Engine {
         for (kind, alias) in self.config.correlation.aliases.iter().enumerate() {
             let mut values = Vec::new();
             extract_keys(&alias.sources, input, &mut values);
-            found.extend(values.into_iter().map(|value| (kind, value)));
+            // A value that named too many orders is no alias: the span neither waits for it nor joins through it.
+            found.extend(values.into_iter().filter(|v| !self.aliases.is_over_cap(kind, v)).map(|value| (kind, value)));
         }
         found
     }
@@ -103,6 +105,11 @@ impl Engine {
             }
         }
         if orders.is_empty() {
+            if trace_id.is_some_and(|t| self.traces.is_over_cap(&t)) {
+                // Its trace names too many orders to pass them on, and no keyed span of it can change that.
+                self.pass_uncorrelated(input, aliases, now, out);
+                return;
+            }
             if let Some(known) = trace_id.and_then(|t| self.traces.orders(&t)) {
                 let orders = known.to_vec();
                 self.stats.spans_inherited += 1;
@@ -142,9 +149,25 @@ impl Engine {
             self.stats.traces_evicted += 1;
             self.persistence.trace_forgotten(evicted);
         }
+        if remembered.newly_over_cap {
+            self.stats.traces_over_cap += 1;
+            out.events.push(Event::KeyOverCap {
+                kind: KeyKind::Trace,
+                value: hex::encode(trace),
+                cap: self.config.correlation.max_orders_per_trace,
+            });
+        }
         let released = self.pending.release(&trace);
         if !released.is_empty() {
             self.persistence.waiting_changed(trace);
+        }
+        if remembered.over_cap {
+            // Its spans that waited for a keyed span of the trace inherit nothing from it: they join through
+            // their aliases or pass on, as when a wait runs out; those passed on already stay as they are.
+            for waiting in released {
+                self.stop_waiting(waiting, now, out);
+            }
+            return;
         }
         for waiting in released {
             // Its own aliases win over its trace, as when a span arrives with both known.
@@ -274,7 +297,7 @@ impl Engine {
         let mut joined = join.joined;
         joined.extend(accepted.iter().cloned());
         let aliases = join.aliases.unwrap_or_else(|| self.alias_values(&input));
-        let learned = self.teach_aliases(&aliases, &accepted, &joined, join.via);
+        let learned = self.teach_aliases(&aliases, &accepted, &joined, join.via, out);
         if join.via != Via::Key && !aliases.is_empty() && !accepted.is_empty() {
             let until = join.kept_until.unwrap_or_else(|| self.late_joins.expiry(now));
             self.keep_for_late_joins(&input, aliases, joined, until);
@@ -308,6 +331,7 @@ impl Engine {
         orders: &[String],
         all: &[String],
         via: Via,
+        out: &mut Output,
     ) -> Vec<AliasValue> {
         if orders.is_empty() || (via == Via::Trace && all.len() > 1) {
             return Vec::new();
@@ -315,13 +339,22 @@ impl Engine {
         let mut learned = Vec::new();
         for (kind, value) in aliases.iter().cloned() {
             match self.aliases.learn(kind, &value, orders) {
-                Some(true) => {
+                Learned::More => {
                     self.stats.aliases_learned += 1;
                     self.persistence.alias_changed(kind, &value);
                     learned.push((kind, value));
                 }
-                Some(false) => {}
-                None => self.stats.aliases_refused += 1,
+                Learned::Nothing => {}
+                Learned::Full => self.stats.aliases_refused += 1,
+                Learned::OverCap => {
+                    self.stats.aliases_over_cap += 1;
+                    self.persistence.alias_changed(kind, &value);
+                    out.events.push(Event::KeyOverCap {
+                        kind: KeyKind::Alias(self.config.correlation.aliases[kind].kind.clone()),
+                        value,
+                        cap: self.config.correlation.max_orders_per_alias,
+                    });
+                }
             }
         }
         learned

@@ -78,8 +78,8 @@ impl Engine {
         let mut engine = Engine {
             orders: HashMap::new(),
             closed: VecDeque::new(),
-            aliases: AliasIndex::new(c.max_aliases),
-            traces: TraceMemory::new(c.max_tracked_traces, nanos(c.trace_memory)),
+            aliases: AliasIndex::new(c.max_aliases, c.max_orders_per_alias),
+            traces: TraceMemory::new(c.max_tracked_traces, nanos(c.trace_memory), c.max_orders_per_trace),
             pending: PendingSpans::new(c.max_pending_spans, nanos(c.inherit_wait)),
             late_joins: LateJoins::new(c.late_joins.max_spans, c.late_joins.max_bytes, nanos(c.late_joins.keep)),
             persistence: Persistence::default(),
@@ -112,7 +112,12 @@ impl Engine {
         }
         for alias in aliases {
             if let Some(kind) = engine.config.correlation.aliases.iter().position(|a| a.kind == alias.kind) {
-                engine.aliases.learn(kind, &alias.value, &alias.orders);
+                if alias.over_cap {
+                    engine.aliases.restore_over_cap(kind, &alias.value);
+                } else {
+                    // A cap lowered since the value was stored puts it over the cap now, as learning would.
+                    let _ = engine.aliases.learn(kind, &alias.value, &alias.orders);
+                }
             }
         }
         engine

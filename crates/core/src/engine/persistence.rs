@@ -36,6 +36,9 @@ impl StateChanges {
 struct StoredTrace {
     orders: Vec<String>,
     expires_unix_nanos: u64,
+    /// Named more orders than `correlation.max_orders_per_trace`; absent in what earlier versions stored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    over_cap: bool,
 }
 
 /// What changed since the last commit, and what the store holds.
@@ -149,7 +152,7 @@ impl Engine {
         }
         entries.sort_by_key(|(_, entry)| entry.expires_unix_nanos);
         for (trace, entry) in entries {
-            if !self.traces.restore(trace, entry.orders, entry.expires_unix_nanos) {
+            if !self.traces.restore(trace, entry.orders, entry.expires_unix_nanos, entry.over_cap) {
                 self.persistence.dirty_traces.insert(trace);
             }
         }
@@ -165,6 +168,7 @@ impl Engine {
             .map(|(kind, value)| AliasRecord {
                 kind: self.config.correlation.aliases[kind].kind.clone(),
                 orders: self.aliases.orders_of(kind, &value),
+                over_cap: self.aliases.is_over_cap(kind, &value),
                 value,
             })
             .collect();
@@ -186,8 +190,8 @@ impl Engine {
         let mut traces = Vec::new();
         for trace in std::mem::take(&mut p.dirty_traces) {
             match self.traces.entry(&trace) {
-                Some((orders, expires)) => {
-                    let stored = StoredTrace { orders: orders.to_vec(), expires_unix_nanos: expires };
+                Some((orders, expires, over_cap)) => {
+                    let stored = StoredTrace { orders: orders.to_vec(), expires_unix_nanos: expires, over_cap };
                     let bytes = serde_json::to_vec(&stored).expect("plain strings and numbers encode");
                     traces.push((trace.to_vec(), Some(bytes)));
                     p.persisted_traces.insert(trace);

@@ -40,6 +40,10 @@ pub struct EngineStats {
     pub aliases_learned: u64,
     /// Alias values not learned because `max_aliases` is reached.
     pub aliases_refused: u64,
+    /// Alias values that came to name more than `max_orders_per_alias` orders, and so name none.
+    pub aliases_over_cap: u64,
+    /// Technical traces that came to name more than `max_orders_per_trace` orders, and so pass on none.
+    pub traces_over_cap: u64,
     pub traces_evicted: u64,
     pub exceptions_recorded: u64,
     pub sla_breaches: u64,

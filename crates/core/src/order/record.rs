@@ -157,7 +157,10 @@ pub struct ExceptionState {
 pub struct AliasRecord {
     pub kind: String,
     pub value: String,
+    /// Empty when `over_cap`.
     pub orders: Vec<String>,
+    /// The value named more orders than `correlation.max_orders_per_alias`, so it is no alias.
+    pub over_cap: bool,
 }
 
 /// One SLA clock of an order: started when `from` was reached, settled when `to` is reached.

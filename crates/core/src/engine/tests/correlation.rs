@@ -434,3 +434,112 @@ fn a_consolidated_booking_waits_for_its_second_delivery_and_joins_both_orders() 
         assert!(in_order_trace(&out, order).iter().any(|s| s.name == "shipment.pickup.confirm"), "{order}");
     }
 }
+
+/// The default configuration with `max_orders_per_alias` and `max_orders_per_trace` set to `cap`.
+fn capped_engine(cap: usize) -> Engine {
+    let mut config = default_config();
+    config.correlation.max_orders_per_alias = cap;
+    config.correlation.max_orders_per_trace = cap;
+    Engine::new(Arc::new(config), vec![], vec![])
+}
+
+fn over_cap_events(events: &[events::Event]) -> Vec<&events::Event> {
+    events.iter().filter(|e| matches!(e, events::Event::KeyOverCap { .. })).collect()
+}
+
+#[test]
+fn an_alias_value_shared_by_more_orders_than_the_cap_is_no_alias_and_is_reported_once() {
+    let mut engine = capped_engine(3);
+    // Every order system fills `shipment.id` with a placeholder until a real shipment exists.
+    let keyed =
+        |n: u8| spec("erp", "order.update", n, n).attr("order.id", &format!("SO-{n}")).attr("shipment.id", "N/A");
+    let (_, events) = process(&mut engine, (1..=3).map(keyed).collect(), T0);
+    assert!(over_cap_events(&events).is_empty(), "three orders are within the cap");
+    // A carrier span naming only the placeholder would join all three: the value still names them.
+    let (out, _) = process(&mut engine, vec![spec("tms", "carrier.status", 50, 50).attr("shipment.id", "N/A")], T0);
+    assert_eq!(out.iter().filter(|(_, s)| s.name == "carrier.status" && s.trace_id != vec![50; 16]).count(), 3);
+
+    let (_, events) = process(&mut engine, (4..=6).map(keyed).collect(), T0 + SECOND);
+    let reported = over_cap_events(&events);
+    assert_eq!(reported.len(), 1, "reported once, however many orders come after: {reported:?}");
+    match reported[0] {
+        events::Event::KeyOverCap { kind, value, cap } => {
+            assert_eq!(kind, &events::KeyKind::Alias("shipment".into()));
+            assert_eq!(value, "N/A");
+            assert_eq!(*cap, 3);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(engine.stats().aliases_over_cap, 1);
+
+    // From now on the placeholder names no order: a span carrying only it waits for its trace like any unkeyed
+    // span and passes on uncorrelated, instead of being copied into every order that ever carried it.
+    let (out, _) =
+        process(&mut engine, vec![spec("tms", "carrier.status", 51, 51).attr("shipment.id", "N/A")], T0 + SECOND);
+    assert!(out.is_empty(), "it waits for a keyed span of its trace");
+    let (out, _) = tick(&mut engine, T0 + SECOND + 11 * SECOND);
+    let carrier: Vec<_> = out.iter().filter(|(_, s)| s.span_id == vec![51; 8]).collect();
+    assert_eq!(carrier.len(), 1, "only its original, uncorrelated");
+    assert!(carrier[0].1.links.is_empty());
+
+    // The store learns that the value is over the cap, with no orders, and a restarted engine keeps it so.
+    let changes = engine.take_changes();
+    let stored = changes.aliases.iter().find(|a| a.value == "N/A").expect("the placeholder is stored");
+    assert!(stored.over_cap);
+    assert!(stored.orders.is_empty());
+    let mut config = default_config();
+    config.correlation.max_orders_per_alias = 3;
+    let mut restarted = Engine::new(Arc::new(config), changes.orders, changes.aliases);
+    let (out, events) = process(&mut restarted, vec![keyed(7)], T0 + 20 * SECOND);
+    assert!(over_cap_events(&events).is_empty(), "not reported again after a restart");
+    assert_eq!(in_order_trace(&out, "SO-7").len(), 1);
+    let (out, _) = process(
+        &mut restarted,
+        vec![spec("tms", "carrier.status", 52, 52).attr("shipment.id", "N/A")],
+        T0 + 20 * SECOND,
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_trace_naming_more_orders_than_the_cap_passes_nothing_on_to_its_unkeyed_spans() {
+    let mut engine = capped_engine(3);
+    // A nightly batch job: one technical trace, one keyed span per order.
+    let keyed = |n: u8| spec("erp", "batch.reprice", 9, n).attr("order.id", &format!("SO-{n}"));
+    let (_, events) = process(&mut engine, (1..=3).map(keyed).collect(), T0);
+    assert!(over_cap_events(&events).is_empty());
+    let (_, events) = process(&mut engine, (4..=8).map(keyed).collect(), T0);
+    let reported = over_cap_events(&events);
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert!(matches!(reported[0], events::Event::KeyOverCap { kind: events::KeyKind::Trace, .. }));
+    assert_eq!(engine.stats().traces_over_cap, 1);
+    // Each keyed span is still in its own order.
+    for n in 1..=8 {
+        assert!(engine.order(&format!("SO-{n}")).is_some());
+    }
+    // An unkeyed span of the batch's trace goes on at once, uncorrelated, instead of into eight orders.
+    let (out, _) = process(&mut engine, vec![spec("erp", "SELECT prices", 9, 100)], T0 + SECOND);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].1.trace_id, vec![9; 16]);
+    assert!(out[0].1.links.is_empty());
+    let (_, events) = process(&mut engine, vec![keyed(10)], T0 + SECOND);
+    assert!(over_cap_events(&events).is_empty(), "reported once per trace");
+}
+
+#[test]
+fn spans_waiting_for_a_trace_that_goes_over_the_cap_stop_waiting_and_inherit_nothing() {
+    let mut engine = capped_engine(2);
+    // The unkeyed span is exported first, as SDKs export children first; the batch's keyed spans come in one
+    // request naming more orders than the cap.
+    let (out, _) = process(&mut engine, vec![spec("erp", "SELECT prices", 9, 100)], T0);
+    assert!(out.is_empty());
+    let batch = vec![spec("erp", "batch.reprice", 9, 1).attr_kv(string_array("order.ids", &["SO-1", "SO-2", "SO-3"]))];
+    let (out, events) = process(&mut engine, batch, T0);
+    assert_eq!(over_cap_events(&events).len(), 1);
+    let waiting: Vec<_> = out.iter().filter(|(_, s)| s.span_id == vec![100; 8]).collect();
+    assert_eq!(waiting.len(), 1, "passed on once, not copied into three orders: {waiting:?}");
+    assert!(waiting[0].1.links.is_empty());
+    for order in ["SO-1", "SO-2", "SO-3"] {
+        assert_eq!(in_order_trace(&out, order).len(), 1, "{order} has the keyed span only");
+    }
+}
