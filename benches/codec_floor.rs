@@ -19,7 +19,7 @@ use std::hint::black_box;
 use std::io::Write;
 
 fn encoded_request() -> Vec<u8> {
-    let payload = payload::Payload { spans_per_request: 96, orders: 1_000_000, demo_like: true };
+    let payload = payload::Payload { spans_per_request: 96, orders: 1_000_000, demo_like: true, spans_per_trace: 12 };
     payload::request(&payload, 1_000, 1_780_000_000_000_000_000).encode_to_vec()
 }
 

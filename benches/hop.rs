@@ -11,6 +11,8 @@
 //! - `latency`: open loop at 5,000 spans/s; time from a request being sent to its spans reaching the backend.
 //! - `small`: the project's earlier small spans (4 attributes, 512 a request), closed loop.
 //! - `batches`: closed loop at 10, 512 and 8,192 spans a request.
+//! - `orders`: ordertrail alone, one keyed span per new order at 10,000 a second: resident memory and disk per
+//!   open order.
 //!
 //! The payload is OpenTelemetry-demo-like: about a dozen attributes and ~490 bytes a span, 96 spans a request, in
 //! technical traces of 12 spans whose keyed span comes last (SDKs export children first, so the others wait for
@@ -128,7 +130,7 @@ struct Running {
     child: Child,
     grpc: u16,
     metrics: Option<String>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Running {
@@ -179,7 +181,7 @@ async fn start(hop: &Hop, sink: std::net::SocketAddr) -> Running {
         assert!(Instant::now() < deadline, "{} did not start listening", hop.label());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Running { child, grpc, metrics, _dir: dir }
+    Running { child, grpc, metrics, dir }
 }
 
 /// CPU time (user + system, all threads) and resident memory of a process, from `/proc`.
@@ -247,7 +249,23 @@ struct Figure {
     core_share: f64,
     spans_per_second: f64,
     peak_resident_mib: f64,
+    /// Resident memory gained over the run, and the data directory's size at its end, per input span.
+    resident_growth_per_span: f64,
+    disk_per_span: f64,
     latency: Option<(f64, f64, f64)>,
+}
+
+/// Bytes in the files under `dir`.
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Sends `requests` requests from 4 senders, each as soon as its previous one is answered.
@@ -362,6 +380,8 @@ async fn run(scenario: &str, hop: &Hop, payload: Payload, drive: Drive) -> Figur
         core_share: cpu.as_secs_f64() / window.as_secs_f64(),
         spans_per_second: sent as f64 / window.as_secs_f64(),
         peak_resident_mib: peak.load(Ordering::Relaxed).max(after.resident) as f64 / (1024.0 * 1024.0),
+        resident_growth_per_span: after.resident.saturating_sub(before.resident) as f64 / sent as f64,
+        disk_per_span: disk_bytes(running.dir.path()) as f64 / sent as f64,
         latency,
     };
     println!("{figure:?}");
@@ -370,7 +390,7 @@ async fn run(scenario: &str, hop: &Hop, payload: Payload, drive: Drive) -> Figur
 
 fn markdown(figures: &[Figure]) -> String {
     let mut out = String::from(
-        "| scenario | hop | input spans | output spans | CPU µs / input span | × rotel | share of a core | input spans/s | peak RSS MiB | latency p50 / p99 / max ms |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scenario | hop | input spans | output spans | CPU µs / input span | × rotel | share of a core | input spans/s | peak RSS MiB | RSS growth B / input span | disk B / input span | latency p50 / p99 / max ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for f in figures {
         let rotel = figures.iter().find(|r| r.scenario == f.scenario && r.hop == "rotel-agent");
@@ -379,7 +399,7 @@ fn markdown(figures: &[Figure]) -> String {
         let latency =
             f.latency.map_or(String::from("—"), |(p50, p99, max)| format!("{p50:.1} / {p99:.1} / {max:.1}"));
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.1} | {} | {:.0} % | {:.0} | {:.0} | {} |\n",
+            "| {} | {} | {} | {} | {:.1} | {} | {:.0} % | {:.0} | {:.0} | {:.0} | {:.0} | {} |\n",
             f.scenario,
             f.hop,
             f.input_spans,
@@ -389,6 +409,8 @@ fn markdown(figures: &[Figure]) -> String {
             f.core_share * 100.0,
             f.spans_per_second,
             f.peak_resident_mib,
+            f.resident_growth_per_span,
+            f.disk_per_span,
             latency
         ));
     }
@@ -408,7 +430,7 @@ fn main() {
         return;
     };
     let rotel = Hop::Rotel(rotel);
-    let demo = Payload { spans_per_request: 96, orders, demo_like: true };
+    let demo = Payload { spans_per_request: 96, orders, demo_like: true, spans_per_trace: 12 };
     let scale = if quick { 10 } else { 1 };
     let seconds = if quick { 3 } else { 20 };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -433,13 +455,17 @@ fn main() {
     measure("rate 10k/s", &pair, demo, rate);
     let slow = Drive::Open { rate: 5_000, length: Duration::from_secs(seconds) };
     measure("latency 5k/s", &pair, demo, slow);
-    let small = Payload { spans_per_request: 512, orders, demo_like: false };
+    let small = Payload { spans_per_request: 512, orders, demo_like: false, spans_per_trace: 12 };
     measure("small", &pair, small, Drive::Closed { requests: 1_000 / scale });
     for size in [10, 512, 8192] {
         let payload = Payload { spans_per_request: size, ..demo };
         let requests = (480_000 / scale / size as u64).max(8);
         measure(&format!("batches of {size}"), &pair, payload, Drive::Closed { requests });
     }
+    // Memory per open order: one keyed span per new order, none closing, at 10,000 a second.
+    let one_each = Payload { spans_per_request: 96, orders: u64::MAX, demo_like: true, spans_per_trace: 1 };
+    let length = Duration::from_secs(if quick { 3 } else { 60 });
+    measure("orders", &[ORDERTRAIL_DEFAULT], one_each, Drive::Open { rate: 10_000, length });
     let table = markdown(&figures);
     println!("\n{table}");
     if let Some(path) = value("--markdown") {

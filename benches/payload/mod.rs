@@ -11,7 +11,6 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 /// The first two bytes of every span id the generator makes, so that a sink can tell input spans (passed on
 /// with their ids) from the spans a hop makes itself.
 pub(crate) const MARK: [u8; 2] = [0x0a, 0x0a];
-const SPANS_PER_TRACE: usize = 12;
 
 /// What the requests look like.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +19,8 @@ pub(crate) struct Payload {
     pub(crate) orders: u64,
     /// Demo-like (a dozen attributes) or the project's earlier small spans (four).
     pub(crate) demo_like: bool,
+    /// Spans in each technical trace: 12 (the keyed one last), or 1 for one keyed span per order.
+    pub(crate) spans_per_trace: usize,
 }
 
 fn kv(key: &str, value: &str) -> KeyValue {
@@ -55,7 +56,7 @@ fn demo_attributes(i: u64, out: &mut Vec<KeyValue>) {
 }
 
 fn order_of(payload: &Payload, seq: u64, trace: u64) -> u64 {
-    let traces = (payload.spans_per_request / SPANS_PER_TRACE).max(1) as u64;
+    let traces = (payload.spans_per_request / payload.spans_per_trace).max(1) as u64;
     (seq * traces + trace) % payload.orders
 }
 
@@ -66,8 +67,8 @@ pub(crate) fn request(payload: &Payload, seq: u64, now: u64) -> ExportTraceServi
     let mut spans = Vec::with_capacity(n);
     for i in 0..n {
         let i64_ = i as u64;
-        let trace = i64_ / SPANS_PER_TRACE as u64;
-        let position = i % SPANS_PER_TRACE;
+        let trace = i64_ / payload.spans_per_trace as u64;
+        let position = i % payload.spans_per_trace;
         let order = order_of(payload, seq, trace);
         let mut trace_id = [0u8; 16];
         trace_id[..8].copy_from_slice(&(seq + 1).to_be_bytes());
@@ -77,7 +78,7 @@ pub(crate) fn request(payload: &Payload, seq: u64, now: u64) -> ExportTraceServi
         span_id[2..6].copy_from_slice(&u32::try_from(seq % u64::from(u32::MAX)).unwrap().to_be_bytes());
         span_id[6..].copy_from_slice(&u16::try_from(i).unwrap().to_be_bytes());
         let mut attributes = Vec::with_capacity(14);
-        let last_of_trace = position == SPANS_PER_TRACE - 1 || i == n - 1;
+        let last_of_trace = position == payload.spans_per_trace - 1 || i == n - 1;
         let name;
         if last_of_trace {
             // The keyed span: names the order and its shipment, and reaches a milestone.
@@ -87,7 +88,7 @@ pub(crate) fn request(payload: &Payload, seq: u64, now: u64) -> ExportTraceServi
             attributes.push(kv("shipment.id", &format!("SHP-{order:08}")));
             attributes.push(kv(attribute, "complete"));
             attributes.push(kv("customer.segment", "standard"));
-        } else if position == SPANS_PER_TRACE - 2 && seq >= 8 {
+        } else if payload.spans_per_trace > 2 && position == payload.spans_per_trace - 2 && seq >= 8 {
             // A carrier's span in a trace of its own that names only a shipment learned 8 requests earlier.
             name = "carrier.status".to_string();
             trace_id[..8].copy_from_slice(&(u64::MAX - seq).to_be_bytes());

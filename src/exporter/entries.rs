@@ -3,8 +3,9 @@
 //!
 //! prost's `encode` of a whole request measures every nested message again at each level it is nested in (a
 //! request, its resource groups, their scope groups, the spans, their attributes and values), so an attribute
-//! value deep in a span is measured five times before it is written. Here each span is measured and written once,
-//! into a scratch buffer, and the groups around it are written by hand from their known lengths. The result is
+//! value deep in a span is measured five times before it is written. Here each span is encoded on its own (prost
+//! still measures a span's nested messages twice, once for the span's length and once as it writes them) into a
+//! scratch buffer, and the groups around it are written by hand from their known lengths. The result is
 //! byte for byte what prost writes (fields in field-number order), which a test holds it to.
 
 use crate::store::QueuedExport;

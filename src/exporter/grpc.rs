@@ -135,11 +135,18 @@ impl GrpcClient {
             }
         }
         if parts.status != http::StatusCode::OK {
+            if parts.status == http::StatusCode::PAYLOAD_TOO_LARGE {
+                // A proxy in front of the backend (nginx allows 1 MiB by default) refusing the body's size.
+                return Err(ExportError::TooLarge(format!(
+                    "HTTP {} from a proxy in front of the backend",
+                    parts.status
+                )));
+            }
             return Err(classify(http_status(parts.status)));
         }
-        let collected = body.collect().await.map_err(|e| ExportError::Retryable {
-            message: format!("the answer was cut off: {e}"),
-            retry_after: None,
+        let encoding = parts.headers.get("grpc-encoding").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let collected = http_body_util::Limited::new(body, MAX_ANSWER_BYTES).collect().await.map_err(|e| {
+            ExportError::Retryable { message: format!("the answer was cut off: {e}"), retry_after: None }
         })?;
         let status = collected.trailers().and_then(tonic::Status::from_header_map).or_else(|| {
             // A trailers-only answer carried its status in the headers, checked above.
@@ -148,27 +155,44 @@ impl GrpcClient {
         match status {
             Some(status) if status.code() == tonic::Code::Ok => {}
             Some(status) => return Err(classify(status)),
-            // No status at all: the stream ended early, so the backend may not have the request.
-            None => {
-                return Err(ExportError::Retryable {
-                    message: "the answer had no grpc-status".into(),
-                    retry_after: None,
-                })
-            }
+            // A complete answer without a status is not gRPC (a stream cut off fails above, as retryable);
+            // tonic reports this as UNKNOWN, which is permanent.
+            None => return Err(classify(tonic::Status::unknown("the answer had no grpc-status"))),
         }
-        let body = collected.to_bytes();
-        // Only an uncompressed answer is read; none is asked for compressed, and it is a courtesy anyway.
-        if body.len() >= FRAME_HEADER && body[0] == 0 {
-            if let Ok(answer) = ExportTraceServiceResponse::decode(&body[FRAME_HEADER..]) {
-                if let Some(partial) = answer.partial_success {
-                    if partial.rejected_spans > 0 {
-                        tracing::warn!(rejected = partial.rejected_spans, message = %partial.error_message, "backend rejected spans");
-                    }
-                }
-            }
+        if let Some((rejected, message)) = rejected_spans(&collected.to_bytes(), encoding.as_deref()) {
+            tracing::warn!(rejected, message = %message, "backend rejected spans");
         }
         Ok(())
     }
+}
+
+/// Largest answer read: an `ExportTraceServiceResponse` is a count and an error message.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// The spans a backend says it rejected (`partial_success`) and why. Go servers answer in the encoding the request
+/// came in, so a compressed answer is inflated first, within `MAX_ANSWER_BYTES`.
+fn rejected_spans(body: &[u8], encoding: Option<&str>) -> Option<(i64, String)> {
+    use std::io::Read;
+    if body.len() < FRAME_HEADER {
+        return None;
+    }
+    let message = &body[FRAME_HEADER..];
+    let limit = u64::try_from(MAX_ANSWER_BYTES).unwrap_or(u64::MAX);
+    let mut inflated = Vec::new();
+    let message: &[u8] = match (body[0], encoding) {
+        (0, _) => message,
+        (_, Some("gzip")) => {
+            flate2::read::GzDecoder::new(message).take(limit).read_to_end(&mut inflated).ok()?;
+            &inflated
+        }
+        (_, Some("zstd")) => {
+            zstd::stream::read::Decoder::new(message).and_then(|d| d.take(limit).read_to_end(&mut inflated)).ok()?;
+            &inflated
+        }
+        _ => return None,
+    };
+    let partial = ExportTraceServiceResponse::decode(message).ok()?.partial_success?;
+    (partial.rejected_spans > 0).then_some((partial.rejected_spans, partial.error_message))
 }
 
 /// The gRPC status of an HTTP answer without one, as gRPC's "HTTP to gRPC status code mapping" gives it.
@@ -235,6 +259,29 @@ pub(crate) fn classify(status: tonic::Status) -> ExportError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejected_spans_are_read_from_plain_and_compressed_answers() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
+        let answer = ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess { rejected_spans: 3, error_message: "bad ids".into() }),
+        }
+        .encode_to_vec();
+        let frame = |flag: u8, message: Vec<u8>| {
+            let mut frame = vec![flag];
+            frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+            frame.extend(message);
+            frame
+        };
+        let expected = Some((3, "bad ids".to_string()));
+        assert_eq!(rejected_spans(&frame(0, answer.clone()), None), expected);
+        let gzip = compress(Compression::Gzip { level: 6 }, &[&answer], 0).unwrap();
+        assert_eq!(rejected_spans(&frame(1, gzip), Some("gzip")), expected);
+        let zstd = compress(Compression::Zstd { level: 1 }, &[&answer], 0).unwrap();
+        assert_eq!(rejected_spans(&frame(1, zstd.clone()), Some("zstd")), expected);
+        assert_eq!(rejected_spans(&frame(1, zstd), Some("snappy")), None, "an unknown encoding is skipped");
+        assert_eq!(rejected_spans(&frame(0, Vec::new()), None), None, "nothing rejected");
+    }
 
     #[test]
     fn only_the_specified_codes_are_retried() {

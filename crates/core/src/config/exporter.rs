@@ -65,7 +65,8 @@ impl Default for RawOtlpExporter {
 pub struct RawCompressionParams {
     /// gzip 1 (fastest) to 9 (smallest), zstd 1 to 22; absent or 0 means 1 for either. A hop in front of every
     /// span is judged by its CPU: on OTLP spans, which repeat the same keys and values, the fastest level comes
-    /// within a few per cent of the default level's size at a fraction of its cost (BENCHMARKS.md).
+    /// close to the usual default level's size at a fraction of its cost (BENCHMARKS.md, codec floor). The trace
+    /// exporter and the HTTP metrics push use it; the gRPC metrics push compresses at tonic's own level.
     pub level: i32,
 }
 

@@ -377,6 +377,29 @@ impl PendingSpans {
         waiting.spans
     }
 
+    /// The waiting spans of `trace` at `positions` (as `waiting` lists them), taken out; the others wait on with
+    /// their deadline. Their alias values stay indexed until the trace stops waiting, which only costs a lookup
+    /// that finds nothing.
+    pub(crate) fn take(&mut self, trace: &TraceId, positions: &[usize]) -> Vec<SpanInput> {
+        let Some(waiting) = self.traces.get_mut(trace) else { return Vec::new() };
+        let mut taken = Vec::new();
+        let mut kept = Vec::new();
+        for (i, span) in std::mem::take(&mut waiting.spans).into_iter().enumerate() {
+            if positions.contains(&i) {
+                taken.push(span);
+            } else {
+                kept.push(span);
+            }
+        }
+        self.spans -= taken.len();
+        if kept.is_empty() {
+            self.release(trace);
+        } else if let Some(waiting) = self.traces.get_mut(trace) {
+            waiting.spans = kept;
+        }
+        taken
+    }
+
     /// The spans whose wait has run out by `now`.
     pub(crate) fn expire(&mut self, now: u64) -> Vec<SpanInput> {
         let mut expired = Vec::new();

@@ -89,9 +89,10 @@ pub(crate) fn correlated_span(config: &Config, input: &SpanInput, labels: &Label
     span
 }
 
-/// The original span, enriched with the labels and a link to each order trace's root.
-pub(crate) fn enriched_original(config: &Config, input: &SpanInput, labels: &Labels, orders: &[String]) -> Span {
-    let mut span = input.span.clone();
+/// The original span, enriched with the labels and a link to each order trace's root. It is the span's last use,
+/// so the span is taken rather than copied.
+pub(crate) fn enriched_original(config: &Config, span: Span, labels: &Labels, orders: &[String]) -> Span {
+    let mut span = span;
     label_attributes(config, labels, orders, &mut span.attributes);
     for order in orders {
         span.links.push(link(&ids::order_trace_id(order), &ids::root_span_id(order), "order_trace"));

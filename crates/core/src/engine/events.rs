@@ -60,7 +60,8 @@ pub enum Event {
     /// A conformance finding was taken back: the milestones it missed arrived later, with earlier times.
     FindingWithdrawn { order: String, signature: String, reason: String },
     /// An alias value or a technical trace came to name more orders than its cap allows: from now on it names
-    /// none. Reported once per value or trace.
+    /// none. Reported once per alias value; once per technical trace while it is remembered (`trace_memory`
+    /// after it was first seen), so a batch job running longer is reported again.
     KeyOverCap { kind: KeyKind, value: String, cap: usize },
     /// An order closed and its closing span was emitted.
     OrderClosed { order: String, reason: String, fill_ratio: Option<f64>, dimensions: BTreeMap<String, String> },

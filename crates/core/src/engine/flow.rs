@@ -105,8 +105,9 @@ impl Engine {
             }
         }
         if orders.is_empty() {
-            if trace_id.is_some_and(|t| self.traces.is_over_cap(&t)) {
-                // Its trace names too many orders to pass them on, and no keyed span of it can change that.
+            if aliases.is_empty() && trace_id.is_some_and(|t| self.traces.is_over_cap(&t)) {
+                // Its trace names too many orders to pass them on and it carries no alias: nothing it could wait
+                // for would name its order. A span with an alias still waits for it, below.
                 self.pass_uncorrelated(input, aliases, now, out);
                 return;
             }
@@ -157,17 +158,14 @@ impl Engine {
                 cap: self.config.correlation.max_orders_per_trace,
             });
         }
+        if remembered.over_cap {
+            // Its spans inherit nothing from it: those waiting go on waiting for an alias they carry until their
+            // wait runs out, and those passed on already stay as they are.
+            return;
+        }
         let released = self.pending.release(&trace);
         if !released.is_empty() {
             self.persistence.waiting_changed(trace);
-        }
-        if remembered.over_cap {
-            // Its spans that waited for a keyed span of the trace inherit nothing from it: they join through
-            // their aliases or pass on, as when a wait runs out; those passed on already stay as they are.
-            for waiting in released {
-                self.stop_waiting(waiting, now, out);
-            }
-            return;
         }
         for waiting in released {
             // Its own aliases win over its trace, as when a span arrives with both known.
@@ -207,7 +205,26 @@ impl Engine {
             return;
         }
         for trace in self.pending.traces_with(alias) {
-            self.join_trace(trace, &orders, now, out);
+            if !self.traces.is_over_cap(&trace) {
+                self.join_trace(trace, &orders, now, out);
+                continue;
+            }
+            // A trace over its cap ties its spans to nothing: only those that carry the alias join, through it.
+            let carrying: Vec<usize> = self
+                .pending
+                .waiting(&trace)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .filter(|(_, span)| self.alias_values(span).contains(alias))
+                .map(|(i, _)| i)
+                .collect();
+            for waiting in self.pending.take(&trace, &carrying) {
+                self.persistence.waiting_changed(trace);
+                let aliases = self.alias_values(&waiting);
+                let (named, _) = self.orders_named_by(&aliases);
+                self.correlate(waiting, &named, now, out, Join::first(Via::Alias).with_aliases(aliases));
+            }
         }
         for kept in self.late_joins.take_alias(alias) {
             let trace = TraceId::try_from(kept.input.span.trace_id.as_slice()).ok();
@@ -379,8 +396,9 @@ impl Engine {
             // Sorted, so that the list does not depend on which alias or trace named which order first.
             let mut accepted = accepted.to_vec();
             accepted.sort_unstable();
-            let span = emit::enriched_original(&config, &input, labels, &accepted);
-            out.push(&input.resource, &input.scope, span);
+            let SpanInput { resource, scope, span } = input;
+            let span = emit::enriched_original(&config, span, labels, &accepted);
+            out.push(&resource, &scope, span);
         }
     }
 }

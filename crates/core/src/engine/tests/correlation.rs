@@ -527,7 +527,7 @@ fn a_trace_naming_more_orders_than_the_cap_passes_nothing_on_to_its_unkeyed_span
 }
 
 #[test]
-fn spans_waiting_for_a_trace_that_goes_over_the_cap_stop_waiting_and_inherit_nothing() {
+fn spans_waiting_for_a_trace_that_goes_over_the_cap_inherit_nothing_and_may_still_join_by_alias() {
     let mut engine = capped_engine(2);
     // The unkeyed span is exported first, as SDKs export children first; the batch's keyed spans come in one
     // request naming more orders than the cap.
@@ -536,10 +536,19 @@ fn spans_waiting_for_a_trace_that_goes_over_the_cap_stop_waiting_and_inherit_not
     let batch = vec![spec("erp", "batch.reprice", 9, 1).attr_kv(string_array("order.ids", &["SO-1", "SO-2", "SO-3"]))];
     let (out, events) = process(&mut engine, batch, T0);
     assert_eq!(over_cap_events(&events).len(), 1);
-    let waiting: Vec<_> = out.iter().filter(|(_, s)| s.span_id == vec![100; 8]).collect();
-    assert_eq!(waiting.len(), 1, "passed on once, not copied into three orders: {waiting:?}");
-    assert!(waiting[0].1.links.is_empty());
+    assert!(out.iter().all(|(_, s)| s.span_id != vec![100; 8]), "it is not copied into the three orders");
     for order in ["SO-1", "SO-2", "SO-3"] {
         assert_eq!(in_order_trace(&out, order).len(), 1, "{order} has the keyed span only");
     }
+    // A span of the trace that carries an alias waits for it, and joins its order when it is learned.
+    let (out, _) = process(&mut engine, vec![spec("erp", "ship.notify", 9, 101).attr("shipment.id", "SH-77")], T0);
+    assert!(out.is_empty(), "it waits for its alias");
+    let teach = spec("tms", "shipment.book", 30, 30).attr("order.id", "SO-77").attr("shipment.id", "SH-77");
+    let (out, _) = process(&mut engine, vec![teach], T0 + SECOND);
+    assert_eq!(in_order_trace(&out, "SO-77").iter().filter(|s| s.name == "ship.notify").count(), 1);
+    // The span that waited for the trace alone passes on uncorrelated when its wait runs out.
+    let (out, _) = tick(&mut engine, T0 + 11 * SECOND);
+    let waited: Vec<_> = out.iter().filter(|(_, s)| s.span_id == vec![100; 8]).collect();
+    assert_eq!(waited.len(), 1, "{waited:?}");
+    assert!(waited[0].1.links.is_empty());
 }
