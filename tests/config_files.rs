@@ -35,6 +35,11 @@ fn bad_files_name_file_key_and_reason_and_fail() {
             "`shipment_confirmation` is not a milestone",
         ),
         ("tests/testdata/bad-exporter.yaml", "exporters.otlp.endpoint", "must be an http:// or https:// URL"),
+        (
+            "tests/testdata/bad-compression-level.yaml",
+            "exporters.otlp.compression_params.level",
+            "12 is not within 1..=9",
+        ),
         ("tests/testdata/does-not-exist.yaml", "", "cannot read config file"),
         ("tests/testdata/bad-sla-calendar.yaml", "sla.targets[0].calendar", "calendar `office` is not defined"),
         ("tests/testdata/bad-time-zone.yaml", "sla.calendars.office", "unknown time zone `Europe/Atlantis`"),

@@ -188,3 +188,34 @@ async fn delivered_entries_whose_removal_failed_are_removed_later_not_left_behin
     assert_eq!(Counters::get(&counters.export_spans_sent), 5, "and delivered once, not re-read after the failure");
     exporter.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_export_at_a_configured_level_reaches_a_grpc_backend_that_accepts_only_zstd() {
+    // The backend accepts zstd and nothing else, so a request compressed otherwise (or framed wrongly) is refused.
+    let sink = Sink::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                TraceServiceServer::new(sink.clone()).accept_compressed(tonic::codec::CompressionEncoding::Zstd),
+            )
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // A file's exporter section is whole, so it names an endpoint; the test points it at the sink.
+    let config = test_config(
+        sink_addr,
+        dir.path(),
+        "exporters:\n  otlp:\n    endpoint: http://backend:4317\n    compression: zstd\n    compression_params:\n      level: 7\n",
+    );
+    assert_eq!(config.exporter.as_ref().unwrap().compression, ordertrail_core::config::Compression::Zstd { level: 7 });
+    let server = start_server(config).await;
+    let erp = sdk_provider("erp", server.grpc_addr.unwrap());
+    record(&erp, &Context::new(), "credit.check", SpanKind::Internal, vec![KeyValue::new("order.id", "SO-Z")]);
+    flush(&erp).await;
+    // The input span comes out twice (re-emitted and enriched) plus the milestone span and the order's root.
+    sink.wait_for(Duration::from_secs(20), "the zstd export", |spans| spans.len() >= 3).await;
+    assert_eq!(Counters::get(&server.counters().export_spans_failed), 0);
+    server.shutdown(Duration::from_secs(5)).await;
+}
