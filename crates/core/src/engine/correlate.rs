@@ -228,6 +228,9 @@ impl TraceMemory {
         if self.map.len() >= self.capacity || self.map.contains_key(&trace) {
             return false;
         }
+        // A cap lowered since the trace was stored applies to it now.
+        let over_cap = over_cap || orders.len() > self.max_orders_per_trace;
+        let orders = if over_cap { Vec::new() } else { orders };
         self.map.insert(trace, TraceEntry { orders, expires, over_cap });
         self.expiry.push_back((trace, expires));
         true

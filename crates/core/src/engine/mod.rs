@@ -114,9 +114,11 @@ impl Engine {
             if let Some(kind) = engine.config.correlation.aliases.iter().position(|a| a.kind == alias.kind) {
                 if alias.over_cap {
                     engine.aliases.restore_over_cap(kind, &alias.value);
-                } else {
-                    // A cap lowered since the value was stored puts it over the cap now, as learning would.
-                    let _ = engine.aliases.learn(kind, &alias.value, &alias.orders);
+                } else if engine.aliases.learn(kind, &alias.value, &alias.orders) == correlate::Learned::OverCap {
+                    // A cap lowered since the value was stored puts it over the cap now, as learning would: counted,
+                    // and written back as such by the first commit.
+                    engine.stats.aliases_over_cap += 1;
+                    engine.persistence.alias_changed(kind, &alias.value);
                 }
             }
         }

@@ -437,10 +437,7 @@ fn a_consolidated_booking_waits_for_its_second_delivery_and_joins_both_orders() 
 
 /// The default configuration with `max_orders_per_alias` and `max_orders_per_trace` set to `cap`.
 fn capped_engine(cap: usize) -> Engine {
-    let mut config = default_config();
-    config.correlation.max_orders_per_alias = cap;
-    config.correlation.max_orders_per_trace = cap;
-    Engine::new(Arc::new(config), vec![], vec![])
+    capped_engine_with(cap, vec![], vec![])
 }
 
 fn over_cap_events(events: &[events::Event]) -> Vec<&events::Event> {
@@ -487,9 +484,7 @@ fn an_alias_value_shared_by_more_orders_than_the_cap_is_no_alias_and_is_reported
     let stored = changes.aliases.iter().find(|a| a.value == "N/A").expect("the placeholder is stored");
     assert!(stored.over_cap);
     assert!(stored.orders.is_empty());
-    let mut config = default_config();
-    config.correlation.max_orders_per_alias = 3;
-    let mut restarted = Engine::new(Arc::new(config), changes.orders, changes.aliases);
+    let mut restarted = capped_engine_with(3, changes.orders, changes.aliases);
     let (out, events) = process(&mut restarted, vec![keyed(7)], T0 + 20 * SECOND);
     assert!(over_cap_events(&events).is_empty(), "not reported again after a restart");
     assert_eq!(in_order_trace(&out, "SO-7").len(), 1);
@@ -551,4 +546,32 @@ fn spans_waiting_for_a_trace_that_goes_over_the_cap_inherit_nothing_and_may_stil
     let waited: Vec<_> = out.iter().filter(|(_, s)| s.span_id == vec![100; 8]).collect();
     assert_eq!(waited.len(), 1, "{waited:?}");
     assert!(waited[0].1.links.is_empty());
+}
+
+#[test]
+fn a_cap_lowered_since_a_value_was_stored_applies_at_restart_and_is_written_back() {
+    let mut engine = capped_engine(5);
+    let keyed =
+        |n: u8| spec("erp", "order.update", n, n).attr("order.id", &format!("SO-{n}")).attr("shipment.id", "SH-C");
+    process(&mut engine, (1..=3).map(keyed).collect(), T0);
+    let changes = engine.take_changes();
+    let stored = changes.aliases.iter().find(|a| a.value == "SH-C").unwrap();
+    assert_eq!(stored.orders.len(), 3);
+    assert!(!stored.over_cap);
+
+    let mut restarted = capped_engine_with(2, changes.orders, changes.aliases);
+    assert_eq!(restarted.stats().aliases_over_cap, 1);
+    let rewritten = restarted.take_changes();
+    let stored = rewritten.aliases.iter().find(|a| a.value == "SH-C").expect("written back by the first commit");
+    assert!(stored.over_cap && stored.orders.is_empty());
+    let (out, _) = process(&mut restarted, vec![spec("tms", "carrier.status", 60, 60).attr("shipment.id", "SH-C")], T0);
+    assert!(out.is_empty(), "no longer an alias: it waits for its trace like any unkeyed span");
+}
+
+/// As `capped_engine`, with state loaded from a store.
+fn capped_engine_with(cap: usize, orders: Vec<OrderRecord>, aliases: Vec<crate::order::AliasRecord>) -> Engine {
+    let mut config = default_config();
+    config.correlation.max_orders_per_alias = cap;
+    config.correlation.max_orders_per_trace = cap;
+    Engine::new(Arc::new(config), orders, aliases)
 }
