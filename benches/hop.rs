@@ -114,6 +114,8 @@ impl Hop {
 const ORDERTRAIL_DEFAULT: Hop = Hop::Ordertrail { label: "ordertrail (durable)", yaml: "" };
 const ORDERTRAIL_NO_PASSTHROUGH: Hop =
     Hop::Ordertrail { label: "ordertrail (durable, pass-through off)", yaml: "order_traces:\n  passthrough: false\n" };
+const ORDERTRAIL_HOT_SET: Hop =
+    Hop::Ordertrail { label: "ordertrail (durable, max_orders 100000)", yaml: "correlation:\n  max_orders: 100000\n" };
 const ORDERTRAIL_MEMORY: Hop =
     Hop::Ordertrail { label: "ordertrail (memory)", yaml: "storage:\n  durability: memory\n" };
 const ORDERTRAIL_MEMORY_NO_PASSTHROUGH: Hop = Hop::Ordertrail {
@@ -465,7 +467,7 @@ fn main() {
     // Memory per open order: one keyed span per new order, none closing, at 10,000 a second.
     let one_each = Payload { spans_per_request: 96, orders: u64::MAX, demo_like: true, spans_per_trace: 1 };
     let length = Duration::from_secs(if quick { 3 } else { 60 });
-    measure("orders", &[ORDERTRAIL_DEFAULT], one_each, Drive::Open { rate: 10_000, length });
+    measure("orders", &[ORDERTRAIL_DEFAULT, ORDERTRAIL_HOT_SET], one_each, Drive::Open { rate: 10_000, length });
     let table = markdown(&figures);
     println!("\n{table}");
     if let Some(path) = value("--markdown") {

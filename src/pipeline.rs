@@ -198,6 +198,15 @@ impl Pipeline {
             "order state loaded"
         );
         let mut engine = Engine::new(config.clone(), state.orders, state.aliases);
+        // Open orders beyond `correlation.max_orders` live in the store only and are read back when named: memory
+        // holds a bounded hot set whatever the number of open orders.
+        let reader = store.order_reader();
+        engine.set_order_loader(Box::new(move |key| {
+            reader(key).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, order = %key, "reading an evicted order back from the store failed");
+                None
+            })
+        }));
         let mut carried = Output::default();
         let now = unix_nanos_now();
         // Traces first, so that restored waiting spans whose trace is known join their order at once.
@@ -523,6 +532,9 @@ mod tests {
         }
         fn order(&self, key: &str) -> Result<Option<OrderRecord>, StoreError> {
             self.inner.order(key)
+        }
+        fn order_reader(&self) -> crate::store::OrderReader {
+            self.inner.order_reader()
         }
         fn export_queue(&self) -> Arc<dyn ExportQueue> {
             self.inner.export_queue()

@@ -187,3 +187,53 @@ async fn after_a_restart_a_known_order_continues_its_trace_without_duplicate_mil
     assert!(order.milestone("credit_approval").unwrap().reached.is_some());
     server.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_orders_beyond_max_orders_live_in_the_store_and_come_back_when_named() {
+    let (sink, sink_addr) = Sink::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(sink_addr, dir.path(), "");
+    config.correlation.max_orders = 16;
+    let server = start_server(config).await;
+    let erp = sdk_provider("erp", server.grpc_addr.unwrap());
+    let none = Context::new();
+    // Each flush is its own request and commit, so that earlier orders are on disk when memory is full.
+    for n in 0..60 {
+        record(&erp, &none, "order.create", SpanKind::Internal, vec![KeyValue::new("order.id", format!("SO-HOT-{n}"))]);
+        flush(&erp).await;
+    }
+    record(
+        &erp,
+        &none,
+        "credit.check",
+        SpanKind::Internal,
+        vec![KeyValue::new("order.id", "SO-HOT-0"), KeyValue::new("credit.decision", "approved")],
+    );
+    flush(&erp).await;
+    let order = server.pipeline().order("SO-HOT-0").await.expect("the first order is known");
+    assert_eq!(order.span_count, 2, "its second span joined the record read back from the store");
+    let in_memory = server.pipeline().orders().await.len();
+    assert!(in_memory <= 16, "{in_memory} orders in memory");
+    let stats = server.pipeline().inspect(|engine| engine.stats().clone()).await.unwrap();
+    assert_eq!(stats.orders_refused, 0);
+    // Read back for this span, and for milestones that were still settling when their order was evicted.
+    assert!(stats.orders_loaded >= 1);
+    // Every order's capture milestone span went out once, evicted or not.
+    let spans = sink
+        .wait_for(WAIT, "sixty order_capture milestone spans", |spans| {
+            spans.iter().filter(|r| r.span.name == "order_capture").count() >= 60
+        })
+        .await;
+    let mut captured: Vec<_> =
+        spans.iter().filter(|r| r.span.name == "order_capture").map(|r| r.span.trace_id.clone()).collect();
+    captured.sort();
+    captured.dedup();
+    assert_eq!(captured.len(), 60, "one per order");
+    assert_eq!(spans.iter().filter(|r| r.span.name == "order_capture").count(), 60, "none twice");
+    // Its copy went into its own order trace.
+    sink.wait_for(WAIT, "the credit check in SO-HOT-0's trace", |spans| {
+        spans.iter().any(|r| r.span.name == "credit.check" && r.span.trace_id == ids::order_trace_id("SO-HOT-0"))
+    })
+    .await;
+    server.shutdown(Duration::from_secs(5)).await;
+}

@@ -264,8 +264,16 @@ impl OrderMetrics {
                 |s| s.orders_refused,
             ),
             (
-                r.counter("ordertrail_orders_evicted", "Closed orders evicted from memory (still in the store).", &[]),
+                r.counter("ordertrail_orders_evicted", "Orders evicted from memory to keep within correlation.max_orders (still in the store).", &[]),
                 |s| s.orders_evicted,
+            ),
+            (
+                r.counter(
+                    "ordertrail_orders_loaded",
+                    "Evicted orders read back from the store because a span, deadline or settling milestone named them.",
+                    &[],
+                ),
+                |s| s.orders_loaded,
             ),
             (r.counter("ordertrail_aliases_learned", "Alias values learned.", &[]), |s| s.aliases_learned),
             (

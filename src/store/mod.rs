@@ -39,6 +39,9 @@ pub struct LoadedState {
     pub traces: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// Reads one order from the store, from any thread.
+pub type OrderReader = Box<dyn Fn(&str) -> Result<Option<OrderRecord>, StoreError> + Send>;
+
 /// A durable home for order state.
 pub trait OrderStore: Send {
     /// Reads all orders, aliases and waiting spans.
@@ -48,6 +51,8 @@ pub trait OrderStore: Send {
     fn commit(&mut self, changes: &StateChanges, exports: &[QueuedExport]) -> Result<(), StoreError>;
     /// One order, read from disk.
     fn order(&self, key: &str) -> Result<Option<OrderRecord>, StoreError>;
+    /// A reader of single orders that the engine keeps, to read back the orders it evicted.
+    fn order_reader(&self) -> OrderReader;
     /// The persistent export queue the exporter reads from.
     fn export_queue(&self) -> Arc<dyn ExportQueue>;
 }

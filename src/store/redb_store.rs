@@ -4,7 +4,7 @@
 //! copy-on-write B-tree, and one `commit()` is one fsync, which is what group commit needs. ARCHITECTURE.md has the
 //! measured figures behind the choice.
 
-use super::{Durability, ExportQueue, LoadedState, OrderStore, QueuedExport, StoreError};
+use super::{Durability, ExportQueue, LoadedState, OrderReader, OrderStore, QueuedExport, StoreError};
 use ordertrail_core::engine::StateChanges;
 use ordertrail_core::order::{AliasRecord, OrderRecord};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -318,6 +318,19 @@ fn catching_panics<T>(open: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
+/// One order from the orders table.
+fn read_order(db: &SharedDatabase, key: &str) -> Result<Option<OrderRecord>, StoreError> {
+    let db = shared(db);
+    let tx = db.begin_read().map_err(read_err)?;
+    let orders = tx.open_table(ORDERS).map_err(read_err)?;
+    match orders.get(key).map_err(read_err)? {
+        Some(value) => serde_json::from_slice(value.value())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() }),
+        None => Ok(None),
+    }
+}
+
 fn read_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Read(e.to_string())
 }
@@ -421,15 +434,12 @@ impl OrderStore for RedbStore {
     }
 
     fn order(&self, key: &str) -> Result<Option<OrderRecord>, StoreError> {
-        let db = shared(&self.db);
-        let tx = db.begin_read().map_err(read_err)?;
-        let orders = tx.open_table(ORDERS).map_err(read_err)?;
-        match orders.get(key).map_err(read_err)? {
-            Some(value) => serde_json::from_slice(value.value())
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() }),
-            None => Ok(None),
-        }
+        read_order(&self.db, key)
+    }
+
+    fn order_reader(&self) -> OrderReader {
+        let db = self.db.clone();
+        Box::new(move |key| read_order(&db, key))
     }
 
     fn export_queue(&self) -> Arc<dyn ExportQueue> {

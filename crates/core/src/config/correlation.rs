@@ -26,7 +26,10 @@ pub struct RawCorrelation {
     /// How long a technical trace's orders are remembered after its last span.
     #[serde(with = "humantime_serde")]
     pub trace_memory: Duration,
-    /// Most orders held in memory; beyond it the oldest closed orders are evicted, then new orders refused.
+    /// Most orders held in memory (the hot set). Beyond it the oldest closed orders are evicted, then the open orders
+    /// least recently active; the service reads an evicted order back from its store when a span, an SLA deadline
+    /// or a settling milestone names it. New orders are refused only while every order in memory has changes not
+    /// yet committed.
     pub max_orders: usize,
     /// Most alias values remembered.
     pub max_aliases: usize,

@@ -9,6 +9,7 @@ use super::events::{Event, KeyKind};
 use super::input::SpanInput;
 use super::labels;
 use super::output::Output;
+use super::records::Warm;
 use super::Engine;
 use crate::ids::TraceId;
 use crate::order::OrderRecord;
@@ -293,8 +294,8 @@ impl Engine {
         }
         let mut accepted: Vec<String> = Vec::with_capacity(orders.len());
         for key in orders {
-            if !self.orders.contains_key(key) {
-                if self.orders.len() >= config.correlation.max_orders && !self.evict_closed() {
+            if self.warm(key, true) != Warm::Hot {
+                if !self.make_room() {
                     self.stats.orders_refused += 1;
                     continue;
                 }

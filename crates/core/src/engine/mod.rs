@@ -46,12 +46,29 @@ use std::sync::Arc;
 /// every tick.
 const STATS_REFRESH_NANOS: u64 = 1_000_000_000;
 
+/// Reads an order the engine does not hold from where its state is kept (the store, for the service). The engine
+/// asks for an order only when one it evicted, or did not load at startup, may be needed; it never writes.
+pub type OrderLoader = Box<dyn FnMut(&str) -> Option<OrderRecord> + Send>;
+
+/// The loader, with a `Debug` that says only whether there is one.
+struct Loader(OrderLoader);
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OrderLoader")
+    }
+}
+
 /// The correlation and accountability engine; one owner, no locks (see ARCHITECTURE.md).
 #[derive(Debug)]
 pub struct Engine {
     config: Arc<Config>,
-    /// Orders held in memory, open and recently closed.
+    /// Orders held in memory (the hot set), open and recently closed; at most `correlation.max_orders`.
     orders: HashMap<String, OrderRecord>,
+    /// Where orders not in memory are read from; without one, open orders are never evicted.
+    loader: Option<Loader>,
+    /// Whether the loader may hold orders that are not in memory: some were evicted, or not loaded at startup.
+    cold: bool,
     /// Closed orders in the order they closed, the first to go when memory is full.
     closed: VecDeque<String>,
     aliases: AliasIndex,
@@ -77,6 +94,8 @@ impl Engine {
         let c = &config.correlation;
         let mut engine = Engine {
             orders: HashMap::new(),
+            loader: None,
+            cold: false,
             closed: VecDeque::new(),
             aliases: AliasIndex::new(c.max_aliases, c.max_orders_per_alias),
             traces: TraceMemory::new(c.max_tracked_traces, nanos(c.trace_memory), c.max_orders_per_trace),
@@ -101,6 +120,8 @@ impl Engine {
         orders.sort_by_key(|o| o.closed_at_unix_nanos.unwrap_or(u64::MAX));
         for order in orders {
             if engine.orders.len() >= engine.config.correlation.max_orders && !engine.evict_closed() {
+                // The rest stay in the store, to be read when a span or a query names them.
+                engine.cold = true;
                 break;
             }
             if order.is_closed() {
@@ -123,6 +144,11 @@ impl Engine {
             }
         }
         engine
+    }
+
+    /// Lets the engine evict open orders when memory is full and read them back when a span names them again.
+    pub fn set_order_loader(&mut self, loader: OrderLoader) {
+        self.loader = Some(Loader(loader));
     }
 
     pub fn config(&self) -> &Arc<Config> {

@@ -6,7 +6,7 @@ use super::events::Event;
 use super::input::SpanInput;
 use super::labels::Labels;
 use super::output::Output;
-use super::{attributes, Engine};
+use super::{attributes, Engine, Loader};
 use crate::config::{Config, MilestoneId};
 use crate::order::{ExceptionState, MilestoneState, OrderRecord, Reach};
 
@@ -240,6 +240,75 @@ impl Engine {
     /// Makes room for a new order by forgetting the oldest closed one; the store still has it.
     /// An order whose last changes are not yet committed is never evicted: its final state must reach the store
     /// first, or a restart would bring back a stale record.
+    /// Makes room for one more order: evicts the oldest closed order, or else, when evicted orders can be read back,
+    /// the open orders least recently active (a 64th of the hot set at once, so that the scan for them is paid
+    /// once per many new orders), those with a milestone still settling only when there are no others. Orders
+    /// with changes not yet committed stay. Returns whether there is room.
+    pub(crate) fn make_room(&mut self) -> bool {
+        if self.orders.len() < self.config.correlation.max_orders || self.evict_closed() {
+            return true;
+        }
+        if self.loader.is_none() {
+            return false;
+        }
+        // Orders with a milestone still settling are needed again within the detection delay: they go last.
+        let settling = |o: &OrderRecord| o.milestones.iter().any(|m| m.reached.is_some() && !m.span_emitted);
+        let evictable = |o: &&OrderRecord| !self.persistence.order_uncommitted(&o.key);
+        let mut candidates: Vec<(u64, &String)> = self
+            .orders
+            .values()
+            .filter(evictable)
+            .filter(|o| !settling(o))
+            .map(|o| (o.last_activity_unix_nanos, &o.key))
+            .collect();
+        if candidates.is_empty() {
+            candidates = self.orders.values().filter(evictable).map(|o| (o.last_activity_unix_nanos, &o.key)).collect();
+        }
+        let batch = (self.config.correlation.max_orders / 64).clamp(1, candidates.len().max(1));
+        if candidates.is_empty() {
+            return false;
+        }
+        if candidates.len() > batch {
+            candidates.select_nth_unstable(batch - 1);
+            candidates.truncate(batch);
+        }
+        let evicted: Vec<String> = candidates.into_iter().map(|(_, key)| key.clone()).collect();
+        for key in &evicted {
+            // Its running clocks and settling milestones stay indexed: when one comes due, the order is read back.
+            self.orders.remove(key);
+        }
+        self.stats.orders_evicted += evicted.len() as u64;
+        self.cold = true;
+        true
+    }
+
+    /// Brings `key` into memory if it is not there: read back from the loader if it was evicted. A span's order
+    /// is read back even when every order in memory has changes not yet committed (`over_bound`): the hot set is
+    /// then larger than `max_orders` until the next commit, by at most the orders of one group. A deadline or a
+    /// settling milestone waits for the next tick instead, since any number of them may come due at once.
+    pub(crate) fn warm(&mut self, key: &str, over_bound: bool) -> Warm {
+        if self.orders.contains_key(key) {
+            return Warm::Hot;
+        }
+        if !self.cold {
+            return Warm::Missing;
+        }
+        let Some(Loader(load)) = self.loader.as_mut() else { return Warm::Missing };
+        let Some(order) = load(key) else { return Warm::Missing };
+        if !self.make_room() && !over_bound {
+            return Warm::NoRoom;
+        }
+        if order.is_closed() {
+            self.closed.push_back(order.key.clone());
+        } else {
+            // Clocks of an order evicted by this engine are still indexed; those of one never loaded are not.
+            self.index_deadlines_not_indexed(&order);
+        }
+        self.stats.orders_loaded += 1;
+        self.orders.insert(order.key.clone(), order);
+        Warm::Hot
+    }
+
     pub(crate) fn evict_closed(&mut self) -> bool {
         let mut kept = Vec::new();
         let mut evicted = false;
@@ -260,6 +329,16 @@ impl Engine {
         }
         evicted
     }
+}
+
+/// Whether an order is in memory after [`Engine::warm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Warm {
+    Hot,
+    /// Neither in memory nor in the store: a new order.
+    Missing,
+    /// In the store, but memory is full of orders with changes not yet committed.
+    NoRoom,
 }
 
 /// Resolves each exception that held its milestone up: one whose latest occurrence ended before the milestone was

@@ -9,6 +9,7 @@
 //! change it are in.
 
 use super::output::Output;
+use super::records::Warm;
 use super::Engine;
 use crate::config::MilestoneId;
 use crate::order::OrderRecord;
@@ -89,6 +90,10 @@ impl Engine {
             return;
         }
         while let Some((key, m)) = self.settling.pop_due(now) {
+            if self.warm(&key, false) == Warm::NoRoom {
+                self.settling.insert(now.saturating_add(1), &key, m);
+                continue;
+            }
             match self.settle_earlier_reaches(&key, m, now, out) {
                 Some(later) => self.settling.insert(later, &key, m),
                 None => self.settle_milestone(&key, m, now, out),

@@ -10,6 +10,7 @@ use super::emit;
 use super::events::Event;
 use super::findings::finding_labels;
 use super::output::Output;
+use super::records::Warm;
 use super::Engine;
 use crate::config::{Config, MilestoneId};
 use crate::ids;
@@ -37,6 +38,10 @@ impl DeadlineIndex {
     fn insert(&mut self, key: &str, target: usize, due: u64) {
         self.by_due.insert((due, key.to_string(), target));
         self.due.insert((key.to_string(), target), due);
+    }
+
+    fn contains(&self, key: &str, target: usize) -> bool {
+        self.due.contains_key(&(key.to_string(), target))
     }
 
     fn remove(&mut self, key: &str, target: usize) {
@@ -67,6 +72,16 @@ impl Engine {
     /// after startup (`check_deadlines`) gives milestones still on their way, in a collector's retry queue say,
     /// the detection delay to arrive before their clocks are judged.
     pub(crate) fn index_deadlines(&mut self, order: &OrderRecord) {
+        self.index_deadlines_where(order, false);
+    }
+
+    /// As `index_deadlines`, for an order read back from the store: clocks still indexed from before it was
+    /// evicted keep the check time they were given.
+    pub(crate) fn index_deadlines_not_indexed(&mut self, order: &OrderRecord) {
+        self.index_deadlines_where(order, true);
+    }
+
+    fn index_deadlines_where(&mut self, order: &OrderRecord, skip_indexed: bool) {
         if order.is_closed() {
             return;
         }
@@ -76,7 +91,9 @@ impl Engine {
                 && state.stopped_at_unix_nanos.is_none();
             if pending && state.deadline_unix_nanos != u64::MAX {
                 if let Some(target) = self.config.sla.targets.iter().position(|t| t.name == state.target) {
-                    self.schedule(&order.key, target, state.deadline_unix_nanos, 0);
+                    if !(skip_indexed && self.clocks.contains(&order.key, target)) {
+                        self.schedule(&order.key, target, state.deadline_unix_nanos, 0);
+                    }
                 }
             }
         }
@@ -122,6 +139,12 @@ impl Engine {
             return;
         }
         while let Some((key, target)) = self.clocks.pop_due(now) {
+            // An evicted order is read back for its deadline, so a clock breaches whether or not it is in memory;
+            // when memory is full of uncommitted orders, at the next tick, after the commit.
+            if self.warm(&key, false) == Warm::NoRoom {
+                self.clocks.insert(&key, target, now.saturating_add(1));
+                continue;
+            }
             self.breach(&key, target, now, out);
         }
     }

@@ -36,6 +36,8 @@ pub struct EngineStats {
     /// New orders turned away because `max_orders` open orders are held.
     pub orders_refused: u64,
     pub orders_evicted: u64,
+    /// Evicted orders read back from the store because a span, a deadline or a settling milestone named them.
+    pub orders_loaded: u64,
     pub orders_closed: u64,
     pub aliases_learned: u64,
     /// Alias values not learned because `max_aliases` is reached.

@@ -115,3 +115,68 @@ fn a_span_name_never_becomes_a_route_label_unless_configured() {
     let routes: Vec<String> = engine.stats().coverage.keys().map(|(_, route)| route.clone()).collect();
     assert!(routes.iter().any(|r| r == names[0]), "configured to use span names: {routes:?}");
 }
+
+/// An engine holding at most `max_orders` orders in memory, whose evicted orders are read back from `store`, a
+/// stand-in for the service's store that each `commit` fills as the service's commit does.
+fn hot_set_engine(max_orders: usize) -> (Engine, Arc<std::sync::Mutex<HashMap<String, OrderRecord>>>) {
+    let mut config = default_config();
+    config.correlation.max_orders = max_orders;
+    let mut engine = Engine::new(Arc::new(config), vec![], vec![]);
+    let store: Arc<std::sync::Mutex<HashMap<String, OrderRecord>>> = Arc::default();
+    let reader = store.clone();
+    engine.set_order_loader(Box::new(move |key| reader.lock().unwrap().get(key).cloned()));
+    (engine, store)
+}
+
+fn commit(engine: &mut Engine, store: &std::sync::Mutex<HashMap<String, OrderRecord>>) {
+    for order in engine.take_changes().orders {
+        store.lock().unwrap().insert(order.key.clone(), order);
+    }
+}
+
+#[test]
+fn open_orders_beyond_the_hot_set_are_evicted_and_read_back_whole_when_named_again() {
+    let (mut engine, store) = hot_set_engine(8);
+    for n in 0..100u64 {
+        let key = format!("SO-{n}");
+        process(&mut engine, vec![milestone("erp", "order.create", &key, T0 + n * SECOND)], T0 + n * SECOND);
+        settle(&mut engine, T0 + n * SECOND);
+        commit(&mut engine, &store);
+        assert!(engine.orders().count() <= 8, "the hot set stays within max_orders");
+    }
+    assert_eq!(engine.stats().orders_refused, 0, "no order is turned away for want of memory");
+    assert!(engine.stats().orders_evicted >= 92);
+    assert!(engine.order("SO-0").is_none(), "the first order was evicted");
+
+    // A later span of the first order finds its whole record: the same order, one more span, the milestone span
+    // not emitted a second time.
+    let later = T0 + 200 * SECOND;
+    let out = run_settled(&mut engine, vec![milestone("erp", "order.create", "SO-0", T0 + 150 * SECOND)], later);
+    let order = engine.order("SO-0").expect("read back");
+    assert_eq!(order.span_count, 2);
+    assert!(order.milestone("order_capture").unwrap().span_emitted);
+    assert_eq!(out.iter().filter(|(_, s)| s.name == "order_capture").count(), 0, "{out:?}");
+    assert_eq!(engine.stats().orders_loaded, 1);
+    assert_eq!(engine.stats().orders_created, 100, "not created a second time");
+}
+
+#[test]
+fn an_evicted_order_still_breaches_its_deadline() {
+    let (mut engine, store) = hot_set_engine(4);
+    process(&mut engine, vec![milestone("erp", "order.create", "SO-LATE", T0)], T0);
+    settle(&mut engine, T0);
+    commit(&mut engine, &store);
+    for n in 1..50u64 {
+        let key = format!("SO-{n}");
+        process(&mut engine, vec![milestone("erp", "order.create", &key, T0 + n * SECOND)], T0 + n * SECOND);
+        settle(&mut engine, T0 + n * SECOND);
+        commit(&mut engine, &store);
+    }
+    assert!(engine.order("SO-LATE").is_none(), "evicted");
+    // order_release (order_capture → pick_release within 4h) runs out with no pick release for any order.
+    let (_, events) = tick(&mut engine, T0 + 5 * 3600 * SECOND);
+    let late: Vec<_> =
+        events.iter().filter(|e| matches!(e, events::Event::SlaBreached { order, .. } if order == "SO-LATE")).collect();
+    assert_eq!(late.len(), 1, "the evicted order's clock breached once");
+    assert!(engine.order("SO-LATE").is_some_and(|o| o.slas.iter().any(|s| s.breached_at_unix_nanos.is_some())));
+}
