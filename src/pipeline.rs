@@ -202,9 +202,9 @@ impl Pipeline {
         // holds a bounded hot set whatever the number of open orders.
         let reader = store.order_reader();
         engine.set_order_loader(Box::new(move |key| {
-            reader(key).unwrap_or_else(|e| {
+            reader(key).map_err(|e| {
                 tracing::warn!(error = %e, order = %key, "reading an evicted order back from the store failed");
-                None
+                e.to_string()
             })
         }));
         let mut carried = Output::default();

@@ -294,8 +294,9 @@ impl Engine {
         }
         let mut accepted: Vec<String> = Vec::with_capacity(orders.len());
         for key in orders {
-            if self.warm(key, true) != Warm::Hot {
-                if !self.make_room() {
+            let warm = self.warm(key, true);
+            if warm != Warm::Hot {
+                if warm == Warm::Unreadable || !self.make_room() {
                     self.stats.orders_refused += 1;
                     continue;
                 }

@@ -48,7 +48,9 @@ const STATS_REFRESH_NANOS: u64 = 1_000_000_000;
 
 /// Reads an order the engine does not hold from where its state is kept (the store, for the service). The engine
 /// asks for an order only when one it evicted, or did not load at startup, may be needed; it never writes.
-pub type OrderLoader = Box<dyn FnMut(&str) -> Option<OrderRecord> + Send>;
+/// `Ok(None)` means the order is not there; `Err` that the store could not tell, which the engine never mistakes for
+/// absence.
+pub type OrderLoader = Box<dyn FnMut(&str) -> Result<Option<OrderRecord>, String> + Send>;
 
 /// The loader, with a `Debug` that says only whether there is one.
 struct Loader(OrderLoader);

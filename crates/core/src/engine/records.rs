@@ -184,6 +184,8 @@ impl Engine {
             out.push(&self.own.resource, &self.own.scope, span);
             self.stats.milestone_spans_emitted += 1;
         }
+        // The flag must reach the store, or an order read back after a restart or an eviction emits the span again.
+        self.persistence.order_changed(key);
     }
 
     /// Emits the root span `order <key>` the first time the order is seen, so that its trace is a whole tree at
@@ -237,9 +239,6 @@ impl Engine {
         self.persistence.order_changed(key);
     }
 
-    /// Makes room for a new order by forgetting the oldest closed one; the store still has it.
-    /// An order whose last changes are not yet committed is never evicted: its final state must reach the store
-    /// first, or a restart would bring back a stale record.
     /// Makes room for one more order: evicts the oldest closed order, or else, when evicted orders can be read back,
     /// the open orders least recently active (a 64th of the hot set at once, so that the scan for them is paid
     /// once per many new orders), those with a milestone still settling only when there are no others. Orders
@@ -294,7 +293,12 @@ impl Engine {
             return Warm::Missing;
         }
         let Some(Loader(load)) = self.loader.as_mut() else { return Warm::Missing };
-        let Some(order) = load(key) else { return Warm::Missing };
+        let order = match load(key) {
+            Ok(Some(order)) => order,
+            Ok(None) => return Warm::Missing,
+            // Not knowing is not absence: a blank record in its place would overwrite the stored order.
+            Err(_) => return Warm::Unreadable,
+        };
         if !self.make_room() && !over_bound {
             return Warm::NoRoom;
         }
@@ -309,6 +313,9 @@ impl Engine {
         Warm::Hot
     }
 
+    /// Makes room for a new order by forgetting the oldest closed one; the store still has it, and a span naming it
+    /// again reads it back (when there is a loader). An order whose last changes are not yet committed is never
+    /// evicted: its final state must reach the store first, or a restart would bring back a stale record.
     pub(crate) fn evict_closed(&mut self) -> bool {
         let mut kept = Vec::new();
         let mut evicted = false;
@@ -320,6 +327,7 @@ impl Engine {
             if self.orders.get(&key).is_some_and(OrderRecord::is_closed) {
                 self.orders.remove(&key);
                 self.stats.orders_evicted += 1;
+                self.cold = true;
                 evicted = true;
                 break;
             }
@@ -339,6 +347,8 @@ pub(crate) enum Warm {
     Missing,
     /// In the store, but memory is full of orders with changes not yet committed.
     NoRoom,
+    /// The store could not be read (the loader logs why).
+    Unreadable,
 }
 
 /// Resolves each exception that held its milestone up: one whose latest occurrence ended before the milestone was

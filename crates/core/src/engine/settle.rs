@@ -90,7 +90,7 @@ impl Engine {
             return;
         }
         while let Some((key, m)) = self.settling.pop_due(now) {
-            if self.warm(&key, false) == Warm::NoRoom {
+            if matches!(self.warm(&key, false), Warm::NoRoom | Warm::Unreadable) {
                 self.settling.insert(now.saturating_add(1), &key, m);
                 continue;
             }

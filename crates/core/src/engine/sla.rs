@@ -141,7 +141,7 @@ impl Engine {
         while let Some((key, target)) = self.clocks.pop_due(now) {
             // An evicted order is read back for its deadline, so a clock breaches whether or not it is in memory;
             // when memory is full of uncommitted orders, at the next tick, after the commit.
-            if self.warm(&key, false) == Warm::NoRoom {
+            if matches!(self.warm(&key, false), Warm::NoRoom | Warm::Unreadable) {
                 self.clocks.insert(&key, target, now.saturating_add(1));
                 continue;
             }

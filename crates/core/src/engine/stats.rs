@@ -33,7 +33,8 @@ pub struct EngineStats {
     pub milestone_spans_emitted: u64,
     pub root_spans_emitted: u64,
     pub orders_created: u64,
-    /// New orders turned away because `max_orders` open orders are held.
+    /// Orders a span named that were turned away: memory held `max_orders` orders all with changes not yet
+    /// committed, or the store could not be read for an evicted one.
     pub orders_refused: u64,
     pub orders_evicted: u64,
     /// Evicted orders read back from the store because a span, a deadline or a settling milestone named them.

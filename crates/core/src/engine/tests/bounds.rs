@@ -124,7 +124,7 @@ fn hot_set_engine(max_orders: usize) -> (Engine, Arc<std::sync::Mutex<HashMap<St
     let mut engine = Engine::new(Arc::new(config), vec![], vec![]);
     let store: Arc<std::sync::Mutex<HashMap<String, OrderRecord>>> = Arc::default();
     let reader = store.clone();
-    engine.set_order_loader(Box::new(move |key| reader.lock().unwrap().get(key).cloned()));
+    engine.set_order_loader(Box::new(move |key| Ok(reader.lock().unwrap().get(key).cloned())));
     (engine, store)
 }
 
@@ -179,4 +179,34 @@ fn an_evicted_order_still_breaches_its_deadline() {
         events.iter().filter(|e| matches!(e, events::Event::SlaBreached { order, .. } if order == "SO-LATE")).collect();
     assert_eq!(late.len(), 1, "the evicted order's clock breached once");
     assert!(engine.order("SO-LATE").is_some_and(|o| o.slas.iter().any(|s| s.breached_at_unix_nanos.is_some())));
+}
+
+#[test]
+fn an_order_the_store_cannot_read_back_is_not_replaced_by_a_blank_one() {
+    let mut config = default_config();
+    config.correlation.max_orders = 4;
+    let mut engine = Engine::new(Arc::new(config), vec![], vec![]);
+    let store: Arc<std::sync::Mutex<HashMap<String, OrderRecord>>> = Arc::default();
+    let reader = store.clone();
+    // The store fails for SO-0 (a damaged record, a read error), and answers for every other order.
+    engine.set_order_loader(Box::new(move |key| {
+        if key == "SO-0" {
+            Err("damaged record".to_string())
+        } else {
+            Ok(reader.lock().unwrap().get(key).cloned())
+        }
+    }));
+    for n in 0..20u64 {
+        let key = format!("SO-{n}");
+        process(&mut engine, vec![milestone("erp", "order.create", &key, T0 + n * SECOND)], T0 + n * SECOND);
+        settle(&mut engine, T0 + n * SECOND);
+        commit(&mut engine, &store);
+    }
+    assert!(engine.order("SO-0").is_none());
+    let refused = engine.stats().orders_refused;
+    process(&mut engine, vec![milestone("erp", "order.create", "SO-0", T0 + 30 * SECOND)], T0 + 30 * SECOND);
+    assert_eq!(engine.stats().orders_refused, refused + 1, "its span is turned away");
+    assert!(engine.order("SO-0").is_none(), "no blank record takes its place");
+    assert!(engine.take_changes().orders.iter().all(|o| o.key != "SO-0"), "nothing overwrites it in the store");
+    assert_eq!(store.lock().unwrap()["SO-0"].span_count, 1);
 }
