@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use ordertrail::server::Server;
 use ordertrail::store::{Durability, OrderStore, RedbStore};
 use ordertrail_core::config::{self, Overrides};
-use ordertrail_core::engine::StateChanges;
+use ordertrail_core::engine::{OrderWrite, StateChanges};
 use ordertrail_core::order::OrderRecord;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -363,7 +363,7 @@ fn store_group_commit(commits: usize, orders_per_commit: usize) {
             .map(|i| {
                 let mut order = OrderRecord::new(format!("SO-{:07}", (c * orders_per_commit + i) % 50_000));
                 order.span_count = c as u64;
-                order
+                OrderWrite { record: order, wake_unix_nanos: Some(u64::MAX - 1) }
             })
             .collect();
         store.commit(&StateChanges { orders, ..Default::default() }, &[]).unwrap();

@@ -188,7 +188,7 @@ impl Pipeline {
         metrics: Arc<OrderMetrics>,
         memory_soft_limit: Option<u64>,
     ) -> Result<Pipeline, StoreError> {
-        let state = store.load()?;
+        let state = store.load(config.correlation.max_orders)?;
         tracing::info!(
             orders = state.orders.len(),
             aliases = state.aliases.len(),
@@ -197,16 +197,20 @@ impl Pipeline {
             queued_exports = store.export_queue().queued_entries(),
             "order state loaded"
         );
+        let orders_left_in_store = state.orders_left_in_store;
         let mut engine = Engine::new(config.clone(), state.orders, state.aliases);
         // Open orders beyond `correlation.max_orders` live in the store only and are read back when named: memory
         // holds a bounded hot set whatever the number of open orders.
         let reader = store.order_reader();
-        engine.set_order_loader(Box::new(move |key| {
-            reader(key).map_err(|e| {
-                tracing::warn!(error = %e, order = %key, "reading an evicted order back from the store failed");
-                e.to_string()
-            })
-        }));
+        engine.set_order_loader(
+            Box::new(move |key| {
+                reader(key).map_err(|e| {
+                    tracing::warn!(error = %e, order = %key, "reading an evicted order back from the store failed");
+                    e.to_string()
+                })
+            }),
+            orders_left_in_store,
+        );
         let mut carried = Output::default();
         let now = unix_nanos_now();
         // Traces first, so that restored waiting spans whose trace is known join their order at once.
@@ -230,6 +234,7 @@ impl Pipeline {
             carried: Some(carried),
             store_healthy: Arc::new(AtomicBool::new(true)),
             unsaved_exports: Vec::new(),
+            wake_warned_at: 0,
         };
         let store_healthy = worker.store_healthy.clone();
         let thread = std::thread::Builder::new()
@@ -277,9 +282,36 @@ struct Worker {
     /// commit is failing, new requests are refused, which keeps this bounded by what was in flight when the store
     /// failed.
     unsaved_exports: Vec<QueuedExport>,
+    /// When a failed lookup of due wakes was last logged (ordertrail's clock).
+    wake_warned_at: u64,
 }
 
+/// Orders read back per tick at most because their wake passed: a burst of due clocks (an outage's worth) is
+/// worked through over several ticks instead of holding up span intake.
+const WAKES_PER_TICK: usize = 1024;
+
 impl Worker {
+    /// Reads back the orders not in memory whose wake passed, so that this tick breaches their clocks, settles
+    /// their milestones or closes them for idleness.
+    fn wake_due_orders(&mut self, now: u64) {
+        if !self.engine.has_cold_orders() {
+            return;
+        }
+        let engine = &self.engine;
+        match self.store.due_wakes(now, WAKES_PER_TICK, &|key| engine.is_hot(key)) {
+            Ok(due) if !due.is_empty() => {
+                self.engine.wake_orders(&due, now);
+            }
+            Ok(_) => {}
+            // The orders stay due and are looked for again at the next tick; one warning a minute says so.
+            Err(e) if now >= self.wake_warned_at.saturating_add(60_000_000_000) => {
+                self.wake_warned_at = now;
+                tracing::warn!(error = %e, "looking up orders due for a clock, settling or idle close failed");
+            }
+            Err(_) => {}
+        }
+    }
+
     fn run(mut self, rx: Receiver<Command>) -> EngineStats {
         loop {
             let mut group = Vec::new();
@@ -358,6 +390,7 @@ impl Worker {
                 Command::Shutdown => shutdown = true,
             }
         }
+        self.wake_due_orders(now);
         self.engine.tick(now, &mut out);
         // With durable storage, spans still waiting for their order are on disk and wait on after a restart;
         // in memory mode they are passed on now rather than lost.
@@ -520,8 +553,11 @@ mod tests {
     }
 
     impl OrderStore for FailingStore {
-        fn load(&self) -> Result<LoadedState, StoreError> {
-            self.inner.load()
+        fn load(&self, max_orders: usize) -> Result<LoadedState, StoreError> {
+            self.inner.load(max_orders)
+        }
+        fn due_wakes(&self, now: u64, max: usize, in_memory: &dyn Fn(&str) -> bool) -> Result<Vec<String>, StoreError> {
+            self.inner.due_wakes(now, max, in_memory)
         }
         fn commit(&mut self, changes: &StateChanges, exports: &[QueuedExport]) -> Result<(), StoreError> {
             if self.failures_left.load(Ordering::SeqCst) > 0 {

@@ -189,6 +189,49 @@ async fn after_a_restart_a_known_order_continues_its_trace_without_duplicate_mil
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_open_order_breaches_once_across_a_restart_however_few_the_hot_set_holds() {
+    let (sink, sink_addr) = Sink::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    // order_release (order capture to pick release) runs out 8 s after each capture, with no pick release sent.
+    let yaml = ordertrail_core::config::DEFAULT_CONFIG_YAML.replacen("      within: 4h\n", "      within: 8s\n", 1);
+    let config = || {
+        let mut config = test_config_from(&yaml, sink_addr, dir.path(), "");
+        config.correlation.max_orders = 8;
+        config
+    };
+    // First run: forty orders captured, one request each, so that memory holds 8 and the rest are evicted to the
+    // store; it stops before their deadlines.
+    let server = start_server(config()).await;
+    let erp = sdk_provider("erp", server.grpc_addr.unwrap());
+    for n in 0..40 {
+        let key = format!("SO-WAKE-{n}");
+        record(&erp, &Context::new(), "order.create", SpanKind::Internal, vec![KeyValue::new("order.id", key)]);
+        flush(&erp).await;
+    }
+    server.pipeline().flush().await;
+    server.shutdown(Duration::from_secs(5)).await;
+
+    // Second run: startup loads 8 open orders; the other 32 are woken from the store's index when their deadline
+    // passes, and every clock breaches, once.
+    let server = start_server(config()).await;
+    let breaches = |spans: &[Received]| -> Vec<Vec<u8>> {
+        spans.iter().filter(|r| r.span.name == "pick_release overdue").map(|r| r.span.trace_id.clone()).collect()
+    };
+    sink.wait_for(WAIT, "forty breach spans", |spans| breaches(spans).len() >= 40).await;
+    // Long enough for a second breach of any order to show.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut traces = breaches(&sink.snapshot());
+    assert_eq!(traces.len(), 40, "no order breached twice");
+    traces.sort();
+    traces.dedup();
+    assert_eq!(traces.len(), 40, "every order breached");
+    let stats = server.pipeline().inspect(|engine| engine.stats().clone()).await.unwrap();
+    assert!(stats.orders_woken >= 32, "{} orders woken", stats.orders_woken);
+    assert!(server.pipeline().orders().await.len() <= 8, "memory holds the hot set only while waking");
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_orders_beyond_max_orders_live_in_the_store_and_come_back_when_named() {
     let (sink, sink_addr) = Sink::start(None).await;
     let dir = tempfile::tempdir().unwrap();

@@ -275,6 +275,14 @@ impl OrderMetrics {
                 ),
                 |s| s.orders_loaded,
             ),
+            (
+                r.counter(
+                    "ordertrail_orders_woken",
+                    "Orders not in memory read back from the store because a clock check, settling or idle close came due.",
+                    &[],
+                ),
+                |s| s.orders_woken,
+            ),
             (r.counter("ordertrail_aliases_learned", "Alias values learned.", &[]), |s| s.aliases_learned),
             (
                 r.counter(

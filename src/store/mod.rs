@@ -31,7 +31,10 @@ pub enum StoreError {
 /// Everything the engine needs at startup.
 #[derive(Debug, Default)]
 pub struct LoadedState {
+    /// Open orders, at most as many as `load` was asked for.
     pub orders: Vec<OrderRecord>,
+    /// Whether the store holds orders not in `orders`: open ones beyond the number asked for, or closed ones.
+    pub orders_left_in_store: bool,
     pub aliases: Vec<AliasRecord>,
     /// Spans that were waiting to inherit an order, as encoded by the engine: (technical trace id, spans).
     pub pending: Vec<(Vec<u8>, Vec<u8>)>,
@@ -44,8 +47,9 @@ pub type OrderReader = Box<dyn Fn(&str) -> Result<Option<OrderRecord>, StoreErro
 
 /// A durable home for order state.
 pub trait OrderStore: Send {
-    /// Reads all orders, aliases and waiting spans.
-    fn load(&self) -> Result<LoadedState, StoreError>;
+    /// Reads up to `max_orders` open orders (the engine's hot set), and all aliases, waiting spans and remembered
+    /// traces. The other orders stay in the store, read back when a span names them or their wake passes.
+    fn load(&self, max_orders: usize) -> Result<LoadedState, StoreError>;
     /// Writes the changes and appends `exports` (encoded export requests) to the export queue, in one
     /// transaction; on success they survive a crash.
     fn commit(&mut self, changes: &StateChanges, exports: &[QueuedExport]) -> Result<(), StoreError>;
@@ -53,6 +57,9 @@ pub trait OrderStore: Send {
     fn order(&self, key: &str) -> Result<Option<OrderRecord>, StoreError>;
     /// A reader of single orders that the engine keeps, to read back the orders it evicted.
     fn order_reader(&self) -> OrderReader;
+    /// Up to `max` orders whose wake (`OrderWrite::wake_unix_nanos`) is at or before `now`, earliest first,
+    /// leaving out those `in_memory` names; at most `8 × max` entries of the index are looked at per call.
+    fn due_wakes(&self, now: u64, max: usize, in_memory: &dyn Fn(&str) -> bool) -> Result<Vec<String>, StoreError>;
     /// The persistent export queue the exporter reads from.
     fn export_queue(&self) -> Arc<dyn ExportQueue>;
 }

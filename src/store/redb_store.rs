@@ -5,7 +5,7 @@
 //! measured figures behind the choice.
 
 use super::{Durability, ExportQueue, LoadedState, OrderReader, OrderStore, QueuedExport, StoreError};
-use ordertrail_core::engine::StateChanges;
+use ordertrail_core::engine::{OrderWrite, StateChanges};
 use ordertrail_core::order::{AliasRecord, OrderRecord};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -19,6 +19,10 @@ const ALIASES: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("ali
 const PENDING: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("pending");
 /// Technical traces known to concern orders, keyed by trace id.
 const TRACES: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("traces");
+/// The wake of every open order (`OrderWrite::wake_unix_nanos`), keyed (wake, order key), so that the orders not
+/// in memory whose wake passed are found by one range read. The orders table holds each order's wake too (see
+/// `encode_order`), which is how a commit finds the entry to replace without reading this one.
+const WAKES: TableDefinition<'static, (u64, &str), ()> = TableDefinition::new("wakes");
 /// The export queue: entry number → span count (4 bytes, little endian) followed by the encoded request.
 const EXPORTS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("exports");
 
@@ -234,6 +238,8 @@ impl RedbStore {
             tx.open_table(PENDING).map_err(|e| open_err(e.to_string()))?;
             tx.open_table(TRACES).map_err(|e| open_err(e.to_string()))?;
             tx.open_table(EXPORTS).map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(WAKES).map_err(|e| open_err(e.to_string()))?;
+            give_legacy_orders_a_wake(&tx).map_err(|e| open_err(e.to_string()))?;
             tx.commit().map_err(|e| open_err(e.to_string()))?;
             Ok(db)
         });
@@ -318,15 +324,72 @@ fn catching_panics<T>(open: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
+/// The first byte of an order's value since wakes are kept: then the wake (8 bytes, little endian, `u64::MAX` for
+/// none), then the record as JSON. Earlier versions stored the JSON alone, which starts with `{`.
+const ORDER_WITH_WAKE: u8 = 1;
+const NO_WAKE: u64 = u64::MAX;
+
+fn encode_order(write: &OrderWrite) -> Result<Vec<u8>, serde_json::Error> {
+    let mut value = Vec::with_capacity(512);
+    value.push(ORDER_WITH_WAKE);
+    value.extend_from_slice(&write.wake_unix_nanos.unwrap_or(NO_WAKE).to_le_bytes());
+    serde_json::to_writer(&mut value, &write.record)?;
+    Ok(value)
+}
+
+/// An order's value split into its wake, if the value has one, and its JSON record.
+fn split_order(value: &[u8]) -> (Option<Option<u64>>, &[u8]) {
+    match value {
+        [ORDER_WITH_WAKE, wake @ ..] if wake.len() >= 8 => {
+            let (wake, json) = wake.split_at(8);
+            let wake = u64::from_le_bytes(wake.try_into().expect("eight bytes"));
+            (Some((wake != NO_WAKE).then_some(wake)), json)
+        }
+        _ => (None, value),
+    }
+}
+
+fn decode_order(key: &str, value: &[u8]) -> Result<OrderRecord, StoreError> {
+    serde_json::from_slice(split_order(value).1)
+        .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
+}
+
+/// Gives the orders an earlier version stored without a wake one: at once for an open order, which the engine then
+/// reads back and writes again with its real wake; none for a closed one. Runs at every open and finds nothing
+/// to do after the first.
+fn give_legacy_orders_a_wake(tx: &redb::WriteTransaction) -> Result<(), String> {
+    let mut orders = tx.open_table(ORDERS).map_err(|e| e.to_string())?;
+    let mut legacy: Vec<(String, OrderRecord)> = Vec::new();
+    for entry in orders.iter().map_err(|e| e.to_string())? {
+        let (key, value) = entry.map_err(|e| e.to_string())?;
+        if split_order(value.value()).0.is_none() {
+            let key = key.value().to_string();
+            let record = decode_order(&key, value.value()).map_err(|e| e.to_string())?;
+            legacy.push((key, record));
+        }
+    }
+    if legacy.is_empty() {
+        return Ok(());
+    }
+    let mut wakes = tx.open_table(WAKES).map_err(|e| e.to_string())?;
+    for (key, record) in legacy {
+        let wake = (!record.is_closed()).then_some(0);
+        let value = encode_order(&OrderWrite { record, wake_unix_nanos: wake }).map_err(|e| e.to_string())?;
+        orders.insert(key.as_str(), value.as_slice()).map_err(|e| e.to_string())?;
+        if let Some(wake) = wake {
+            wakes.insert((wake, key.as_str()), ()).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
 /// One order from the orders table.
 fn read_order(db: &SharedDatabase, key: &str) -> Result<Option<OrderRecord>, StoreError> {
     let db = shared(db);
     let tx = db.begin_read().map_err(read_err)?;
     let orders = tx.open_table(ORDERS).map_err(read_err)?;
     match orders.get(key).map_err(read_err)? {
-        Some(value) => serde_json::from_slice(value.value())
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() }),
+        Some(value) => decode_order(key, value.value()).map(Some),
         None => Ok(None),
     }
 }
@@ -340,15 +403,30 @@ fn write_err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl OrderStore for RedbStore {
-    fn load(&self) -> Result<LoadedState, StoreError> {
+    fn load(&self, max_orders: usize) -> Result<LoadedState, StoreError> {
         let db = shared(&self.db);
         let tx = db.begin_read().map_err(read_err)?;
         let mut state = LoadedState::default();
         let orders = tx.open_table(ORDERS).map_err(read_err)?;
+        // Only open orders are loaded, each known by its wake without decoding it; closed ones, and open ones
+        // beyond the hot set, are read back when named. Memory at startup is bounded as it is afterwards.
         for entry in orders.iter().map_err(read_err)? {
             let (key, value) = entry.map_err(read_err)?;
-            let order: OrderRecord = serde_json::from_slice(value.value())
-                .map_err(|e| StoreError::Corrupt { key: key.value().to_string(), reason: e.to_string() })?;
+            if matches!(split_order(value.value()).0, Some(None)) {
+                state.orders_left_in_store = true;
+                continue;
+            }
+            if state.orders.len() >= max_orders {
+                state.orders_left_in_store = true;
+                break;
+            }
+            let order = decode_order(key.value(), value.value())?;
+            // A value without a wake is an order written by an earlier version before this open could give it
+            // one; it may be closed.
+            if order.is_closed() {
+                state.orders_left_in_store = true;
+                continue;
+            }
             state.orders.push(order);
         }
         let aliases = tx.open_table(ALIASES).map_err(read_err)?;
@@ -410,9 +488,24 @@ impl OrderStore for RedbStore {
                 }
             }
             let mut orders = tx.open_table(ORDERS).map_err(write_err)?;
-            for order in &changes.orders {
-                let bytes = serde_json::to_vec(order).map_err(write_err)?;
-                orders.insert(order.key.as_str(), bytes.as_slice()).map_err(write_err)?;
+            let mut wakes = tx.open_table(WAKES).map_err(write_err)?;
+            for write in &changes.orders {
+                let key = write.record.key.as_str();
+                let value = encode_order(write).map_err(write_err)?;
+                // The value replaced says which wake the index has for the order: no read of the index is needed,
+                // and an unchanged wake (most writes) costs nothing more.
+                let old_wake = orders
+                    .insert(key, value.as_slice())
+                    .map_err(write_err)?
+                    .and_then(|old| split_order(old.value()).0.flatten());
+                if old_wake != write.wake_unix_nanos {
+                    if let Some(old) = old_wake {
+                        wakes.remove((old, key)).map_err(write_err)?;
+                    }
+                    if let Some(new) = write.wake_unix_nanos {
+                        wakes.insert((new, key), ()).map_err(write_err)?;
+                    }
+                }
             }
             let mut aliases = tx.open_table(ALIASES).map_err(write_err)?;
             for alias in &changes.aliases {
@@ -442,6 +535,25 @@ impl OrderStore for RedbStore {
         Box::new(move |key| read_order(&db, key))
     }
 
+    fn due_wakes(&self, now: u64, max: usize, in_memory: &dyn Fn(&str) -> bool) -> Result<Vec<String>, StoreError> {
+        let db = shared(&self.db);
+        let tx = db.begin_read().map_err(read_err)?;
+        let wakes = tx.open_table(WAKES).map_err(read_err)?;
+        let mut due = Vec::new();
+        let end = (now.saturating_add(1), "");
+        for entry in wakes.range(..end).map_err(read_err)?.take(max.saturating_mul(8)) {
+            let (key, _) = entry.map_err(read_err)?;
+            let (_, order) = key.value();
+            if !in_memory(order) {
+                due.push(order.to_string());
+                if due.len() >= max {
+                    break;
+                }
+            }
+        }
+        Ok(due)
+    }
+
     fn export_queue(&self) -> Arc<dyn ExportQueue> {
         self.queue.clone()
     }
@@ -459,7 +571,7 @@ mod tests {
         {
             let mut store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
             let changes = StateChanges {
-                orders: vec![order.clone()],
+                orders: vec![OrderWrite { record: order.clone(), wake_unix_nanos: Some(5) }],
                 aliases: vec![AliasRecord {
                     kind: "shipment".into(),
                     value: "SH-1".into(),
@@ -472,13 +584,88 @@ mod tests {
             store.commit(&changes, &[]).unwrap();
         }
         let store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
-        let state = store.load().unwrap();
+        let state = store.load(10).unwrap();
         assert_eq!(state.orders, vec![order.clone()]);
+        assert!(!state.orders_left_in_store);
         assert_eq!(state.aliases[0].value, "SH-1");
         assert_eq!(store.order("SO-1").unwrap(), Some(order));
         assert_eq!(store.order("SO-2").unwrap(), None);
         assert_eq!(state.pending, vec![(vec![7; 16], b"waiting".to_vec())]);
         assert_eq!(state.traces, vec![(vec![8; 16], b"orders".to_vec())]);
+    }
+
+    fn write(key: &str, wake: Option<u64>) -> OrderWrite {
+        let mut record = OrderRecord::new(key.into());
+        if wake.is_none() {
+            record.closed_at_unix_nanos = Some(1);
+        }
+        OrderWrite { record, wake_unix_nanos: wake }
+    }
+
+    fn commit_orders(store: &mut RedbStore, writes: Vec<OrderWrite>) {
+        store.commit(&StateChanges { orders: writes, ..Default::default() }, &[]).unwrap();
+    }
+
+    #[test]
+    fn the_index_of_wakes_follows_each_order_and_skips_orders_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
+        commit_orders(&mut store, vec![write("SO-A", Some(30)), write("SO-B", Some(10)), write("SO-C", Some(20))]);
+        let nothing_in_memory = |_: &str| false;
+        assert_eq!(store.due_wakes(25, 10, &nothing_in_memory).unwrap(), ["SO-B", "SO-C"], "earliest first");
+        // SO-B's wake moves later, SO-C closes: the index follows, with no entry left behind.
+        commit_orders(&mut store, vec![write("SO-B", Some(40)), write("SO-C", None)]);
+        assert_eq!(store.due_wakes(35, 10, &nothing_in_memory).unwrap(), ["SO-A"]);
+        assert_eq!(store.due_wakes(u64::MAX, 10, &nothing_in_memory).unwrap(), ["SO-A", "SO-B"]);
+        assert_eq!(store.due_wakes(u64::MAX, 1, &nothing_in_memory).unwrap(), ["SO-A"], "at most `max`");
+        assert_eq!(store.due_wakes(u64::MAX, 10, &|key| key == "SO-A").unwrap(), ["SO-B"], "in memory: skipped");
+        // The same wake written again changes nothing; the record itself is replaced.
+        let mut again = write("SO-A", Some(30));
+        again.record.span_count = 7;
+        commit_orders(&mut store, vec![again]);
+        assert_eq!(store.due_wakes(u64::MAX, 10, &nothing_in_memory).unwrap(), ["SO-A", "SO-B"]);
+        assert_eq!(store.order("SO-A").unwrap().unwrap().span_count, 7);
+    }
+
+    #[test]
+    fn startup_loads_open_orders_up_to_the_hot_set_and_leaves_the_rest_in_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
+        let mut writes: Vec<OrderWrite> = (0..10).map(|n| write(&format!("SO-{n}"), Some(n))).collect();
+        writes.push(write("SO-CLOSED", None));
+        commit_orders(&mut store, writes);
+        let state = store.load(4).unwrap();
+        assert_eq!(state.orders.len(), 4);
+        assert!(state.orders.iter().all(|o| !o.is_closed()));
+        assert!(state.orders_left_in_store);
+        let state = store.load(100).unwrap();
+        assert_eq!(state.orders.len(), 10, "every open order, and no closed one");
+        assert!(state.orders_left_in_store, "the closed order is still there, to be read back when named");
+        assert!(store.order("SO-CLOSED").unwrap().is_some_and(|o| o.is_closed()));
+    }
+
+    #[test]
+    fn orders_stored_by_an_earlier_version_are_given_a_wake_when_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
+            // As earlier versions wrote them: the JSON record alone.
+            let db = shared(&store.db);
+            let tx = db.begin_write().unwrap();
+            {
+                let mut orders = tx.open_table(ORDERS).unwrap();
+                for record in [write("SO-OPEN", Some(1)).record, write("SO-DONE", None).record] {
+                    let json = serde_json::to_vec(&record).unwrap();
+                    orders.insert(record.key.as_str(), json.as_slice()).unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        let store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
+        assert_eq!(store.due_wakes(0, 10, &|_| false).unwrap(), ["SO-OPEN"], "due at once, the closed one never");
+        assert_eq!(store.order("SO-OPEN").unwrap().unwrap().key, "SO-OPEN");
+        assert!(store.order("SO-DONE").unwrap().unwrap().is_closed());
+        assert_eq!(store.load(10).unwrap().orders.len(), 1);
     }
 
     fn export(n: u32) -> QueuedExport {

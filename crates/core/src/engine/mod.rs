@@ -23,10 +23,11 @@ mod records;
 mod settle;
 mod sla;
 mod stats;
+mod wake;
 
 pub use input::{flatten, ResourceContext, ScopeContext, SpanInput};
 pub use output::Output;
-pub use persistence::StateChanges;
+pub use persistence::{OrderWrite, StateChanges};
 pub use stats::{Coverage, EngineStats};
 
 use crate::config::Config;
@@ -148,9 +149,11 @@ impl Engine {
         engine
     }
 
-    /// Lets the engine evict open orders when memory is full and read them back when a span names them again.
-    pub fn set_order_loader(&mut self, loader: OrderLoader) {
+    /// Lets the engine evict open orders when memory is full and read them back when a span or their wake names
+    /// them again. `orders_left_in_store` says that the store holds orders that were not given to [`Engine::new`].
+    pub fn set_order_loader(&mut self, loader: OrderLoader, orders_left_in_store: bool) {
         self.loader = Some(Loader(loader));
+        self.cold |= orders_left_in_store;
     }
 
     pub fn config(&self) -> &Arc<Config> {

@@ -12,10 +12,19 @@ use crate::order::OrderRecord;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, TracesData};
 use std::collections::HashSet;
 
+/// An order to write, with when it next needs attention.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderWrite {
+    pub record: OrderRecord,
+    /// When the order's next clock check, settling or idle close is due (`wake.rs`); `None` for a closed order.
+    /// The store keeps an index of these, so that orders not in memory are read back when they are due.
+    pub wake_unix_nanos: Option<u64>,
+}
+
 /// State changes to persist after a call.
 #[derive(Debug, Default)]
 pub struct StateChanges {
-    pub orders: Vec<OrderRecord>,
+    pub orders: Vec<OrderWrite>,
     pub aliases: Vec<AliasRecord>,
     /// Spans waiting to inherit an order, per technical trace id: the encoded spans still waiting, or `None`
     /// when none wait any more.
@@ -160,8 +169,13 @@ impl Engine {
 
     /// The state changed since the last call.
     pub fn take_changes(&mut self) -> StateChanges {
+        let dirty: Vec<String> = self.persistence.dirty_orders.drain().collect();
+        let orders = dirty
+            .iter()
+            .filter_map(|k| self.orders.get(k))
+            .map(|order| OrderWrite { record: order.clone(), wake_unix_nanos: self.wake_of(order) })
+            .collect();
         let p = &mut self.persistence;
-        let orders = p.dirty_orders.drain().filter_map(|k| self.orders.get(&k).cloned()).collect();
         let aliases = p
             .dirty_aliases
             .drain()
@@ -211,7 +225,7 @@ impl Engine {
     pub fn commit_failed(&mut self, changes: StateChanges) {
         let p = &mut self.persistence;
         for order in changes.orders {
-            p.dirty_orders.insert(order.key);
+            p.dirty_orders.insert(order.record.key);
         }
         for alias in changes.aliases {
             if let Some(kind) = self.config.correlation.aliases.iter().position(|a| a.kind == alias.kind) {

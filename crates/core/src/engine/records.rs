@@ -273,8 +273,11 @@ impl Engine {
         }
         let evicted: Vec<String> = candidates.into_iter().map(|(_, key)| key.clone()).collect();
         for key in &evicted {
-            // Its running clocks and settling milestones stay indexed: when one comes due, the order is read back.
-            self.orders.remove(key);
+            // Its running clocks and settling milestones leave the in-memory indexes with it: the store's index of
+            // wakes has the order, and the order is read back when its wake passes (`wake.rs`).
+            if let Some(order) = self.orders.remove(key) {
+                self.unindex(&order);
+            }
         }
         self.stats.orders_evicted += evicted.len() as u64;
         self.cold = true;
@@ -305,8 +308,11 @@ impl Engine {
         if order.is_closed() {
             self.closed.push_back(order.key.clone());
         } else {
-            // Clocks of an order evicted by this engine are still indexed; those of one never loaded are not.
-            self.index_deadlines_not_indexed(&order);
+            // Its clocks and settling milestones left the indexes when it was evicted (or were never indexed, for
+            // an order not loaded at startup); they come back at the times its wake was computed with.
+            let (clocks_known, settling_due) = self.read_back_times(&order);
+            self.index_deadlines_known_since(&order, clocks_known);
+            self.index_unsettled_due(&order, settling_due);
         }
         self.stats.orders_loaded += 1;
         self.orders.insert(order.key.clone(), order);

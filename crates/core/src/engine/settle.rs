@@ -70,15 +70,29 @@ impl Engine {
         }
     }
 
-    /// Puts the reached but unsettled milestones of a loaded order back in the index; they settle the detection
-    /// delay after startup.
+    /// Puts the reached but unsettled milestones of an order loaded at startup back in the index; they settle the
+    /// detection delay after startup.
     pub(crate) fn index_unsettled(&mut self, order: &OrderRecord) {
+        self.index_unsettled_due(order, 0);
+    }
+
+    /// Puts the reached but unsettled milestones of `order` in the index, due at `due`.
+    pub(crate) fn index_unsettled_due(&mut self, order: &OrderRecord, due: u64) {
         if order.is_closed() {
             return;
         }
         for state in order.milestones.iter().filter(|s| s.reached.is_some() && !s.span_emitted) {
             if let Some(m) = self.config.taxonomy.milestone(&state.name) {
-                self.settling.insert(0, &order.key, m);
+                self.settling.insert(due, &order.key, m);
+            }
+        }
+    }
+
+    /// Takes the settling milestones of an order leaving memory out of the index.
+    pub(crate) fn unindex_settling(&mut self, order: &OrderRecord) {
+        for state in &order.milestones {
+            if let Some(m) = self.config.taxonomy.milestone(&state.name) {
+                self.settling.remove(&order.key, m);
             }
         }
     }

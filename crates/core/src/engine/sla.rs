@@ -40,10 +40,6 @@ impl DeadlineIndex {
         self.due.insert((key.to_string(), target), due);
     }
 
-    fn contains(&self, key: &str, target: usize) -> bool {
-        self.due.contains_key(&(key.to_string(), target))
-    }
-
     fn remove(&mut self, key: &str, target: usize) {
         if let Some(due) = self.due.remove(&(key.to_string(), target)) {
             self.by_due.remove(&(due, key.to_string(), target));
@@ -72,31 +68,32 @@ impl Engine {
     /// after startup (`check_deadlines`) gives milestones still on their way, in a collector's retry queue say,
     /// the detection delay to arrive before their clocks are judged.
     pub(crate) fn index_deadlines(&mut self, order: &OrderRecord) {
-        self.index_deadlines_where(order, false);
+        self.index_deadlines_known_since(order, 0);
     }
 
-    /// As `index_deadlines`, for an order read back from the store: clocks still indexed from before it was
-    /// evicted keep the check time they were given.
-    pub(crate) fn index_deadlines_not_indexed(&mut self, order: &OrderRecord) {
-        self.index_deadlines_where(order, true);
-    }
-
-    fn index_deadlines_where(&mut self, order: &OrderRecord, skip_indexed: bool) {
+    /// As `index_deadlines`, for an order read back from the store: its clocks count as known since
+    /// `known_since`, and so are checked no sooner than the detection delay after it.
+    pub(crate) fn index_deadlines_known_since(&mut self, order: &OrderRecord, known_since: u64) {
         if order.is_closed() {
             return;
         }
         for state in &order.slas {
-            let pending = state.reached_at_unix_nanos.is_none()
-                && state.breached_at_unix_nanos.is_none()
-                && state.stopped_at_unix_nanos.is_none();
-            if pending && state.deadline_unix_nanos != u64::MAX {
+            if state.is_running() && state.deadline_unix_nanos != u64::MAX {
                 if let Some(target) = self.config.sla.targets.iter().position(|t| t.name == state.target) {
-                    if !(skip_indexed && self.clocks.contains(&order.key, target)) {
-                        self.schedule(&order.key, target, state.deadline_unix_nanos, 0);
-                    }
+                    self.schedule(&order.key, target, state.deadline_unix_nanos, known_since);
                 }
             }
         }
+    }
+
+    /// Takes the clocks and settling milestones of an order leaving memory out of the indexes.
+    pub(crate) fn unindex(&mut self, order: &OrderRecord) {
+        for state in &order.slas {
+            if let Some(target) = self.config.sla.targets.iter().position(|t| t.name == state.target) {
+                self.clocks.remove(&order.key, target);
+            }
+        }
+        self.unindex_settling(order);
     }
 
     /// Schedules the breach check of a clock: at its deadline plus the detection delay, but never sooner than the
@@ -139,8 +136,9 @@ impl Engine {
             return;
         }
         while let Some((key, target)) = self.clocks.pop_due(now) {
-            // An evicted order is read back for its deadline, so a clock breaches whether or not it is in memory;
-            // when memory is full of uncommitted orders, at the next tick, after the commit.
+            // The index holds clocks of orders in memory only, but an order may have been evicted since its clock
+            // was popped and deferred; it is read back, or when memory is full of uncommitted orders, the check
+            // waits for the next tick, after the commit.
             if matches!(self.warm(&key, false), Warm::NoRoom | Warm::Unreadable) {
                 self.clocks.insert(&key, target, now.saturating_add(1));
                 continue;

@@ -39,6 +39,9 @@ pub struct EngineStats {
     pub orders_evicted: u64,
     /// Evicted orders read back from the store because a span, a deadline or a settling milestone named them.
     pub orders_loaded: u64,
+    /// Orders read back from the store because their wake passed while they were not in memory: a clock to
+    /// breach, a milestone to settle or an idle close (a subset of `orders_loaded`).
+    pub orders_woken: u64,
     pub orders_closed: u64,
     pub aliases_learned: u64,
     /// Alias values not learned because `max_aliases` is reached.

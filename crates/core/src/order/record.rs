@@ -198,6 +198,13 @@ pub struct SlaState {
 }
 
 impl SlaState {
+    /// Whether the clock still runs: its milestone not reached, not breached, not stopped.
+    pub fn is_running(&self) -> bool {
+        self.reached_at_unix_nanos.is_none()
+            && self.breached_at_unix_nanos.is_none()
+            && self.stopped_at_unix_nanos.is_none()
+    }
+
     /// Decided by the source times alone once `to` is reached, so that the order in which spans arrived cannot
     /// make a milestone reached in time late.
     pub fn status(&self) -> SlaStatus {

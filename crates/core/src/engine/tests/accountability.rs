@@ -119,7 +119,7 @@ fn deadlines_survive_a_restart_and_a_breach_is_not_repeated_after_one() {
     process(&mut first, vec![capture(1, "SO-1", "standard", T0)], T0);
     settle(&mut first, T0);
     let deadline = T0 + END + 4 * HOUR;
-    let saved: Vec<OrderRecord> = first.take_changes().orders;
+    let saved: Vec<OrderRecord> = records(first.take_changes().orders);
 
     // Restarted before the deadline: the clock is still running and breaches on time.
     let mut second = Engine::new(config.clone(), saved, vec![]);
@@ -129,7 +129,7 @@ fn deadlines_survive_a_restart_and_a_breach_is_not_repeated_after_one() {
     assert_eq!(second.stats().pending_deadlines, 1);
     let (_, events) = tick(&mut second, deadline + delay() + SECOND);
     assert_eq!(breaches(&events), 1);
-    let saved: Vec<OrderRecord> = second.take_changes().orders;
+    let saved: Vec<OrderRecord> = records(second.take_changes().orders);
 
     // Restarted after the breach: nothing is reported again.
     let mut third = Engine::new(config, saved, vec![]);

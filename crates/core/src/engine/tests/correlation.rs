@@ -164,7 +164,7 @@ fn milestones_are_emitted_once_even_after_a_restart() {
     assert_eq!(out.iter().filter(|(_, s)| s.name == "order_capture").count(), 0);
 
     let changes = engine.take_changes();
-    let mut restarted = Engine::new(engine.config().clone(), changes.orders, changes.aliases);
+    let mut restarted = Engine::new(engine.config().clone(), records(changes.orders), changes.aliases);
     let out = run_settled(&mut restarted, vec![capture()], T0 + SECOND);
     assert_eq!(out.iter().filter(|(_, s)| s.name == "order_capture").count(), 0);
     assert!(out.iter().all(|(_, s)| s.name != "order SO-1"), "nor the root");
@@ -484,7 +484,7 @@ fn an_alias_value_shared_by_more_orders_than_the_cap_is_no_alias_and_is_reported
     let stored = changes.aliases.iter().find(|a| a.value == "N/A").expect("the placeholder is stored");
     assert!(stored.over_cap);
     assert!(stored.orders.is_empty());
-    let mut restarted = capped_engine_with(3, changes.orders, changes.aliases);
+    let mut restarted = capped_engine_with(3, records(changes.orders), changes.aliases);
     let (out, events) = process(&mut restarted, vec![keyed(7)], T0 + 20 * SECOND);
     assert!(over_cap_events(&events).is_empty(), "not reported again after a restart");
     assert_eq!(in_order_trace(&out, "SO-7").len(), 1);
@@ -559,7 +559,7 @@ fn a_cap_lowered_since_a_value_was_stored_applies_at_restart_and_is_written_back
     assert_eq!(stored.orders.len(), 3);
     assert!(!stored.over_cap);
 
-    let mut restarted = capped_engine_with(2, changes.orders, changes.aliases);
+    let mut restarted = capped_engine_with(2, records(changes.orders), changes.aliases);
     assert_eq!(restarted.stats().aliases_over_cap, 1);
     let rewritten = restarted.take_changes();
     let stored = rewritten.aliases.iter().find(|a| a.value == "SH-C").expect("written back by the first commit");

@@ -205,3 +205,8 @@ pub(super) fn process(
 pub(super) fn breaches(events: &[events::Event]) -> usize {
     events.iter().filter(|e| matches!(e, events::Event::SlaBreached { .. })).count()
 }
+
+/// The records of the orders a commit writes, as a restarted engine is given them.
+pub(super) fn records(writes: Vec<OrderWrite>) -> Vec<OrderRecord> {
+    writes.into_iter().map(|write| write.record).collect()
+}
