@@ -199,6 +199,7 @@ impl Pipeline {
         );
         let orders_left_in_store = state.orders_left_in_store;
         let mut engine = Engine::new(config.clone(), state.orders, state.aliases);
+        engine.correct_stored_wakes(state.stored_wakes);
         // Open orders beyond `correlation.max_orders` live in the store only and are read back when named: memory
         // holds a bounded hot set whatever the number of open orders.
         let reader = store.order_reader();
@@ -235,6 +236,7 @@ impl Pipeline {
             store_healthy: Arc::new(AtomicBool::new(true)),
             unsaved_exports: Vec::new(),
             wake_warned_at: 0,
+            next_wake_lookup: 0,
         };
         let store_healthy = worker.store_healthy.clone();
         let thread = std::thread::Builder::new()
@@ -284,23 +286,29 @@ struct Worker {
     unsaved_exports: Vec<QueuedExport>,
     /// When a failed lookup of due wakes was last logged (ordertrail's clock).
     wake_warned_at: u64,
+    /// When the store is next asked for due wakes (ordertrail's clock).
+    next_wake_lookup: u64,
 }
 
 /// Orders read back per tick at most because their wake passed: a burst of due clocks (an outage's worth) is
 /// worked through over several ticks instead of holding up span intake.
 const WAKES_PER_TICK: usize = 1024;
+/// How often the store is asked for due wakes: the engine's tick period.
+const WAKE_LOOKUP_PERIOD_NANOS: u64 = 100_000_000;
 
 impl Worker {
     /// Reads back the orders not in memory whose wake passed, so that this tick breaches their clocks, settles
     /// their milestones or closes them for idleness.
-    fn wake_due_orders(&mut self, now: u64) {
-        if !self.engine.has_cold_orders() {
+    fn wake_due_orders(&mut self, now: u64, out: &mut Output) {
+        // Once per tick period, not after every group of requests: the lookup is a read transaction.
+        if !self.engine.has_cold_orders() || now < self.next_wake_lookup {
             return;
         }
+        self.next_wake_lookup = now.saturating_add(WAKE_LOOKUP_PERIOD_NANOS);
         let engine = &self.engine;
         match self.store.due_wakes(now, WAKES_PER_TICK, &|key| engine.is_hot(key)) {
             Ok(due) if !due.is_empty() => {
-                self.engine.wake_orders(&due, now);
+                self.engine.wake_orders(&due, now, out);
             }
             Ok(_) => {}
             // The orders stay due and are looked for again at the next tick; one warning a minute says so.
@@ -390,7 +398,7 @@ impl Worker {
                 Command::Shutdown => shutdown = true,
             }
         }
-        self.wake_due_orders(now);
+        self.wake_due_orders(now, &mut out);
         self.engine.tick(now, &mut out);
         // With durable storage, spans still waiting for their order are on disk and wait on after a restart;
         // in memory mode they are passed on now rather than lost.

@@ -33,6 +33,8 @@ pub enum StoreError {
 pub struct LoadedState {
     /// Open orders, at most as many as `load` was asked for.
     pub orders: Vec<OrderRecord>,
+    /// The wake the store holds for each of `orders` (`Engine::correct_stored_wakes` compares them).
+    pub stored_wakes: Vec<(String, Option<u64>)>,
     /// Whether the store holds orders not in `orders`: open ones beyond the number asked for, or closed ones.
     pub orders_left_in_store: bool,
     pub aliases: Vec<AliasRecord>,

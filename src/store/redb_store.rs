@@ -412,7 +412,8 @@ impl OrderStore for RedbStore {
         // beyond the hot set, are read back when named. Memory at startup is bounded as it is afterwards.
         for entry in orders.iter().map_err(read_err)? {
             let (key, value) = entry.map_err(read_err)?;
-            if matches!(split_order(value.value()).0, Some(None)) {
+            let stored_wake = split_order(value.value()).0;
+            if matches!(stored_wake, Some(None)) {
                 state.orders_left_in_store = true;
                 continue;
             }
@@ -427,6 +428,7 @@ impl OrderStore for RedbStore {
                 state.orders_left_in_store = true;
                 continue;
             }
+            state.stored_wakes.push((order.key.clone(), stored_wake.flatten()));
             state.orders.push(order);
         }
         let aliases = tx.open_table(ALIASES).map_err(read_err)?;

@@ -6,12 +6,13 @@
 //! [`Engine::wake_orders`], which reads them back; the in-memory indexes then take over. Memory therefore holds
 //! clocks and settling milestones of the hot set only, however many orders are open.
 //!
-//! A wake is never later than what it stands for: it is computed from the record as the earliest of the breach
-//! checks of its running clocks, the settling of its reached milestones and its idle close, each by the rule the
-//! in-memory indexes use for an order read back. An order woken before it needed anything had a stale wake in
+//! A wake is computed from the record as the earliest of the breach checks of its running clocks, the settling of
+//! its reached milestones and its idle close, each at the time the in-memory indexes give it when the order is
+//! read back (`read_back_times`), so that a woken order has something due. An order woken before it needed anything had a stale wake in
 //! the store (written by an earlier version, or under another configuration); every woken order is written
 //! again, which corrects it.
 
+use super::output::Output;
 use super::records::Warm;
 use super::Engine;
 use crate::order::OrderRecord;
@@ -31,25 +32,45 @@ impl Engine {
         }
         let delay = nanos(self.config.sla.detection_delay);
         let (clocks_known, settling_due) = self.read_back_times(order);
+        // Only what the indexes take back when the order is read: a clock of a target no longer configured, or a
+        // milestone no longer in the taxonomy, would otherwise keep the wake in the past for good.
+        let configured = |target: &str| self.config.sla.targets.iter().any(|t| t.name == target);
         let clocks = order
             .slas
             .iter()
-            .filter(|s| s.is_running() && s.deadline_unix_nanos != u64::MAX)
+            .filter(|s| s.is_running() && s.deadline_unix_nanos != u64::MAX && configured(&s.target))
             .map(|s| s.deadline_unix_nanos.max(clocks_known).saturating_add(delay));
-        let settling = order.milestones.iter().any(|m| m.reached.is_some() && !m.span_emitted).then_some(settling_due);
+        let settling = order
+            .milestones
+            .iter()
+            .any(|m| m.reached.is_some() && !m.span_emitted && self.config.taxonomy.milestone(&m.name).is_some())
+            .then_some(settling_due);
         let idle = nanos(self.config.order_traces.idle_close_after);
         let granularity = (idle / IDLE_WAKE_GRANULARITY_DIVISOR).clamp(1, IDLE_WAKE_GRANULARITY_MAX_NANOS);
         let idle_due = order.last_activity_unix_nanos.saturating_add(idle);
         let idle_wake = idle_due.div_ceil(granularity).saturating_mul(granularity);
-        clocks.chain(settling).chain(std::iter::once(idle_wake)).min()
+        // u64::MAX is how the store writes "no wake".
+        clocks.chain(settling).chain(std::iter::once(idle_wake)).min().map(|wake| wake.min(u64::MAX - 1))
+    }
+
+    /// Compares the wakes the store holds for the orders loaded at startup with theirs, and writes again those that
+    /// differ: an earlier version wrote none, or the configuration changed. A stale wake would otherwise sit at the
+    /// front of the store's index, looked at on every lookup, until the order next changed.
+    pub fn correct_stored_wakes(&mut self, stored: Vec<(String, Option<u64>)>) {
+        for (key, wake) in stored {
+            let right = self.orders.get(&key).map(|order| self.wake_of(order));
+            if right.is_some_and(|right| right != wake) {
+                self.persistence.order_changed(&key);
+            }
+        }
     }
 
     /// For an order read back from the store: since when its running clocks count as known, and when its reached
-    /// milestones settle. Neither time was kept, so both are bounded from what the record has: a milestone was
-    /// reached by a span received at or before the order's last activity, and so settles the detection delay after
-    /// it at the latest; a clock started when its milestone settled, by then at the latest. Both may be later than
-    /// the times the order had in memory, never earlier, so a read-back order is judged no sooner than it would
-    /// have been.
+    /// milestones settle. Neither time is kept in the record, so both are taken as the detection delay after the
+    /// order's last activity, when a milestone reached by its last span settles if nothing holds it up. A read-back
+    /// order is therefore judged within about one detection delay of when it would have been in memory: a clock
+    /// started by a revision may breach up to that much later, one whose settling was held up (at startup, behind an
+    /// earlier reach) that much sooner. Keeping each clock's known-since time in the record would make them equal.
     pub(crate) fn read_back_times(&self, order: &OrderRecord) -> (u64, u64) {
         let delay = nanos(self.config.sla.detection_delay);
         let settling_due = order.last_activity_unix_nanos.saturating_add(delay);
@@ -71,7 +92,7 @@ impl Engine {
     /// clocks, settling milestones and idle closes are handled by the next [`Engine::tick`]. Stops when memory
     /// holds only orders with changes not yet committed; the rest are due again at the next tick, as they are
     /// during the hold after startup, when nothing is judged yet. Returns how many were read back.
-    pub fn wake_orders(&mut self, keys: &[String], now: u64) -> usize {
+    pub fn wake_orders(&mut self, keys: &[String], now: u64, out: &mut Output) -> usize {
         let started = self.clocks.started(now);
         if now < started.saturating_add(nanos(self.config.sla.detection_delay)) {
             return 0;
@@ -89,6 +110,16 @@ impl Engine {
             // it (orders woken after it cannot evict it first), and stores its wake afresh, which corrects a stale
             // one that would otherwise wake it at every tick.
             self.persistence.order_changed(key);
+            // Woken for its idle close, it closes now rather than at the next idle scan (up to a minute away):
+            // meanwhile, as the least recently active order, it would be evicted and woken again at every tick.
+            let idle = nanos(self.config.order_traces.idle_close_after);
+            let idle_due = self
+                .orders
+                .get(key.as_str())
+                .is_some_and(|o| !o.is_closed() && o.last_activity_unix_nanos.saturating_add(idle) <= now);
+            if idle_due {
+                self.close(key, super::records::IDLE.to_string(), now, out);
+            }
         }
         woken
     }

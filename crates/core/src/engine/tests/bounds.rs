@@ -170,6 +170,7 @@ fn tick_waking(
     store: &std::sync::Mutex<TestStore>,
     now: u64,
 ) -> (Vec<(String, Span)>, Vec<events::Event>) {
+    let mut out = Output::default();
     if engine.has_cold_orders() {
         let due: Vec<String> = store
             .lock()
@@ -180,9 +181,11 @@ fn tick_waking(
             .map(|(_, key)| key.clone())
             .filter(|key| !engine.is_hot(key))
             .collect();
-        engine.wake_orders(&due, now);
+        engine.wake_orders(&due, now, &mut out);
     }
-    tick(engine, now)
+    engine.tick(now, &mut out);
+    let events = std::mem::take(&mut out.events);
+    (collect(out), events)
 }
 
 #[test]
@@ -351,4 +354,41 @@ fn a_stale_wake_is_corrected_when_the_order_is_woken_early() {
 
 fn order_release() -> usize {
     default_config().sla.targets.iter().position(|t| t.name == "order_release").expect("a default target")
+}
+
+#[test]
+fn an_evicted_order_closes_for_idleness_when_its_wake_passes() {
+    let (mut engine, store) = hot_set_engine(4);
+    capture_orders(&mut engine, &store, 0..20);
+    assert!(engine.order("SO-0").is_none(), "evicted");
+    // A week and a day later (idle_close_after: 7 days) every order is idle; SO-0 is read back and closed at once.
+    let later = T0 + 8 * 24 * 3600 * SECOND;
+    let mut closed = HashSet::new();
+    for t in 0..20u64 {
+        let (_, events) = tick_waking(&mut engine, &store, later + t * SECOND / 10);
+        commit(&mut engine, &store);
+        for e in events {
+            if let events::Event::OrderClosed { order, reason, .. } = e {
+                assert_eq!(reason, "idle");
+                assert!(closed.insert(order), "closed once");
+            }
+        }
+    }
+    assert_eq!(closed.len(), 20, "every order closed for idleness, evicted or not");
+    let s = store.lock().unwrap();
+    assert!(s.orders.values().all(OrderRecord::is_closed));
+    assert!(s.wakes.is_empty(), "a closed order leaves the index of wakes");
+}
+
+#[test]
+fn a_clock_of_a_target_no_longer_configured_does_not_keep_an_order_waking() {
+    let (mut engine, store) = hot_set_engine(1_000);
+    capture_orders(&mut engine, &store, 0..1);
+    let mut config = default_config();
+    config.sla.targets.retain(|t| t.name != "order_release");
+    let restarted = Engine::new(Arc::new(config), store.lock().unwrap().orders.values().cloned().collect(), vec![]);
+    let order = restarted.order("SO-0").unwrap();
+    let wake = restarted.wake_of(order).unwrap();
+    let release = order.sla("order_release").expect("still recorded").deadline_unix_nanos;
+    assert!(wake > release, "the removed target's deadline is not the wake");
 }

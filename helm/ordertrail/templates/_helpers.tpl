@@ -1,0 +1,65 @@
+{{/* The chart's name, or nameOverride. */}}
+{{- define "ordertrail.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's objects are named after the release, and the chart unless the release name has it already. */}}
+{{- define "ordertrail.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "ordertrail.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ordertrail.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "ordertrail.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "ordertrail.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ordertrail
+{{- end }}
+
+{{- define "ordertrail.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ordertrail.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "ordertrail.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The configuration file the ConfigMap holds: the user's whole file, or `config` rendered. */}}
+{{- define "ordertrail.configFile" -}}
+{{- if .Values.configFile }}
+{{- .Values.configFile }}
+{{- else }}
+{{- toYaml .Values.config }}
+{{- end }}
+{{- end }}
+
+{{/* Settings sized together, checked before anything is rendered. */}}
+{{- define "ordertrail.checks" -}}
+{{- if gt (int .Values.memory.requestMiB) (int .Values.memory.limitMiB) }}
+{{- fail (printf "memory.requestMiB (%d) is above memory.limitMiB (%d)" (int .Values.memory.requestMiB) (int .Values.memory.limitMiB)) }}
+{{- end }}
+{{- $pipeline := default dict .Values.config.pipeline }}
+{{- if and (not .Values.configFile) $pipeline.memory_limit_mib }}
+{{- if ge (int $pipeline.memory_limit_mib) (int .Values.memory.limitMiB) }}
+{{- fail (printf "config.pipeline.memory_limit_mib (%d) must be below memory.limitMiB (%d), or the container is killed before ordertrail refuses spans" (int $pipeline.memory_limit_mib) (int .Values.memory.limitMiB)) }}
+{{- end }}
+{{- end }}
+{{- end }}
