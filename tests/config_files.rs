@@ -15,6 +15,18 @@ fn a_production_style_file_is_valid() {
 }
 
 #[test]
+fn an_exporter_section_as_a_collector_user_writes_it_is_valid() {
+    let (ok, text) = validate("tests/testdata/good-collector-keys.yaml");
+    assert!(ok, "{text}");
+    let printed = Command::new(env!("CARGO_BIN_EXE_ordertrail"))
+        .args(["validate-config", "tests/testdata/good-collector-keys.yaml", "--print"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.contains("multiplier: 1.5"), "{printed}");
+}
+
+#[test]
 fn the_embedded_default_round_trips_through_a_file() {
     let printed = Command::new(env!("CARGO_BIN_EXE_ordertrail")).arg("print-default-config").output().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -34,7 +46,17 @@ fn bad_files_name_file_key_and_reason_and_fail() {
             "rules[0].milestone",
             "`shipment_confirmation` is not a milestone",
         ),
-        ("tests/testdata/bad-exporter.yaml", "exporters.otlp.endpoint", "must be an http:// or https:// URL"),
+        (
+            "tests/testdata/bad-exporter.yaml",
+            "exporters.otlp.endpoint",
+            "must be an http:// or https:// URL for protocol http/protobuf (host:port is taken for grpc only",
+        ),
+        (
+            "tests/testdata/bad-tls-skip-verify.yaml",
+            "exporters.otlp.tls.insecure_skip_verify",
+            "is not supported: ordertrail always verifies the backend's certificate; give the CA",
+        ),
+        ("tests/testdata/bad-sending-queue-disabled.yaml", "exporters.otlp.sending_queue.enabled", "always queues"),
         (
             "tests/testdata/bad-compression-level.yaml",
             "exporters.otlp.compression_params.level",

@@ -151,11 +151,18 @@ async fn readyz(State(state): State<ApiState>) -> Response {
 async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let registry = state.metrics.registry();
+    let process = crate::metrics::process::ProcessSample::read();
     if accept.contains("application/openmetrics-text") {
-        let body = registry.render_openmetrics();
+        let mut body = registry.render_openmetrics();
+        // The process's series go before the closing `# EOF`, which must end the exposition.
+        let end = body.rfind("# EOF\n").unwrap_or(body.len());
+        body.truncate(end);
+        body.push_str(&process.render(true));
+        body.push_str("# EOF\n");
         ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
     } else {
-        let body = registry.render_prometheus();
+        let mut body = registry.render_prometheus();
+        body.push_str(&process.render(false));
         ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
     }
 }

@@ -354,12 +354,16 @@ async fn send_entries(
     }
 }
 
-/// The backoff before retry `attempt` (0-based): exponential, capped, with ±50 % jitter so that many senders
-/// recovering from one outage do not retry in step.
+/// The backoff before retry `attempt` (0-based): `initial_interval` times `multiplier` per attempt, capped at
+/// `max_interval`, drawn within `randomization_factor` either side so that many senders recovering from one outage
+/// do not retry in step (the collector's rule).
 pub fn backoff(retry: &RetryConfig, attempt: u32) -> Duration {
-    let base = retry.initial_interval.saturating_mul(2u32.saturating_pow(attempt.min(30))).min(retry.max_interval);
-    let jitter = rand::thread_rng().gen_range(0.5..1.5);
-    base.mul_f64(jitter).min(retry.max_interval)
+    let growth = retry.multiplier.powi(i32::try_from(attempt.min(64)).unwrap_or(64));
+    let cap = retry.max_interval.as_secs_f64();
+    let base = (retry.initial_interval.as_secs_f64() * growth).min(cap);
+    let factor = retry.randomization_factor;
+    let jitter = if factor > 0.0 { rand::thread_rng().gen_range(1.0 - factor..=1.0 + factor) } else { 1.0 };
+    Duration::from_secs_f64((base * jitter).min(cap))
 }
 
 /// Delivers a request in requests the backend accepts: cut to `max_bytes` first, and halved again whenever the
@@ -495,6 +499,8 @@ mod tests {
             initial_interval: Duration::from_millis(100),
             max_interval: Duration::from_secs(1),
             max_elapsed_time: None,
+            multiplier: 2.0,
+            randomization_factor: 0.5,
         };
         for _ in 0..100 {
             let first = backoff(&retry, 0);
@@ -503,5 +509,10 @@ mod tests {
             assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(600), "{third:?}");
             assert!(backoff(&retry, 20) <= Duration::from_secs(1));
         }
+        // The collector's defaults, and no randomisation: exactly 100 ms, 150 ms, 225 ms.
+        let exact = RetryConfig { multiplier: 1.5, randomization_factor: 0.0, ..retry };
+        assert_eq!(backoff(&exact, 0), Duration::from_millis(100));
+        assert_eq!(backoff(&exact, 2), Duration::from_secs_f64(0.225));
+        assert_eq!(backoff(&exact, u32::MAX), Duration::from_secs(1), "capped, without overflow");
     }
 }

@@ -66,6 +66,8 @@ pub struct OrderMetrics {
     orders_closed: Counter,
     fill_ratio: Histogram,
     open_orders: Gauge,
+    stalled_orders: Gauge,
+    open_exceptions: Gauge,
     pending_deadlines: Gauge,
     milestones_settling: Gauge,
     coverage: Counter,
@@ -317,6 +319,15 @@ impl OrderMetrics {
                 |s| s.traces_evicted,
             ),
         ];
+        // The bound of the export queue, so that an alert can compare the queue with it.
+        let queue_max_bytes = r.gauge(
+            "ordertrail_export_queue_max_bytes",
+            "The bound of the persistent export queue (exporters.otlp.sending_queue.max_bytes).",
+            &[],
+        );
+        if let Some(exporter) = &config.exporter {
+            queue_max_bytes.set(&[], exporter.max_queue_bytes as f64);
+        }
         OrderMetrics {
             transition: r.histogram(
                 "ordertrail_milestone_transition_seconds",
@@ -363,6 +374,16 @@ impl OrderMetrics {
                 &RATIO_BUCKETS,
             ),
             open_orders: r.gauge("ordertrail_open_orders", "Open orders by current stage.", &["stage"]),
+            stalled_orders: r.gauge(
+                "ordertrail_orders_stalled",
+                "Open orders with an SLA clock overdue, by the stage they are at and the owner of the next action.",
+                &["stage", "owner"],
+            ),
+            open_exceptions: r.gauge(
+                "ordertrail_open_exceptions",
+                "Open exceptions on open orders, by class and owner.",
+                &["class", "owner"],
+            ),
             pending_deadlines: r.gauge("ordertrail_sla_clocks_running", "SLA clocks running.", &[]),
             milestones_settling: r.gauge(
                 "ordertrail_milestones_settling",
@@ -517,6 +538,11 @@ impl OrderMetrics {
         }
         self.open_orders
             .replace_all(stats.open_orders_by_stage.iter().map(|(s, n)| (vec![s.clone()], *n as f64)).collect());
+        let pairs = |counts: &ordertrail_core::engine::PairCounts| {
+            counts.iter().map(|((a, b), n)| (vec![a.clone(), b.clone()], *n as f64)).collect()
+        };
+        self.stalled_orders.replace_all(pairs(&stats.stalled_orders));
+        self.open_exceptions.replace_all(pairs(&stats.open_exceptions));
         self.pending_deadlines.set(&[], stats.pending_deadlines as f64);
         self.milestones_settling.set(&[], stats.milestones_settling as f64);
         self.pending_spans.set(&[], pending_spans as f64);

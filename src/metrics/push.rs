@@ -216,6 +216,8 @@ mod tests {
                 initial_interval: Duration::from_secs(1),
                 max_interval: Duration::from_secs(1),
                 max_elapsed_time: None,
+                multiplier: 1.5,
+                randomization_factor: 0.5,
             },
             queue_size: 1,
             num_consumers: 1,

@@ -7,6 +7,7 @@ configuration and whose `print-default-config` the chart's defaults are held to.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -89,7 +90,7 @@ class EveryRenderedObjectIsValid(unittest.TestCase):
                             kubernetes_validate.validate(obj, version, strict=True)
                         except kubernetes_validate.ValidationError as e:
                             self.fail(f"{obj['kind']} {obj['metadata']['name']} on {version}: {e}")
-                config = one(objs, "ConfigMap")["data"]["config.yaml"]
+                config = one(objs, "ConfigMap", "ordertrail")["data"]["config.yaml"]
                 checked = validate_config(config)
                 self.assertEqual(checked.returncode, 0, f"ordertrail refuses the rendered config:\n{checked.stderr}")
 
@@ -142,7 +143,7 @@ class EveryRenderedObjectIsValid(unittest.TestCase):
 
     def test_a_whole_configuration_file_is_used_as_given(self):
         objs = objects(render(values_of(CHART / "ci" / "config-file-values.yaml")))
-        config = yaml.safe_load(one(objs, "ConfigMap")["data"]["config.yaml"])
+        config = yaml.safe_load(one(objs, "ConfigMap", "ordertrail")["data"]["config.yaml"])
         self.assertEqual(config["exporters"]["otlp"]["endpoint"], "http://tempo-distributor.observability.svc:4317")
         self.assertNotIn("correlation", config, "the chart's `config` is not mixed in")
 
@@ -155,6 +156,23 @@ class EveryRenderedObjectIsValid(unittest.TestCase):
         api = one(objs, "Service", "ordertrail-api")
         for key, value in monitor["spec"]["selector"]["matchLabels"].items():
             self.assertEqual(api["metadata"]["labels"][key], value)
+
+
+class MonitoringObjects(unittest.TestCase):
+    def test_the_prometheus_rule_carries_the_alerting_rules_file(self):
+        objs = objects(render({"prometheusRule": {"enabled": True, "labels": {"release": "kps"}}}))
+        rule = one(objs, "PrometheusRule")
+        self.assertEqual(rule["metadata"]["labels"]["release"], "kps")
+        alerts = yaml.safe_load((CHART / "files" / "ordertrail-alerts.yaml").read_text())
+        self.assertEqual(rule["spec"]["groups"], alerts["groups"])
+
+    def test_the_dashboard_config_map_carries_the_dashboard_for_grafanas_sidecar(self):
+        objs = objects(render({"grafanaDashboard": {"enabled": True}}))
+        dashboard = one(objs, "ConfigMap", "ordertrail-dashboard")
+        self.assertEqual(dashboard["metadata"]["labels"]["grafana_dashboard"], "1")
+        parsed = json.loads(dashboard["data"]["ordertrail.json"])
+        self.assertEqual(parsed, json.loads((CHART / "files" / "ordertrail-dashboard.json").read_text()))
+        kubernetes_validate.validate(dashboard, KUBERNETES_VERSIONS[-1], strict=True)
 
 
 class BadValuesAreRefused(unittest.TestCase):
@@ -178,7 +196,7 @@ class BadValuesAreRefused(unittest.TestCase):
 
     def test_a_configuration_ordertrail_would_refuse_is_caught_before_it_reaches_a_cluster(self):
         objs = objects(render({"config": {"correlation": {"max_orders": 0}}}))
-        checked = validate_config(one(objs, "ConfigMap")["data"]["config.yaml"])
+        checked = validate_config(one(objs, "ConfigMap", "ordertrail")["data"]["config.yaml"])
         self.assertNotEqual(checked.returncode, 0)
         self.assertIn("correlation.max_orders", checked.stderr)
 

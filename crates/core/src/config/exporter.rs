@@ -84,6 +84,9 @@ pub struct RawTls {
     pub key_file: Option<String>,
     /// Server name to verify, when it differs from the endpoint host.
     pub server_name_override: Option<String>,
+    /// The collector's switch to accept any server certificate. ordertrail does not offer it: the order traces
+    /// carry customers' and approvers' data. Stating it `true` stops startup with what to do instead.
+    pub insecure_skip_verify: bool,
 }
 
 /// Batching, as the collector's batch processor.
@@ -123,6 +126,11 @@ pub struct RawRetry {
     /// holding the queue, which pushes back on senders instead of dropping.
     #[serde(with = "humantime_serde")]
     pub max_elapsed_time: Duration,
+    /// Each backoff is the previous one times this, as the collector's `retry_on_failure.multiplier`.
+    pub multiplier: f64,
+    /// Each backoff is drawn within this share either side of its value, so that senders recovering from one
+    /// outage do not retry in step.
+    pub randomization_factor: f64,
 }
 
 impl Default for RawRetry {
@@ -132,6 +140,9 @@ impl Default for RawRetry {
             initial_interval: Duration::from_secs(5),
             max_interval: Duration::from_secs(30),
             max_elapsed_time: Duration::ZERO,
+            // The collector's defaults.
+            multiplier: 1.5,
+            randomization_factor: 0.5,
         }
     }
 }
@@ -140,6 +151,9 @@ impl Default for RawRetry {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawSendingQueue {
+    /// The collector's switch for its queue. ordertrail always queues (its export queue is what keeps an
+    /// acknowledged span through a crash); stating `false` stops startup with why.
+    pub enabled: bool,
     /// Batches waiting for a worker; when full the pipeline pushes back on receivers.
     pub queue_size: usize,
     /// Concurrent export requests.
@@ -151,7 +165,7 @@ pub struct RawSendingQueue {
 
 impl Default for RawSendingQueue {
     fn default() -> RawSendingQueue {
-        RawSendingQueue { queue_size: 64, num_consumers: 4, max_bytes: 1024 * 1024 * 1024 }
+        RawSendingQueue { enabled: true, queue_size: 64, num_consumers: 4, max_bytes: 1024 * 1024 * 1024 }
     }
 }
 
@@ -205,6 +219,8 @@ pub struct RetryConfig {
     pub max_interval: Duration,
     /// `None` retries forever.
     pub max_elapsed_time: Option<Duration>,
+    pub multiplier: f64,
+    pub randomization_factor: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -251,12 +267,7 @@ impl RawOtlpExporter {
             }
         };
         let endpoint = self.endpoint.clone().ok_or_else(|| check.err(format!("{key}.endpoint"), "is required"))?;
-        let scheme_ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
-        if !scheme_ok || endpoint.len() <= "https://".len() {
-            return Err(
-                check.err(format!("{key}.endpoint"), format!("`{endpoint}` must be an http:// or https:// URL"))
-            );
-        }
+        let endpoint = self.endpoint_url(check, key, endpoint, protocol)?;
         let endpoint = match protocol {
             ExportProtocol::Grpc => endpoint,
             ExportProtocol::HttpProtobuf => {
@@ -286,7 +297,22 @@ impl RawOtlpExporter {
             initial_interval: r.initial_interval,
             max_interval: r.max_interval,
             max_elapsed_time: (!r.max_elapsed_time.is_zero()).then_some(r.max_elapsed_time),
+            multiplier: r.multiplier,
+            randomization_factor: r.randomization_factor,
         };
+        if !(1.0..=100.0).contains(&r.multiplier) {
+            return Err(check.err(format!("{key}.retry_on_failure.multiplier"), "must be within 1..=100"));
+        }
+        if !(0.0..=1.0).contains(&r.randomization_factor) {
+            return Err(check.err(format!("{key}.retry_on_failure.randomization_factor"), "must be within 0..=1"));
+        }
+        if !self.sending_queue.enabled {
+            return Err(check.err(
+                format!("{key}.sending_queue.enabled"),
+                "ordertrail always queues what it exports: its export queue is what keeps an acknowledged span \
+                 through a crash or a backend outage; remove the key, and bound the queue with sending_queue.max_bytes",
+            ));
+        }
         if retry.initial_interval.is_zero() || retry.max_interval < retry.initial_interval {
             return Err(check.err(
                 format!("{key}.retry_on_failure.max_interval"),
@@ -346,7 +372,50 @@ impl RawOtlpExporter {
         }
     }
 
+    /// The endpoint as a URL. A URL is taken as it is; for gRPC, `host:port` too, as the collector takes it: over
+    /// TLS unless `tls.insecure` is true.
+    fn endpoint_url(
+        &self,
+        check: &Checker<'_>,
+        key: &str,
+        endpoint: String,
+        protocol: ExportProtocol,
+    ) -> Result<String, ConfigError> {
+        let has_scheme = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+        if has_scheme && endpoint.len() > "https://".len() {
+            return Ok(endpoint);
+        }
+        let host_port = !endpoint.contains("://")
+            && endpoint.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+        match protocol {
+            ExportProtocol::Grpc if host_port => {
+                let insecure = self.tls.as_ref().is_some_and(|t| t.insecure);
+                Ok(format!("{}://{endpoint}", if insecure { "http" } else { "https" }))
+            }
+            ExportProtocol::Grpc => Err(check.err(
+                format!("{key}.endpoint"),
+                format!("`{endpoint}` is neither an http:// or https:// URL nor host:port"),
+            )),
+            ExportProtocol::HttpProtobuf => Err(check.err(
+                format!("{key}.endpoint"),
+                format!(
+                    "`{endpoint}` must be an http:// or https:// URL for protocol http/protobuf (host:port is \
+                     taken for grpc only, as the collector does)"
+                ),
+            )),
+        }
+    }
+
     fn tls_config(&self, check: &Checker<'_>, key: &str, endpoint: &str) -> Result<Option<TlsConfig>, ConfigError> {
+        if self.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+            return Err(check.err(
+                format!("{key}.tls.insecure_skip_verify"),
+                "is not supported: ordertrail always verifies the backend's certificate; give the CA that signed \
+                 it with tls.ca_file (or tls.insecure for plain text inside a trusted network)",
+            ));
+        }
         let tls = match &self.tls {
             Some(t) if !t.insecure => {
                 if t.cert_file.is_some() != t.key_file.is_some() {

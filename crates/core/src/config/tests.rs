@@ -237,3 +237,21 @@ fn a_key_given_twice_is_named_in_its_section_with_its_position() {
     assert!(err.starts_with("twice.yaml: key `correlation"), "{err}");
     assert!(err.contains("duplicate field `inherit_wait`") && err.contains("line 2"), "{err}");
 }
+
+#[test]
+fn a_grpc_endpoint_given_as_host_and_port_uses_tls_unless_insecure_as_the_collector_does() {
+    let endpoint = |otlp: &str| {
+        let file = format!("exporters:\n  otlp:\n{otlp}");
+        parse(&file, "exporter.yaml").map(|c| c.exporter.map(|e| (e.endpoint, e.tls.is_some())))
+    };
+    assert_eq!(endpoint("    endpoint: tempo:4317\n").unwrap(), Some(("https://tempo:4317".into(), true)));
+    assert_eq!(
+        endpoint("    endpoint: tempo:4317\n    tls: {insecure: true}\n").unwrap(),
+        Some(("http://tempo:4317".into(), false))
+    );
+    assert_eq!(endpoint("    endpoint: 10.0.0.7:4317\n").unwrap(), Some(("https://10.0.0.7:4317".into(), true)));
+    for bad in ["tempo", "tempo:port", ":4317", "tempo:4317/v1"] {
+        let err = endpoint(&format!("    endpoint: \"{bad}\"\n")).unwrap_err().to_string();
+        assert!(err.contains("exporters.otlp.endpoint") && err.contains("nor host:port"), "{bad}: {err}");
+    }
+}

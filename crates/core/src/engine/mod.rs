@@ -28,7 +28,7 @@ mod wake;
 pub use input::{flatten, ResourceContext, ScopeContext, SpanInput};
 pub use output::Output;
 pub use persistence::{OrderWrite, StateChanges};
-pub use stats::{Coverage, EngineStats};
+pub use stats::{Coverage, EngineStats, PairCounts};
 
 use crate::config::Config;
 use crate::order::{AliasRecord, OrderRecord};
@@ -204,6 +204,8 @@ impl Engine {
         if now >= self.next_stats_refresh {
             self.next_stats_refresh = now.saturating_add(STATS_REFRESH_NANOS);
             self.stats.open_orders_by_stage = stats::open_orders_by_stage(&self.config.taxonomy, self.orders.values());
+            (self.stats.stalled_orders, self.stats.open_exceptions) =
+                stats::stalled_and_exceptions(&self.config.taxonomy, self.orders.values(), now);
             self.stats.coverage = self.coverage.snapshot();
         }
         if now >= self.next_idle_scan {

@@ -4,7 +4,8 @@
 use super::attributes;
 use super::input::SpanInput;
 use crate::config::Taxonomy;
-use crate::order::progress::stage_and_next;
+use crate::order::progress::{next_owner, stage_and_next};
+use crate::order::status::OrderSlaStatus;
 use crate::order::OrderRecord;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -65,6 +66,11 @@ pub struct EngineStats {
     pub coverage: BTreeMap<(String, String), Coverage>,
     /// Open orders by current stage (gauge), recounted at most once a second.
     pub open_orders_by_stage: BTreeMap<String, u64>,
+    /// Open orders in memory whose SLA standing is breached (a clock overdue), by stage and the owner of the next
+    /// action: the orders stalled, and whose move it is (gauge).
+    pub stalled_orders: PairCounts,
+    /// Open exceptions on open orders in memory, by class and owner (gauge).
+    pub open_exceptions: PairCounts,
     /// Running SLA clocks (gauge).
     pub pending_deadlines: u64,
     /// Reached milestones waiting for the detection delay before they settle (gauge).
@@ -144,6 +150,33 @@ impl CoverageCounter {
 }
 
 /// Open orders by their current stage (`none` before the first main-path milestone).
+/// Counts by a pair of labels (stage and owner, class and owner).
+pub type PairCounts = BTreeMap<(String, String), u64>;
+
+/// The stalled orders by stage and owner of the next action, and the open exceptions by class and owner, of the
+/// open orders among `orders` at `now`.
+pub(crate) fn stalled_and_exceptions<'o>(
+    taxonomy: &Taxonomy,
+    orders: impl Iterator<Item = &'o OrderRecord>,
+    now: u64,
+) -> (PairCounts, PairCounts) {
+    let mut stalled = PairCounts::new();
+    let mut exceptions = PairCounts::new();
+    for order in orders.filter(|o| !o.is_closed()) {
+        for exception in order.open_exceptions() {
+            *exceptions.entry((exception.class.clone(), exception.owner.clone())).or_default() += 1;
+        }
+        if order.sla_status(now) != OrderSlaStatus::Breached {
+            continue;
+        }
+        let (stage, next) = stage_and_next(taxonomy, order);
+        let stage = stage.map_or("none", |m| m.name.as_str());
+        let owner = next.map_or("none", |m| next_owner(order, m));
+        *stalled.entry((stage.to_string(), owner.to_string())).or_default() += 1;
+    }
+    (stalled, exceptions)
+}
+
 pub(crate) fn open_orders_by_stage<'o>(
     taxonomy: &Taxonomy,
     orders: impl Iterator<Item = &'o OrderRecord>,

@@ -436,3 +436,27 @@ fn a_sender_not_trusted_to_declare_labels_cannot_cancel_an_order_and_stop_its_cl
     let (_, events) = tick(&mut engine, T0 + END + 4 * HOUR + delay());
     assert_eq!(breaches(&events), 0, "a cancelled order's clocks stop");
 }
+
+#[test]
+fn stalled_orders_and_open_exceptions_are_counted_by_whose_move_it_is() {
+    let mut engine = Engine::new(Arc::new(default_config()), vec![], vec![]);
+    process(&mut engine, vec![milestone("erp", "order.create", "SO-1", T0)], T0);
+    process(
+        &mut engine,
+        vec![milestone("erp", "order.create", "SO-2", T0 + 3 * 3600 * SECOND)],
+        T0 + 3 * 3600 * SECOND,
+    );
+    settle(&mut engine, T0 + 3 * 3600 * SECOND);
+    // Five hours after SO-1's capture its release (4 h) is overdue; SO-2's is not yet.
+    tick(&mut engine, T0 + 5 * 3600 * SECOND);
+    let stats = engine.stats();
+    let stalled: Vec<_> = stats.stalled_orders.iter().collect();
+    let config = default_config();
+    let awaited = config.taxonomy.milestones.iter().find(|m| m.name == "credit_approval").unwrap();
+    assert_eq!(stalled, [(&("order_capture".to_string(), awaited.owner.clone()), &1)], "{stats:?}");
+    // The breach is an open exception of the owner of the overdue milestone.
+    let release_owner = &config.taxonomy.milestones.iter().find(|m| m.name == "pick_release").unwrap().owner;
+    let breaches: u64 =
+        stats.open_exceptions.iter().filter(|((_, owner), _)| owner == release_owner).map(|(_, n)| *n).sum();
+    assert_eq!(breaches, 1, "{:?}", stats.open_exceptions);
+}
