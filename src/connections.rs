@@ -4,6 +4,7 @@
 //! connections took every file descriptor and no OTLP request or readiness probe got through (issue 10).
 
 use crate::telemetry::Counters;
+use crate::tls::ServerTls;
 use ordertrail_core::config::ConnectionLimits;
 use std::future::Future;
 use std::io;
@@ -157,31 +158,124 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Connection<T> {
     }
 }
 
-impl tonic::transport::server::Connected for Connection<TcpStream> {
-    type ConnectInfo = Peer;
+/// A connection as a server reads it: plain, or TLS over the guarded connection (so that the idle and
+/// first-bytes deadlines count the bytes on the wire, handshake included).
+#[derive(Debug)]
+pub enum Stream {
+    Plain(Connection<TcpStream>),
+    Tls(Box<tokio_rustls::server::TlsStream<Connection<TcpStream>>>),
+}
 
-    fn connect_info(&self) -> Peer {
-        Peer(self.peer)
+impl Stream {
+    pub fn peer(&self) -> SocketAddr {
+        match self {
+            Stream::Plain(connection) => connection.peer,
+            Stream::Tls(tls) => tls.get_ref().0.peer,
+        }
     }
 }
 
-/// A listener that accepts within `limits`.
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(c) => Pin::new(c).poll_read(cx, buf),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(c) => Pin::new(c).poll_write(cx, data),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(c) => Pin::new(c).poll_flush(cx),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(c) => Pin::new(c).poll_shutdown(cx),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(c) => Pin::new(c).poll_write_vectored(cx, bufs),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(c) => c.is_write_vectored(),
+            Stream::Tls(t) => t.is_write_vectored(),
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Stream {
+    type ConnectInfo = Peer;
+
+    fn connect_info(&self) -> Peer {
+        Peer(self.peer())
+    }
+}
+
+/// A listener that accepts within `limits`, over TLS when it has one.
 #[derive(Debug)]
 pub struct LimitedListener {
     listener: TcpListener,
     limits: ConnectionLimits,
     places: Arc<Semaphore>,
     counters: Arc<Counters>,
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl LimitedListener {
     pub fn new(listener: TcpListener, limits: ConnectionLimits, counters: Arc<Counters>) -> LimitedListener {
         let places = Arc::new(Semaphore::new(limits.max_connections));
-        LimitedListener { listener, limits, places, counters }
+        LimitedListener { listener, limits, places, counters, tls: None }
+    }
+
+    /// Serves every connection over TLS.
+    pub fn with_tls(mut self, tls: Option<Arc<ServerTls>>) -> LimitedListener {
+        self.tls = tls;
+        self
     }
 
     pub fn limits(&self) -> ConnectionLimits {
         self.limits
+    }
+
+    /// The TLS handshake of an accepted connection, when the listener has TLS; it must end within the
+    /// first-bytes time (`read_header_timeout`), and a failed one is counted and closes the connection.
+    fn secure(&self, connection: Connection<TcpStream>) -> impl Future<Output = io::Result<Stream>> + Send + 'static {
+        let acceptor = self.tls.as_ref().map(|tls| tls.acceptor());
+        let (counters, timeout) = (self.counters.clone(), self.limits.read_header_timeout);
+        async move {
+            let Some(acceptor) = acceptor else { return Ok(Stream::Plain(connection)) };
+            let peer = connection.peer;
+            let result = match tokio::time::timeout(timeout, acceptor.accept(connection)).await {
+                Ok(result) => result,
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
+            };
+            result.map(|tls| Stream::Tls(Box::new(tls))).inspect_err(|e| {
+                Counters::add(&counters.tls_handshakes_failed, 1);
+                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+            })
+        }
     }
 
     /// The next connection within the cap. Connections over it are closed at once and counted; accept errors
@@ -207,9 +301,10 @@ impl LimitedListener {
         }
     }
 
-    /// The accepted connections as a stream, for tonic.
-    pub fn into_stream(self) -> impl tokio_stream::Stream<Item = io::Result<Connection<TcpStream>>> + Send + 'static {
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
+    /// The accepted connections as a stream, for tonic. TLS handshakes run each in a task of its own, so that a
+    /// slow one does not hold up the connections behind it; a failed one never reaches the server.
+    pub fn into_stream(self) -> impl tokio_stream::Stream<Item = io::Result<Stream>> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             loop {
                 // When the server stops taking connections (shutdown), the listener closes at once rather than
@@ -218,9 +313,13 @@ impl LimitedListener {
                     accepted = self.accept() => accepted,
                     () = tx.closed() => break,
                 };
-                if tx.send(Ok(accepted)).await.is_err() {
-                    break;
-                }
+                let handshake = self.secure(accepted);
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if let Ok(stream) = handshake.await {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                });
             }
         });
         tokio_stream::wrappers::ReceiverStream::new(rx)
@@ -252,11 +351,13 @@ pub async fn serve_http(
             // A router is always ready, so it is called without waiting for readiness.
             router.clone().call(request.map(axum::body::Body::new))
         });
-        let connection = builder.serve_connection(TokioIo::new(accepted), service);
-        let connection = graceful.watch(connection);
+        let handshake = listener.secure(accepted);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            // A connection's errors (a peer gone, a timeout) concern that connection only.
-            let _ = connection.await;
+            // A connection's errors (a failed handshake, a peer gone, a timeout) concern that connection only.
+            let Ok(stream) = handshake.await else { return };
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let _ = watcher.watch(connection).await;
         });
     }
     graceful.shutdown().await;

@@ -6,6 +6,7 @@
 //! them together. The binary (`src/cli/`) adds the command line and, with the `demo` feature, the simulator.
 
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod connections;
 pub mod event_log;
@@ -18,3 +19,4 @@ pub mod receiver;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -1,6 +1,7 @@
 //! Assembles a running ordertrail: store, pipeline, exporter and receivers, with an orderly shutdown.
 
 use crate::api::{self, ApiState};
+use crate::auth::{self, AuthError};
 use crate::connections::{self, LimitedListener};
 use crate::exporter::{ExportError, Exporter};
 use crate::memory::{self, MemoryBounds};
@@ -10,9 +11,10 @@ use crate::receiver;
 use crate::receiver::admission::Admission;
 use crate::store::{Durability, OrderStore, RedbStore, StoreError};
 use crate::telemetry::Counters;
+use crate::tls::{Alpn, ServerTls, TlsError};
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use ordertrail_core::config::{Config, ConnectionLimits};
+use ordertrail_core::config::{Config, ConnectionLimits, ServerTlsConfig};
 use ordertrail_core::engine::EngineStats;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +31,22 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Export(#[from] ExportError),
+    #[error("`{key}`: {source}")]
+    Tls { key: &'static str, source: TlsError },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+/// A listener's TLS, loaded and watched for changes, when its section has one.
+fn listener_tls(
+    key: &'static str,
+    config: Option<&ServerTlsConfig>,
+    alpn: Alpn,
+) -> Result<Option<Arc<ServerTls>>, ServerError> {
+    let Some(config) = config else { return Ok(None) };
+    let tls = ServerTls::load(config, alpn).map_err(|source| ServerError::Tls { key, source })?;
+    tls.watch(key);
+    Ok(Some(tls))
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -148,26 +166,30 @@ impl Server {
         let mut tasks = Vec::new();
         let mut grpc_addr = None;
         if let Some(grpc) = config.receivers.grpc.clone() {
+            let tls = listener_tls("receivers.otlp.protocols.grpc.tls", grpc.tls.as_ref(), Alpn::Http2)?;
+            let tokens = auth::load(grpc.auth.as_ref())?;
             let (listener, addr) = bind(grpc.endpoint).await?;
             grpc_addr = Some(addr);
-            let listener = limited(listener, grpc.connections);
-            let (handle, admission) = (pipeline.handle(), admission.clone());
+            let listener = limited(listener, grpc.connections).with_tls(tls);
+            let shared = (pipeline.handle(), admission.clone(), tokens);
             let shutdown = stopped(stop_rx.clone());
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = receiver::grpc::serve(listener, grpc, handle, admission, shutdown).await {
+                if let Err(e) = receiver::grpc::serve(listener, grpc, shared, shutdown).await {
                     tracing::error!(error = %e, "OTLP/gRPC receiver stopped");
                 }
             }));
         }
         let mut http_addr = None;
         if let Some(http) = config.receivers.http.clone() {
+            let tls = listener_tls("receivers.otlp.protocols.http.tls", http.tls.as_ref(), Alpn::Http1)?;
+            let tokens = auth::load(http.auth.as_ref())?;
             let (listener, addr) = bind(http.endpoint).await?;
             http_addr = Some(addr);
-            let listener = limited(listener, http.connections);
-            let (handle, admission) = (pipeline.handle(), admission.clone());
+            let listener = limited(listener, http.connections).with_tls(tls);
+            let shared = (pipeline.handle(), admission.clone(), tokens);
             let shutdown = stopped(stop_rx.clone());
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = receiver::http::serve(listener, http, handle, admission, shutdown).await {
+                if let Err(e) = receiver::http::serve(listener, http, shared, shutdown).await {
                     tracing::error!(error = %e, "OTLP/HTTP receiver stopped");
                 }
             }));
@@ -179,12 +201,14 @@ impl Server {
             metrics: metrics.clone(),
             ready: ready.clone(),
             store_healthy: pipeline.store_healthy(),
+            auth: auth::load(config.api.auth.as_ref())?,
         };
         let mut api_http_addr = None;
         if let Some(endpoint) = config.api.http {
+            let tls = listener_tls("api.http.tls", config.api.http_tls.as_ref(), Alpn::Http1)?;
             let (listener, addr) = bind(endpoint).await?;
             api_http_addr = Some(addr);
-            let listener = limited(listener, ConnectionLimits::default());
+            let listener = limited(listener, ConnectionLimits::default()).with_tls(tls);
             let (state, shutdown) = (state.clone(), stopped(stop_rx.clone()));
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = api::http::serve(listener, state, shutdown).await {
@@ -194,9 +218,10 @@ impl Server {
         }
         let mut api_grpc_addr = None;
         if let Some(endpoint) = config.api.grpc {
+            let tls = listener_tls("api.grpc.tls", config.api.grpc_tls.as_ref(), Alpn::Http2)?;
             let (listener, addr) = bind(endpoint).await?;
             api_grpc_addr = Some(addr);
-            let listener = limited(listener, ConnectionLimits::default());
+            let listener = limited(listener, ConnectionLimits::default()).with_tls(tls);
             let (state, shutdown) = (state.clone(), stopped(stop_rx.clone()));
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = api::grpc::serve(listener, state, shutdown).await {
@@ -214,11 +239,22 @@ impl Server {
             None => None,
         };
         ready.store(true, Ordering::Relaxed);
+        let listening = |addr: Option<SocketAddr>, tls: bool, auth: bool| match addr {
+            Some(addr) => format!(
+                "{addr}{}{}",
+                if tls { " (TLS)" } else { " (plain text)" },
+                if auth { ", bearer token required" } else { "" }
+            ),
+            None => "off".to_string(),
+        };
+        let receivers = &config.receivers;
+        let api_auth = config.api.auth.is_some();
         tracing::info!(
-            grpc = ?grpc_addr,
-            http = ?http_addr,
-            api_http = ?api_http_addr,
-            api_grpc = ?api_grpc_addr,
+            otlp_grpc = %listening(grpc_addr, receivers.grpc.as_ref().is_some_and(|g| g.tls.is_some()), receivers.grpc.as_ref().is_some_and(|g| g.auth.is_some())),
+            otlp_http = %listening(http_addr, receivers.http.as_ref().is_some_and(|h| h.tls.is_some()), receivers.http.as_ref().is_some_and(|h| h.auth.is_some())),
+            api_http = %listening(api_http_addr, config.api.http_tls.is_some(), api_auth),
+            api_grpc = %listening(api_grpc_addr, config.api.grpc_tls.is_some(), api_auth),
+            export_to = %config.exporter.as_ref().map_or("nowhere (no exporters.otlp)".to_string(), |e| e.endpoint.clone()),
             config = %config.source,
             "ordertrail listening"
         );

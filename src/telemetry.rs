@@ -20,6 +20,11 @@ pub struct Counters {
     pub requests_abandoned: AtomicU64,
     /// Connections closed on accept because the listener had `max_connections` open.
     pub connections_refused: AtomicU64,
+    /// Connections whose TLS handshake failed or timed out (no certificate, or one not signed by the client CA,
+    /// a plain-text client on a TLS port).
+    pub tls_handshakes_failed: AtomicU64,
+    /// Requests refused for a missing or wrong bearer token (401 / UNAUTHENTICATED).
+    pub requests_unauthenticated: AtomicU64,
     /// Bytes the admission budget has reserved for requests being received and processed now (a gauge).
     pub admitted_bytes: AtomicU64,
     /// The admission budget in bytes (a gauge, set once at startup).

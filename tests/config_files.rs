@@ -58,6 +58,13 @@ fn bad_files_name_file_key_and_reason_and_fail() {
         ),
         ("tests/testdata/bad-sending-queue-disabled.yaml", "exporters.otlp.sending_queue.enabled", "always queues"),
         (
+            "tests/testdata/bad-tls-missing-key.yaml",
+            "receivers.otlp.protocols.grpc.tls.key_file",
+            "is required when `tls` is given",
+        ),
+        ("tests/testdata/bad-tls-version.yaml", "api.http.tls.min_version", "`1.1` is not one of 1.2, 1.3"),
+        ("tests/testdata/bad-auth-both.yaml", "api.auth", "give one of bearer_token_file, bearer_token_env, not both"),
+        (
             "tests/testdata/bad-compression-level.yaml",
             "exporters.otlp.compression_params.level",
             "12 is not within 1..=9",
@@ -89,6 +96,49 @@ fn run_refuses_to_start_on_a_bad_file() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("rules[0].match.span_name.regex"));
+}
+
+#[test]
+fn run_refuses_to_start_on_tls_files_that_hold_no_certificate_naming_key_and_file() {
+    let data = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ordertrail"))
+        .args(["run", "--config", "tests/testdata/bad-tls-not-pem.yaml", "--grpc-listen", "127.0.0.1:0"])
+        .args(["--http-listen", "127.0.0.1:0", "--api-http-listen", "127.0.0.1:0", "--api-grpc-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("receivers.otlp.protocols.grpc.tls"), "{stderr}");
+    assert!(
+        stderr.contains("tests/testdata/good-tempo.yaml") && stderr.contains("holds no PEM certificate"),
+        "{stderr}"
+    );
+    // Not a terminal: no colour codes in the log.
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let data = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ordertrail"))
+        .args(["--log-format", "json", "run", "--config", "tests/testdata/bad-tls-not-pem.yaml"])
+        .args(["--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--api-http-listen", "127.0.0.1:0", "--api-grpc-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let logged: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON object"))
+        .collect();
+    let bounds = logged.iter().find(|l| l["message"] == "memory bounds").expect("the memory bounds line");
+    assert_eq!(bounds["level"], "INFO");
+    assert!(bounds["admission_mib"].is_number(), "{bounds}");
 }
 
 #[test]

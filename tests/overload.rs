@@ -197,15 +197,25 @@ async fn more_idle_and_half_sent_connections_than_file_descriptors_do_not_lock_o
     })
     .await;
     let export_time = started.elapsed();
-    // The stalled connections were closed by the server.
-    let mut closed = 0;
-    for stream in &held {
-        let mut buf = [0u8; 64];
-        match stream.try_read(&mut buf) {
-            Ok(0) => closed += 1,
-            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => closed += 1,
-            _ => {}
+    // The stalled connections are closed by the server: those over the cap at once, the rest when their
+    // read_header_timeout (2 s) runs out. The export may have got through before that, so this waits for it.
+    let closed_by_server = |held: &[tokio::net::TcpStream]| {
+        let mut closed = 0;
+        for stream in held {
+            let mut buf = [0u8; 64];
+            match stream.try_read(&mut buf) {
+                Ok(0) => closed += 1,
+                Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => closed += 1,
+                _ => {}
+            }
         }
+        closed
+    };
+    let waiting_since = std::time::Instant::now();
+    let mut closed = closed_by_server(&held);
+    while closed <= held.len() / 2 && waiting_since.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        closed = closed_by_server(&held);
     }
     let metrics =
         reqwest::get(format!("http://127.0.0.1:{}/metrics", ports.api_http)).await.unwrap().text().await.unwrap();

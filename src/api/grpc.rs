@@ -264,11 +264,21 @@ pub async fn serve(
     let reflection_alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(super::proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
+    // With `api.auth`, the order service needs a token; health (probes) and reflection (the schema) stay open.
+    let (auth, counters) = (state.auth.clone(), state.pipeline.counters().clone());
+    let require_token = move |request: tonic::Request<()>| -> Result<tonic::Request<()>, tonic::Status> {
+        let Some(auth) = &auth else { return Ok(request) };
+        if auth.allows(request.metadata().get("authorization").map(|v| v.as_bytes())) {
+            return Ok(request);
+        }
+        crate::telemetry::Counters::add(&counters.requests_unauthenticated, 1);
+        Err(tonic::Status::unauthenticated("missing or invalid bearer token"))
+    };
     let served = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(OrderServiceServer::new(state))
+        .add_service(OrderServiceServer::with_interceptor(state, require_token))
         .serve_with_incoming_shutdown(listener.into_stream(), shutdown)
         .await;
     probe.abort();

@@ -167,7 +167,33 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response 
     }
 }
 
+/// With `api.auth`, every route but the probes (and `/metrics` with `metrics_without_auth`) needs a token;
+/// a request without one is answered 401 before it reaches the route.
+async fn require_token(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(auth) = &state.auth else { return next.run(request).await };
+    let path = request.uri().path();
+    let open = matches!(path, "/healthz" | "/readyz") || (path == "/metrics" && state.config.api.metrics_without_auth);
+    if open || auth.allows(request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
+        return next.run(request).await;
+    }
+    crate::telemetry::Counters::add(&state.pipeline.counters().requests_unauthenticated, 1);
+    let body = serde_json::json!({
+        "code": 401, "status": "UNAUTHENTICATED", "message": "missing or invalid bearer token"
+    });
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::CONTENT_TYPE, "application/json"), (header::WWW_AUTHENTICATE, "Bearer")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 pub fn router(state: ApiState) -> Router {
+    let guard = axum::middleware::from_fn_with_state(state.clone(), require_token);
     Router::new()
         .route("/v1/orders", get(list_orders))
         .route("/v1/orders/{order_id}", get(get_order))
@@ -176,6 +202,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .layer(guard)
         .with_state(state)
 }
 

@@ -59,6 +59,8 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
     /// False while the last state commit failed (a full disk, say).
     pub store_healthy: Arc<AtomicBool>,
+    /// The bearer tokens callers must present, when `api.auth` is configured.
+    pub auth: Option<Arc<crate::auth::BearerTokens>>,
 }
 
 impl ApiState {

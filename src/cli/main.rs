@@ -34,6 +34,15 @@ const PRINTED_DEFAULT_HEADER: &str = "\
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text, or as one JSON object per line for a log pipeline (Loki, Elasticsearch).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Where order traces go, shared by `run` and `demo`.
@@ -108,10 +117,20 @@ enum Command {
     },
 }
 
-fn init_logging(default: &str) {
+/// Logs to standard error at `default` level unless `RUST_LOG` says otherwise. Text has colours only on a
+/// terminal (and not with `NO_COLOR`), so that a container's log does not fill with escape codes.
+fn init_logging(default: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init();
+        }
+    }
 }
 
 async fn wait_for_signal() {
@@ -168,7 +187,7 @@ fn main() -> anyhow::Result<()> {
             api_http_listen,
             api_grpc_listen,
         } => {
-            init_logging("info");
+            init_logging("info", cli.log_format);
             let mut config = match &file {
                 Some(path) => config::load(path)?,
                 None => config::default_config(),
@@ -193,7 +212,7 @@ fn main() -> anyhow::Result<()> {
         }
         #[cfg(feature = "demo")]
         Command::Demo { export: ExportArgs { export_endpoint, export_protocol }, data_dir, orders } => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             let runtime = runtime()?;
             let text = runtime.block_on(demo::run(demo::DemoOptions {
                 export_endpoint,
@@ -206,7 +225,7 @@ fn main() -> anyhow::Result<()> {
         }
         #[cfg(feature = "demo")]
         Command::Simulate { endpoint, orders } => {
-            init_logging("warn");
+            init_logging("warn", cli.log_format);
             let runtime = runtime()?;
             let simulated = runtime.block_on(ordertrail_simulator::run(&ordertrail_simulator::SimulatorOptions {
                 endpoint,

@@ -158,6 +158,22 @@ impl OrderMetrics {
                 |c| Counters::get(&c.connections_refused),
             ),
             (
+                r.counter(
+                    "ordertrail_tls_handshakes_failed",
+                    "Connections closed because their TLS handshake failed or timed out (no or an untrusted client certificate, plain text on a TLS port).",
+                    &[],
+                ),
+                |c| Counters::get(&c.tls_handshakes_failed),
+            ),
+            (
+                r.counter(
+                    "ordertrail_requests_unauthenticated",
+                    "Requests refused for a missing or wrong bearer token, on the receivers and the API.",
+                    &[],
+                ),
+                |c| Counters::get(&c.requests_unauthenticated),
+            ),
+            (
                 r.counter("ordertrail_receiver_requests_malformed", "Requests whose body could not be decoded.", &[]),
                 |c| Counters::get(&c.requests_malformed),
             ),

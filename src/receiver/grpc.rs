@@ -12,6 +12,7 @@
 
 use super::admission::{Admission, Admitted, InflateError, Refusal};
 use super::{ingest_status, response, sanitise, wire, MAX_VALUE_DEPTH};
+use crate::auth::BearerTokens;
 use crate::connections::{LimitedListener, Peer};
 use crate::pipeline::PipelineHandle;
 use crate::telemetry::Counters;
@@ -56,13 +57,13 @@ impl TraceService for Receiver {
 pub async fn serve(
     listener: LimitedListener,
     config: GrpcServerConfig,
-    pipeline: PipelineHandle,
-    admission: Arc<Admission>,
+    (pipeline, admission, auth): (PipelineHandle, Arc<Admission>, Option<Arc<BearerTokens>>),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let service = ExportService {
         receiver: Arc::new(Receiver { pipeline }),
         admission,
+        auth,
         max_recv_msg_size: config.max_recv_msg_size,
         read_timeout: config.connections.read_timeout,
     };
@@ -122,6 +123,7 @@ impl tonic::server::UnaryService<ExportTraceServiceRequest> for ExportMethod {
 struct ExportService {
     receiver: Arc<Receiver>,
     admission: Arc<Admission>,
+    auth: Option<Arc<BearerTokens>>,
     max_recv_msg_size: usize,
     read_timeout: Duration,
 }
@@ -242,6 +244,14 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if request.uri().path() != "/opentelemetry.proto.collector.trace.v1.TraceService/Export" {
             return Box::pin(async move { Ok(Status::unimplemented("unknown method").into_http()) });
+        }
+        // A sender without the right token is turned away before its message is read.
+        if let Some(auth) = &self.auth {
+            if !auth.allows(request.headers().get("authorization").map(http::HeaderValue::as_bytes)) {
+                Counters::add(&self.receiver.pipeline.counters().requests_unauthenticated, 1);
+                let status = Status::unauthenticated("missing or invalid bearer token");
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
         }
         let this = self.clone();
         Box::pin(async move {

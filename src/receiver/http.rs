@@ -5,6 +5,7 @@
 
 use super::admission::{Admission, Admitted, InflateError, Refusal};
 use super::{response, sanitise, wire, MAX_VALUE_DEPTH};
+use crate::auth::BearerTokens;
 use crate::connections::{LimitedListener, Peer};
 use crate::google_rpc::Status as RpcStatus;
 use crate::pipeline::PipelineHandle;
@@ -41,6 +42,7 @@ impl Encoding {
 struct Shared {
     pipeline: PipelineHandle,
     admission: Arc<Admission>,
+    auth: Option<Arc<BearerTokens>>,
     max_body: usize,
     max_decompressed: usize,
     read_timeout: Duration,
@@ -229,6 +231,18 @@ async fn export(
     body: Body,
 ) -> Response {
     let counters = shared.pipeline.counters().clone();
+    // A sender without the right token is turned away before anything it sent is read.
+    if let Some(auth) = &shared.auth {
+        if !auth.allows(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
+            Counters::add(&counters.requests_unauthenticated, 1);
+            let encoding = encoding_of(&headers).unwrap_or(Encoding::Json);
+            let message = "missing or invalid bearer token".to_string();
+            let mut response =
+                error_response(StatusCode::UNAUTHORIZED, encoding, tonic::Code::Unauthenticated, message);
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
     let encoding = match encoding_of(&headers) {
         Ok(encoding) => encoding,
         Err(e) => {
@@ -310,11 +324,17 @@ async fn export(
     (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], bytes).into_response()
 }
 
-/// The OTLP/HTTP routes.
-pub fn router(config: &HttpServerConfig, pipeline: PipelineHandle, admission: Arc<Admission>) -> Router {
+/// The OTLP/HTTP routes; with `auth`, a request must carry one of its bearer tokens.
+pub fn router(
+    config: &HttpServerConfig,
+    pipeline: PipelineHandle,
+    admission: Arc<Admission>,
+    auth: Option<Arc<BearerTokens>>,
+) -> Router {
     let shared = Arc::new(Shared {
         pipeline,
         admission,
+        auth,
         max_body: config.max_request_body_size,
         max_decompressed: config.max_decompressed_body_size,
         read_timeout: config.connections.read_timeout,
@@ -325,9 +345,8 @@ pub fn router(config: &HttpServerConfig, pipeline: PipelineHandle, admission: Ar
 pub async fn serve(
     listener: LimitedListener,
     config: HttpServerConfig,
-    pipeline: PipelineHandle,
-    admission: Arc<Admission>,
+    (pipeline, admission, auth): (PipelineHandle, Arc<Admission>, Option<Arc<BearerTokens>>),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    crate::connections::serve_http(listener, router(&config, pipeline, admission), shutdown).await
+    crate::connections::serve_http(listener, router(&config, pipeline, admission, auth), shutdown).await
 }

@@ -21,13 +21,14 @@ impl Ports {
 
     /// The ports of the binary's `ordertrail listening` log line, e.g. `grpc=Some(127.0.0.1:41234)`.
     fn from_log_line(line: &str) -> Option<Ports> {
+        // `otlp_grpc=127.0.0.1:4317 (plain text)`: the address is the value's first word.
         let port = |field: &str| -> Option<u16> {
-            let value = line.split(&format!("{field}=Some(")).nth(1)?.split(')').next()?;
+            let value = line.split(&format!(" {field}=")).nth(1)?.split(' ').next()?;
             value.rsplit(':').next()?.parse().ok()
         };
         Some(Ports {
-            grpc: port("grpc")?,
-            http: port("http")?,
+            grpc: port("otlp_grpc")?,
+            http: port("otlp_http")?,
             api_http: port("api_http")?,
             api_grpc: port("api_grpc")?,
         })

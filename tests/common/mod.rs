@@ -93,6 +93,23 @@ impl Sink {
         Sink::serve(listener, None)
     }
 
+    /// Starts a sink that speaks only TLS, presenting `identity`, as a Tempo or Jaeger behind TLS does.
+    pub(crate) async fn start_tls(identity: tonic::transport::Identity) -> (Sink, SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sink = Sink::default();
+        let service = TraceServiceServer::new(sink.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .unwrap()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await;
+        });
+        (sink, addr)
+    }
+
     /// Serves on `listener` with tonic's default 4 MiB message limit, as Go gRPC servers (the collector, Jaeger,
     /// Tempo) have by default.
     fn serve(listener: tokio::net::TcpListener, delay: Option<Duration>) -> Sink {
@@ -262,5 +279,30 @@ where
             panic!("timed out waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A request of one span named `credit.check` carrying `order.id`, with trace and span ids made of byte `id`.
+pub(crate) fn keyed_span_request(order: &str, id: u8) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue as ProtoKeyValue};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    let span = Span {
+        trace_id: vec![id; 16],
+        span_id: vec![id; 8],
+        name: "credit.check".into(),
+        start_time_unix_nano: 1_700_000_000_000_000_000,
+        end_time_unix_nano: 1_700_000_000_100_000_000,
+        attributes: vec![ProtoKeyValue {
+            key: "order.id".into(),
+            value: Some(AnyValue { value: Some(Value::StringValue(order.into())) }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+            ..Default::default()
+        }],
     }
 }

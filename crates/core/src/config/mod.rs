@@ -19,12 +19,13 @@ mod order_traces;
 mod overrides;
 mod receivers;
 mod rules;
+mod security;
 mod sla;
 mod storage;
 mod taxonomy;
 mod telemetry;
 
-pub use api::{ApiConfig, RawApi, RawApiListener};
+pub use api::{ApiConfig, RawApi, RawApiAuth, RawApiListener};
 pub use check::ConfigError;
 pub use conformance::{ConformanceConfig, KpiConfig, RawConformance, RawKpis};
 pub use correlation::{
@@ -46,6 +47,7 @@ pub use rules::{
     AttributeCondition, AttributeTest, ExceptionLabel, NumericOp, RawAttributeMatch, RawMatch, RawRule, RawStringMatch,
     Rule, RuleMatch, StringMatcher, SPAN_KINDS, STATUS_CODES,
 };
+pub use security::{AuthConfig, RawAuth, RawServerTls, ServerTlsConfig, TlsVersion, TokenSource};
 pub use sla::{RawCalendar, RawSla, RawSlaOverride, RawSlaTarget, SlaConfig, SlaOverride, SlaTarget};
 pub use storage::{Durability, PipelineConfig, RawPipeline, RawStorage, StorageConfig};
 pub use taxonomy::{

@@ -1,6 +1,7 @@
 //! `receivers.otlp.protocols`: where OTLP spans come in, named as in the OpenTelemetry Collector.
 
 use super::check::{Checker, ConfigError};
+use super::security::{self, AuthConfig, RawAuth, RawServerTls, ServerTlsConfig};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -44,6 +45,10 @@ pub struct RawGrpcServer {
     pub max_recv_msg_size_mib: u64,
     /// Connections, their timeouts and how many at once.
     pub connections: RawConnections,
+    /// TLS (and mutual TLS with `client_ca_file`); plain text when absent.
+    pub tls: Option<RawServerTls>,
+    /// Bearer tokens senders must present; anyone who reaches the port may send when absent.
+    pub auth: Option<RawAuth>,
 }
 
 impl Default for RawGrpcServer {
@@ -53,6 +58,8 @@ impl Default for RawGrpcServer {
             endpoint: "0.0.0.0:4317".into(),
             max_recv_msg_size_mib: 4,
             connections: RawConnections::default(),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -144,6 +151,10 @@ pub struct RawHttpServer {
     pub max_decompressed_body_size: u64,
     /// Connections, their timeouts and how many at once.
     pub connections: RawConnections,
+    /// TLS (and mutual TLS with `client_ca_file`); plain text when absent.
+    pub tls: Option<RawServerTls>,
+    /// Bearer tokens senders must present; anyone who reaches the port may send when absent.
+    pub auth: Option<RawAuth>,
 }
 
 impl Default for RawHttpServer {
@@ -154,6 +165,8 @@ impl Default for RawHttpServer {
             max_request_body_size: 20 * 1024 * 1024,
             max_decompressed_body_size: 64 * 1024 * 1024,
             connections: RawConnections::default(),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -169,6 +182,8 @@ pub struct GrpcServerConfig {
     pub endpoint: SocketAddr,
     pub max_recv_msg_size: usize,
     pub connections: ConnectionLimits,
+    pub tls: Option<ServerTlsConfig>,
+    pub auth: Option<AuthConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +192,8 @@ pub struct HttpServerConfig {
     pub max_request_body_size: usize,
     pub max_decompressed_body_size: usize,
     pub connections: ConnectionLimits,
+    pub tls: Option<ServerTlsConfig>,
+    pub auth: Option<AuthConfig>,
 }
 
 const GRPC: &str = "receivers.otlp.protocols.grpc";
@@ -204,6 +221,8 @@ impl RawGrpcServer {
             endpoint: check.socket_addr(&format!("{GRPC}.endpoint"), &self.endpoint)?,
             max_recv_msg_size: check.mib(&key, self.max_recv_msg_size_mib)?,
             connections: self.connections.check(check, GRPC)?,
+            tls: security::server_tls(check, GRPC, &self.tls)?,
+            auth: security::auth(check, GRPC, &self.auth)?,
         })
     }
 }
@@ -223,6 +242,8 @@ impl RawHttpServer {
             max_request_body_size: check.bytes(&body_key, self.max_request_body_size)?,
             max_decompressed_body_size: check.bytes(&decompressed_key, self.max_decompressed_body_size)?,
             connections: self.connections.check(check, HTTP)?,
+            tls: security::server_tls(check, HTTP, &self.tls)?,
+            auth: security::auth(check, HTTP, &self.auth)?,
         })
     }
 }

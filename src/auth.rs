@@ -1,0 +1,129 @@
+//! Bearer-token authentication of the receivers and the API, as the collector's `bearertokenauth`: a request
+//! carries `Authorization: Bearer <token>` (gRPC metadata `authorization`), and the token must be one of the
+//! listener's. Tokens are read once at startup from a file or an environment variable, compared in constant time,
+//! and never logged or shown: `Debug` prints how many there are.
+
+use ordertrail_core::config::{AuthConfig, TokenSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("`{key}`: cannot read bearer token file `{path}`: {source}")]
+    File { key: String, path: String, source: std::io::Error },
+    #[error("`{key}`: environment variable `{name}` is not set or not UTF-8")]
+    Env { key: String, name: String },
+    #[error("`{key}`: {origin} holds no token")]
+    Empty { key: String, origin: String },
+}
+
+/// The tokens a listener accepts.
+pub struct BearerTokens {
+    tokens: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for BearerTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BearerTokens({} tokens)", self.tokens.len())
+    }
+}
+
+impl BearerTokens {
+    /// Reads the tokens: the lines of a file (blank lines and `#` comments skipped), or one environment variable.
+    pub fn load(config: &AuthConfig) -> Result<BearerTokens, AuthError> {
+        let (text, origin) = match &config.tokens {
+            TokenSource::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| AuthError::File {
+                    key: config.key.clone(),
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                (text, format!("file `{}`", path.display()))
+            }
+            TokenSource::Env(name) => {
+                let text =
+                    std::env::var(name).map_err(|_| AuthError::Env { key: config.key.clone(), name: name.clone() })?;
+                (text, format!("environment variable `{name}`"))
+            }
+        };
+        let tokens: Vec<Vec<u8>> = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|token| token.as_bytes().to_vec())
+            .collect();
+        if tokens.is_empty() {
+            return Err(AuthError::Empty { key: config.key.clone(), origin });
+        }
+        Ok(BearerTokens { tokens })
+    }
+
+    /// Whether an `Authorization` header value carries one of the tokens. The scheme is matched without regard
+    /// to case, as HTTP wants; every token is compared whole, so the time taken says nothing about how much of
+    /// a guess was right.
+    pub fn allows(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(value) = authorization else { return false };
+        let Some(presented) = value.get(7..).filter(|_| value[..7].eq_ignore_ascii_case(b"bearer ")) else {
+            return false;
+        };
+        let presented = presented.trim_ascii();
+        self.tokens.iter().fold(false, |found, token| found | constant_time_eq(token, presented))
+    }
+}
+
+/// Compares two byte strings in time that depends on their lengths only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// Loads a listener's tokens when it has `auth`.
+pub fn load(config: Option<&AuthConfig>) -> Result<Option<std::sync::Arc<BearerTokens>>, AuthError> {
+    config.map(|c| BearerTokens::load(c).map(std::sync::Arc::new)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(text: &str) -> BearerTokens {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, text).unwrap();
+        BearerTokens::load(&AuthConfig { tokens: TokenSource::File(path), key: "api.auth".into() }).unwrap()
+    }
+
+    #[test]
+    fn a_request_must_carry_one_of_the_tokens_with_the_bearer_scheme() {
+        let t = tokens("# rotated 2026-11\nalpha-token\n\n  beta-token  \n");
+        assert!(t.allows(Some(b"Bearer alpha-token")));
+        assert!(t.allows(Some(b"bearer beta-token")));
+        assert!(t.allows(Some(b"BEARER  beta-token ")));
+        assert!(!t.allows(None));
+        assert!(!t.allows(Some(b"Bearer alpha")));
+        assert!(!t.allows(Some(b"Bearer alpha-token-and-more")));
+        assert!(!t.allows(Some(b"Basic alpha-token")));
+        assert!(!t.allows(Some(b"alpha-token")));
+        assert!(!t.allows(Some(b"Bearer # rotated 2026-11")), "comments are not tokens");
+    }
+
+    #[test]
+    fn tokens_are_never_shown_and_a_source_without_one_is_an_error_naming_the_key() {
+        let t = tokens("s3cr3t\n");
+        assert_eq!(format!("{t:?}"), "BearerTokens(1 tokens)");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty");
+        std::fs::write(&path, "# nothing yet\n").unwrap();
+        let err = BearerTokens::load(&AuthConfig { tokens: TokenSource::File(path), key: "api.auth".into() })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`api.auth`") && err.contains("holds no token"), "{err}");
+        let err = BearerTokens::load(&AuthConfig {
+            tokens: TokenSource::Env("ORDERTRAIL_TEST_TOKEN_THAT_IS_NOT_SET".into()),
+            key: "receivers.otlp.protocols.grpc.auth".into(),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ORDERTRAIL_TEST_TOKEN_THAT_IS_NOT_SET"), "{err}");
+    }
+}
