@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 import unittest
@@ -52,9 +53,18 @@ def one(objs: list[dict], kind: str, name: str | None = None) -> dict:
     return matches[0]
 
 
+# Where ci/ values files mount Secrets; the test stands in for them with files in a temporary directory.
+SECRETS = "/etc/ordertrail/secrets"
+
+
 def validate_config(text: str) -> subprocess.CompletedProcess:
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
-        f.write(text)
+    with tempfile.TemporaryDirectory() as secrets, tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        # Files the configuration names under the Secrets' mount point exist in the pod; here, stand-ins do.
+        for path in set(re.findall(re.escape(SECRETS) + r"/[\w./-]+", text)):
+            stand_in = Path(secrets + path[len(SECRETS):])
+            stand_in.parent.mkdir(parents=True, exist_ok=True)
+            stand_in.write_text("stand-in\n")
+        f.write(text.replace(SECRETS, secrets))
         f.flush()
         return subprocess.run([BIN, "validate-config", f.name], capture_output=True, text=True, timeout=60)
 
@@ -156,6 +166,27 @@ class EveryRenderedObjectIsValid(unittest.TestCase):
         api = one(objs, "Service", "ordertrail-api")
         for key, value in monitor["spec"]["selector"]["matchLabels"].items():
             self.assertEqual(api["metadata"]["labels"][key], value)
+
+
+class Secured(unittest.TestCase):
+    def test_secrets_are_mounted_read_only_and_the_probes_follow_the_apis_tls(self):
+        objs = objects(render(values_of(CHART / "ci" / "secure-values.yaml")))
+        pod = one(objs, "StatefulSet")["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        self.assertTrue(mounts["/etc/ordertrail/secrets/otlp-tls"]["readOnly"])
+        secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        self.assertEqual(secrets["secret-otlp-tls"], "ordertrail-otlp-tls")
+        self.assertEqual(container["readinessProbe"]["httpGet"]["scheme"], "HTTPS")
+        self.assertEqual(container["env"][0]["valueFrom"]["secretKeyRef"]["name"], "ordertrail-api-token")
+        plain = one(objects(render(None)), "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+        self.assertEqual(plain["readinessProbe"]["httpGet"]["scheme"], "HTTP")
+
+    def test_a_secret_mount_needs_a_name_a_secret_and_an_absolute_path(self):
+        with self.assertRaises(helm.HelmError):
+            render({"secretMounts": [{"name": "tls", "secretName": "s", "mountPath": "relative/path"}]})
+        with self.assertRaises(helm.HelmError):
+            render({"secretMounts": [{"name": "tls", "mountPath": "/etc/x"}]})
 
 
 class MonitoringObjects(unittest.TestCase):

@@ -63,3 +63,14 @@ app.kubernetes.io/part-of: ordertrail
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* HTTPS for the probes and the scrape when the HTTP API has TLS (`probeScheme` decides for a configFile). */}}
+{{- define "ordertrail.apiScheme" -}}
+{{- if .Values.probeScheme }}
+{{- .Values.probeScheme }}
+{{- else }}
+{{- $api := default dict .Values.config.api }}
+{{- $http := default dict $api.http }}
+{{- if and (not .Values.configFile) $http.tls }}HTTPS{{ else }}HTTP{{ end }}
+{{- end }}
+{{- end }}
