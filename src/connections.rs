@@ -60,6 +60,7 @@ pub struct Connection<T> {
     pub peer: SocketAddr,
     _place: Option<OwnedSemaphorePermit>,
     idle: Duration,
+    first_bytes: Duration,
     deadline: Pin<Box<Sleep>>,
     /// Whether the peer has sent anything yet; until it has, only its bytes (not the server's own greeting,
     /// such as HTTP/2's SETTINGS frame) move the deadline.
@@ -75,7 +76,15 @@ impl<T> Connection<T> {
         idle: Duration,
     ) -> Connection<T> {
         let deadline = Box::pin(tokio::time::sleep(first_bytes));
-        Connection { inner, peer, _place: place, idle, deadline, heard: false }
+        Connection { inner, peer, _place: place, idle, first_bytes, deadline, heard: false }
+    }
+
+    /// Starts the first-bytes wait again, as if the connection were new: after a TLS handshake, the peer must
+    /// still send its first request within that time, and the server's own greeting does not count (an HTTP/2
+    /// SETTINGS frame would otherwise keep a silent peer's place for the whole idle time).
+    fn await_first_bytes_again(&mut self) {
+        self.heard = false;
+        self.deadline.as_mut().reset(Instant::now() + self.first_bytes);
     }
 
     fn read_some(&mut self) {
@@ -271,10 +280,15 @@ impl LimitedListener {
                 Ok(result) => result,
                 Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
             };
-            result.map(|tls| Stream::Tls(Box::new(tls))).inspect_err(|e| {
-                Counters::add(&counters.tls_handshakes_failed, 1);
-                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-            })
+            result
+                .map(|mut tls| {
+                    tls.get_mut().0.await_first_bytes_again();
+                    Stream::Tls(Box::new(tls))
+                })
+                .inspect_err(|e| {
+                    Counters::add(&counters.tls_handshakes_failed, 1);
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                })
         }
     }
 

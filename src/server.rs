@@ -32,7 +32,7 @@ pub enum ServerError {
     #[error(transparent)]
     Export(#[from] ExportError),
     #[error("`{key}`: {source}")]
-    Tls { key: &'static str, source: TlsError },
+    Tls { key: &'static str, source: Box<TlsError> },
     #[error(transparent)]
     Auth(#[from] AuthError),
 }
@@ -44,7 +44,7 @@ fn listener_tls(
     alpn: Alpn,
 ) -> Result<Option<Arc<ServerTls>>, ServerError> {
     let Some(config) = config else { return Ok(None) };
-    let tls = ServerTls::load(config, alpn).map_err(|source| ServerError::Tls { key, source })?;
+    let tls = ServerTls::load(config, alpn).map_err(|source| ServerError::Tls { key, source: Box::new(source) })?;
     tls.watch(key);
     Ok(Some(tls))
 }
@@ -162,16 +162,29 @@ impl Server {
             limits.max_connections = connections::fit_to_open_files(limits.max_connections, listeners, open_files);
             LimitedListener::new(listener, limits, counters.clone())
         };
+        // Every certificate and token is loaded before anything is served, so that a bad file stops startup with
+        // no listener left running.
+        let grpc_tls = match &config.receivers.grpc {
+            Some(grpc) => listener_tls("receivers.otlp.protocols.grpc.tls", grpc.tls.as_ref(), Alpn::Http2)?,
+            None => None,
+        };
+        let http_tls = match &config.receivers.http {
+            Some(http) => listener_tls("receivers.otlp.protocols.http.tls", http.tls.as_ref(), Alpn::Http1)?,
+            None => None,
+        };
+        let grpc_tokens = auth::load(config.receivers.grpc.as_ref().and_then(|g| g.auth.as_ref()))?;
+        let http_tokens = auth::load(config.receivers.http.as_ref().and_then(|h| h.auth.as_ref()))?;
+        let api_http_tls = listener_tls("api.http.tls", config.api.http_tls.as_ref(), Alpn::Http1)?;
+        let api_grpc_tls = listener_tls("api.grpc.tls", config.api.grpc_tls.as_ref(), Alpn::Http2)?;
+        let api_tokens = auth::load(config.api.auth.as_ref())?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut grpc_addr = None;
         if let Some(grpc) = config.receivers.grpc.clone() {
-            let tls = listener_tls("receivers.otlp.protocols.grpc.tls", grpc.tls.as_ref(), Alpn::Http2)?;
-            let tokens = auth::load(grpc.auth.as_ref())?;
             let (listener, addr) = bind(grpc.endpoint).await?;
             grpc_addr = Some(addr);
-            let listener = limited(listener, grpc.connections).with_tls(tls);
-            let shared = (pipeline.handle(), admission.clone(), tokens);
+            let listener = limited(listener, grpc.connections).with_tls(grpc_tls);
+            let shared = (pipeline.handle(), admission.clone(), grpc_tokens);
             let shutdown = stopped(stop_rx.clone());
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = receiver::grpc::serve(listener, grpc, shared, shutdown).await {
@@ -181,12 +194,10 @@ impl Server {
         }
         let mut http_addr = None;
         if let Some(http) = config.receivers.http.clone() {
-            let tls = listener_tls("receivers.otlp.protocols.http.tls", http.tls.as_ref(), Alpn::Http1)?;
-            let tokens = auth::load(http.auth.as_ref())?;
             let (listener, addr) = bind(http.endpoint).await?;
             http_addr = Some(addr);
-            let listener = limited(listener, http.connections).with_tls(tls);
-            let shared = (pipeline.handle(), admission.clone(), tokens);
+            let listener = limited(listener, http.connections).with_tls(http_tls);
+            let shared = (pipeline.handle(), admission.clone(), http_tokens);
             let shutdown = stopped(stop_rx.clone());
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = receiver::http::serve(listener, http, shared, shutdown).await {
@@ -201,14 +212,13 @@ impl Server {
             metrics: metrics.clone(),
             ready: ready.clone(),
             store_healthy: pipeline.store_healthy(),
-            auth: auth::load(config.api.auth.as_ref())?,
+            auth: api_tokens,
         };
         let mut api_http_addr = None;
         if let Some(endpoint) = config.api.http {
-            let tls = listener_tls("api.http.tls", config.api.http_tls.as_ref(), Alpn::Http1)?;
             let (listener, addr) = bind(endpoint).await?;
             api_http_addr = Some(addr);
-            let listener = limited(listener, ConnectionLimits::default()).with_tls(tls);
+            let listener = limited(listener, ConnectionLimits::default()).with_tls(api_http_tls);
             let (state, shutdown) = (state.clone(), stopped(stop_rx.clone()));
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = api::http::serve(listener, state, shutdown).await {
@@ -218,10 +228,9 @@ impl Server {
         }
         let mut api_grpc_addr = None;
         if let Some(endpoint) = config.api.grpc {
-            let tls = listener_tls("api.grpc.tls", config.api.grpc_tls.as_ref(), Alpn::Http2)?;
             let (listener, addr) = bind(endpoint).await?;
             api_grpc_addr = Some(addr);
-            let listener = limited(listener, ConnectionLimits::default()).with_tls(tls);
+            let listener = limited(listener, ConnectionLimits::default()).with_tls(api_grpc_tls);
             let (state, shutdown) = (state.clone(), stopped(stop_rx.clone()));
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = api::grpc::serve(listener, state, shutdown).await {

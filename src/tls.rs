@@ -9,7 +9,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -17,8 +16,8 @@ pub enum TlsError {
     Read { what: &'static str, path: PathBuf, reason: String },
     #[error("{what} `{path}` holds no PEM {expected}")]
     Empty { what: &'static str, path: PathBuf, expected: &'static str },
-    #[error("the certificate and key of `{cert}` cannot serve TLS: {source}")]
-    Config { cert: PathBuf, source: rustls::Error },
+    #[error("the certificate `{cert}` and key `{key}` cannot serve TLS: {source}")]
+    Config { cert: PathBuf, key: PathBuf, source: rustls::Error },
     #[error("the client CAs of `{path}` cannot verify clients: {reason}")]
     ClientCa { path: PathBuf, reason: String },
 }
@@ -36,8 +35,9 @@ pub struct ServerTls {
     config: ServerTlsConfig,
     alpn: Alpn,
     current: RwLock<Arc<rustls::ServerConfig>>,
-    /// Modification times of the files, to notice a change.
-    seen: RwLock<Vec<Option<SystemTime>>>,
+    /// Digests of the files' contents, to notice a change whatever their modification times say (`cp -p` keeps
+    /// them, and a file can be rewritten within one tick of a coarse clock).
+    seen: RwLock<Vec<Option<[u8; 32]>>>,
 }
 
 impl ServerTls {
@@ -101,11 +101,13 @@ impl ServerTls {
     }
 }
 
-fn modified(config: &ServerTlsConfig) -> Vec<Option<SystemTime>> {
+/// The files' contents as digests; a file that cannot be read counts as a change once it can.
+fn modified(config: &ServerTlsConfig) -> Vec<Option<[u8; 32]>> {
+    use sha2::Digest;
     [Some(&config.cert_file), Some(&config.key_file), config.client_ca_file.as_ref()]
         .into_iter()
         .flatten()
-        .map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+        .map(|path| std::fs::read(path).ok().map(|bytes| sha2::Sha256::digest(bytes).into()))
         .collect()
 }
 
@@ -136,7 +138,7 @@ fn build(config: &ServerTlsConfig, alpn: Alpn) -> Result<rustls::ServerConfig, T
     };
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|source| TlsError::Config { cert: config.cert_file.clone(), source })?;
+        .map_err(|source| TlsError::Config { cert: config.cert_file.clone(), key: config.key_file.clone(), source })?;
     let builder = match &config.client_ca_file {
         Some(path) => {
             let mut roots = RootCertStore::empty();
@@ -150,9 +152,11 @@ fn build(config: &ServerTlsConfig, alpn: Alpn) -> Result<rustls::ServerConfig, T
         }
         None => builder.with_no_client_auth(),
     };
-    let mut server = builder
-        .with_single_cert(chain, key)
-        .map_err(|source| TlsError::Config { cert: config.cert_file.clone(), source })?;
+    let mut server = builder.with_single_cert(chain, key).map_err(|source| TlsError::Config {
+        cert: config.cert_file.clone(),
+        key: config.key_file.clone(),
+        source,
+    })?;
     server.alpn_protocols = match alpn {
         Alpn::Http2 => vec![b"h2".to_vec()],
         Alpn::Http1 => vec![b"http/1.1".to_vec()],

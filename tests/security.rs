@@ -13,6 +13,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use ordertrail_core::config::{AuthConfig, ServerTlsConfig, TlsVersion, TokenSource};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls_pki_types::pem::PemObject;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
@@ -288,5 +289,87 @@ async fn the_exporter_speaks_tls_to_a_tls_backend_trusting_the_configured_ca() {
         spans.iter().any(|r| r.span.trace_id == trace_of("SO-TO-TEMPO"))
     })
     .await;
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_silent_after_its_handshake_is_closed_after_the_first_bytes_time() {
+    use tokio::io::AsyncReadExt;
+    let (_sink, sink_addr) = Sink::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "main");
+    pki.leaf("server", &["localhost"]);
+    let mut config = test_config(sink_addr, &dir.path().join("data"), "");
+    let grpc = config.receivers.grpc.as_mut().unwrap();
+    grpc.tls = Some(pki.server_tls("server", None));
+    grpc.connections.read_header_timeout = Duration::from_secs(1);
+    grpc.connections.idle_timeout = Duration::from_secs(120);
+    let server = start_server(config).await;
+    // A client that completes the handshake and then says nothing: the server greets it (HTTP/2 SETTINGS), which
+    // must not keep its place for the idle time.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap()).unwrap();
+    let mut client = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(server.grpc_addr.unwrap()).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client)).connect(name, tcp).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the silent connection was still open after 10 s"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_without_a_token_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_sink, sink_addr) = Sink::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(sink_addr, &dir.path().join("data"), "");
+    config.receivers.http.as_mut().unwrap().auth = Some(token_file(dir.path()));
+    let server = start_server(config).await;
+    // Headers announcing a megabyte, and no body: the answer comes at once, without waiting for a byte of it.
+    let mut stream = tokio::net::TcpStream::connect(server.http_addr.unwrap()).await.unwrap();
+    let head = "POST /v1/traces HTTP/1.1\r\nHost: ordertrail\r\nContent-Type: application/x-protobuf\r\n\
+                Content-Length: 1048576\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut answer)).await.expect("an answer").unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("www-authenticate: bearer"), "{answer}");
+    let counters = server.counters();
+    assert_eq!(ordertrail::telemetry::Counters::get(&counters.admitted_bytes), 0, "nothing was admitted");
+    assert_eq!(ordertrail::telemetry::Counters::get(&counters.requests_unauthenticated), 1);
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_served_without_a_token_while_the_rest_of_the_api_needs_one() {
+    let (_sink, sink_addr) = Sink::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(sink_addr, &dir.path().join("data"), "");
+    config.api.auth = Some(token_file(dir.path()));
+    config.api.metrics_without_auth = true;
+    let server = start_server(config).await;
+    let base = format!("http://{}", server.api_http_addr.unwrap());
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(format!("{base}/metrics")).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(format!("{base}/openapi.yaml")).send().await.unwrap().status(), 401);
+    assert_eq!(http.get(format!("{base}/v1/exceptions")).send().await.unwrap().status(), 401);
+    let body = http.get(format!("{base}/v1/exceptions")).send().await.unwrap().text().await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "UNAUTHENTICATED", "the Error schema of the OpenAPI document");
     server.shutdown(Duration::from_secs(5)).await;
 }

@@ -19,7 +19,8 @@ pub struct RawServerTls {
     /// PEM CA certificates: when given, a client must present a certificate signed by one of them (mutual TLS),
     /// or its connection is refused in the handshake.
     pub client_ca_file: Option<String>,
-    /// Lowest TLS version accepted: `1.2` or `1.3`.
+    /// Lowest TLS version accepted: `1.2` or `1.3` (quoted or not: YAML reads `1.3` as a number).
+    #[serde(deserialize_with = "version_text")]
     pub min_version: String,
     /// How often the files are looked at; changed files are loaded for new connections (certificate rotation
     /// without a restart). `0s` loads them once.
@@ -37,6 +38,20 @@ impl Default for RawServerTls {
             reload_interval: Duration::from_secs(10),
         }
     }
+}
+
+/// A version written as text (`"1.3"`) or as the number YAML makes of `1.3`.
+fn version_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Number(f64),
+    }
+    Ok(match Written::deserialize(deserializer)? {
+        Written::Text(text) => text,
+        Written::Number(number) => format!("{number:.1}"),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -255,3 +255,17 @@ fn a_grpc_endpoint_given_as_host_and_port_uses_tls_unless_insecure_as_the_collec
         assert!(err.contains("exporters.otlp.endpoint") && err.contains("nor host:port"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn a_tls_minimum_version_may_be_written_as_a_number() {
+    let dir = std::env::temp_dir();
+    let file = dir.join(format!("ordertrail-tls-version-{}.pem", std::process::id()));
+    std::fs::write(&file, "stand-in").unwrap();
+    let path = file.display();
+    for written in ["1.3", "\"1.3\""] {
+        let yaml = format!("api:\n  http:\n    tls: {{cert_file: {path}, key_file: {path}, min_version: {written}}}\n");
+        let config = parse(&yaml, "tls.yaml").unwrap();
+        assert_eq!(config.api.http_tls.unwrap().min_version, crate::config::TlsVersion::Tls13, "{written}");
+    }
+    std::fs::remove_file(file).unwrap();
+}
