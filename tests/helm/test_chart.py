@@ -206,6 +206,16 @@ class MonitoringObjects(unittest.TestCase):
         kubernetes_validate.validate(dashboard, KUBERNETES_VERSIONS[-1], strict=True)
 
 
+class GatewayManifests(unittest.TestCase):
+    def test_the_gateways_rbac_is_valid_kubernetes(self):
+        path = ROOT / "collector-config" / "gateway-k8s-rbac.yaml"
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        self.assertEqual([d["kind"] for d in docs], ["ServiceAccount", "Role", "RoleBinding"])
+        for doc in docs:
+            for version in KUBERNETES_VERSIONS:
+                kubernetes_validate.validate(doc, version, strict=True)
+
+
 class BadValuesAreRefused(unittest.TestCase):
     def assert_refused(self, values: dict, mentions: str):
         with self.assertRaises(helm.HelmError) as caught:
