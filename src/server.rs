@@ -9,7 +9,7 @@ use crate::metrics::{MetricsPusher, OrderMetrics};
 use crate::pipeline::{ExportSink, Pipeline, PipelineHandle};
 use crate::receiver;
 use crate::receiver::admission::Admission;
-use crate::store::{Durability, OrderStore, RedbStore, StoreError};
+use crate::store::{Durability, OrderStore, PostgresStore, RedbStore, StoreError};
 use crate::telemetry::Counters;
 use crate::tls::{Alpn, ServerTls, TlsError};
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
@@ -103,11 +103,14 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         let config = Arc::new(config);
         let counters = Arc::new(Counters::default());
-        let store = RedbStore::open_with_cache(
-            &config.storage.directory,
-            config.storage.durability,
-            config.storage.cache_bytes,
-        )?;
+        let store: Box<dyn OrderStore> = match &config.storage.postgres {
+            Some(postgres) => Box::new(PostgresStore::open(postgres, config.storage.durability)?),
+            None => Box::new(RedbStore::open_with_cache(
+                &config.storage.directory,
+                config.storage.durability,
+                config.storage.cache_bytes,
+            )?),
+        };
         if config.storage.durability == Durability::Memory {
             tracing::warn!("storage.durability is memory: a crash may lose acknowledged spans");
         }
@@ -139,14 +142,8 @@ impl Server {
             source = bounds.source,
             "memory bounds"
         );
-        let pipeline = Pipeline::start(
-            config.clone(),
-            Box::new(store),
-            sink,
-            counters.clone(),
-            metrics.clone(),
-            bounds.soft_limit,
-        )?;
+        let pipeline =
+            Pipeline::start(config.clone(), store, sink, counters.clone(), metrics.clone(), bounds.soft_limit)?;
         let admission = Admission::new(bounds.admission, counters.clone());
         let open_files = connections::raise_open_file_limit();
         let listeners = [

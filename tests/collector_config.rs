@@ -12,16 +12,23 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use yaml_serde::Value;
 
-/// The documented keys of one component type, as dotted paths; `*` stands for any one key (a header name), and a
-/// path ending in `.*` for a free-form map below it.
+/// The documented keys of one component type, as dotted paths; a path ending in `.*` stands for a free-form map
+/// below it (header names, TLS settings).
 struct Component {
     kind: &'static str,
     name: &'static str,
-    keys: &'static [&'static str],
+    keys: Vec<String>,
 }
 
-/// The OTLP exporter's client settings (`otlpexporter.Config`: `configgrpc.ClientConfig`, `TimeoutConfig`,
-/// `configretry.BackOffConfig`, `QueueBatchConfig`), shared by `loadbalancing`'s `protocol.otlp`.
+/// `configretry.BackOffConfig`, under `retry_on_failure`.
+const RETRY: &[&str] =
+    &["enabled", "initial_interval", "randomization_factor", "multiplier", "max_interval", "max_elapsed_time"];
+
+/// `exporterhelper.QueueBatchConfig`, under `sending_queue`.
+const QUEUE: &[&str] =
+    &["enabled", "num_consumers", "queue_size", "storage", "block_on_overflow", "sizer", "wait_for_result", "batch.*"];
+
+/// The OTLP exporter's own client settings (`otlpexporter.Config`: `configgrpc.ClientConfig` and `TimeoutConfig`).
 const OTLP_CLIENT: &[&str] = &[
     "endpoint",
     "compression",
@@ -48,23 +55,10 @@ const OTLP_CLIENT: &[&str] = &[
     "tls.min_version",
     "tls.max_version",
     "tls.reload_interval",
-    "retry_on_failure.enabled",
-    "retry_on_failure.initial_interval",
-    "retry_on_failure.randomization_factor",
-    "retry_on_failure.multiplier",
-    "retry_on_failure.max_interval",
-    "retry_on_failure.max_elapsed_time",
-    "sending_queue.enabled",
-    "sending_queue.num_consumers",
-    "sending_queue.queue_size",
-    "sending_queue.storage",
-    "sending_queue.block_on_overflow",
-    "sending_queue.sizer",
-    "sending_queue.wait_for_result",
-    "sending_queue.batch.*",
 ];
 
-const SERVER: &[&str] = &[
+/// The OTLP receiver's server settings.
+const OTLP_SERVER: &[&str] = &[
     "protocols.grpc.endpoint",
     "protocols.grpc.transport",
     "protocols.grpc.max_recv_msg_size_mib",
@@ -84,59 +78,70 @@ const SERVER: &[&str] = &[
     "protocols.http.traces_url_path",
 ];
 
+/// `keys` under `prefix`.
+fn under(prefix: &str, keys: &[&str]) -> Vec<String> {
+    keys.iter().map(|k| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") }).collect()
+}
+
+/// The OTLP exporter: its client settings with retry and queue.
+fn otlp_exporter(prefix: &str, with_endpoint: bool) -> Vec<String> {
+    let client: Vec<&str> = OTLP_CLIENT.iter().copied().filter(|k| with_endpoint || *k != "endpoint").collect();
+    let section = |name: &str| if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") };
+    let mut keys = under(prefix, &client);
+    keys.extend(under(&section("retry_on_failure"), RETRY));
+    keys.extend(under(&section("sending_queue"), QUEUE));
+    keys
+}
+
 fn components() -> Vec<Component> {
-    let mut loadbalancing: Vec<&'static str> = vec![
-        "routing_key",
-        "routing_attributes",
-        "timeout",
-        "retry_on_failure.enabled",
-        "retry_on_failure.initial_interval",
-        "retry_on_failure.randomization_factor",
-        "retry_on_failure.multiplier",
-        "retry_on_failure.max_interval",
-        "retry_on_failure.max_elapsed_time",
-        "sending_queue.enabled",
-        "sending_queue.num_consumers",
-        "sending_queue.queue_size",
-        "sending_queue.storage",
-        "sending_queue.block_on_overflow",
-        "resolver.static.hostnames",
-        "resolver.dns.hostname",
-        "resolver.dns.port",
-        "resolver.dns.interval",
-        "resolver.dns.timeout",
-        "resolver.k8s.service",
-        "resolver.k8s.ports",
-        "resolver.k8s.timeout",
-        "resolver.k8s.return_hostnames",
-        "resolver.aws_cloud_map.namespace",
-        "resolver.aws_cloud_map.service_name",
-        "resolver.aws_cloud_map.health_status",
-        "resolver.aws_cloud_map.interval",
-        "resolver.aws_cloud_map.timeout",
-        "resolver.aws_cloud_map.port",
-    ];
-    // `protocol.otlp` is the OTLP exporter's configuration, but for its endpoint, which the resolver provides.
-    let protocol: Vec<&'static str> = OTLP_CLIENT
-        .iter()
-        .filter(|k| **k != "endpoint")
-        .map(|k| &*Box::leak(format!("protocol.otlp.{k}").into_boxed_str()))
-        .collect();
-    loadbalancing.extend(protocol);
+    // loadbalancing's own settings (its `config.go`), and under `protocol.otlp` the OTLP exporter's but for the
+    // endpoint, which the resolver provides.
+    let mut loadbalancing = under(
+        "",
+        &[
+            "routing_key",
+            "routing_attributes",
+            "timeout",
+            "resolver.static.hostnames",
+            "resolver.dns.hostname",
+            "resolver.dns.port",
+            "resolver.dns.interval",
+            "resolver.dns.timeout",
+            "resolver.k8s.service",
+            "resolver.k8s.ports",
+            "resolver.k8s.timeout",
+            "resolver.k8s.return_hostnames",
+            "resolver.aws_cloud_map.namespace",
+            "resolver.aws_cloud_map.service_name",
+            "resolver.aws_cloud_map.health_status",
+            "resolver.aws_cloud_map.interval",
+            "resolver.aws_cloud_map.timeout",
+            "resolver.aws_cloud_map.port",
+        ],
+    );
+    loadbalancing.extend(under("retry_on_failure", RETRY));
+    loadbalancing.extend(under("sending_queue", QUEUE));
+    loadbalancing.extend(otlp_exporter("protocol.otlp", false));
     vec![
-        Component { kind: "receivers", name: "otlp", keys: SERVER },
+        Component { kind: "receivers", name: "otlp", keys: under("", OTLP_SERVER) },
         Component {
             kind: "processors",
             name: "memory_limiter",
-            keys: &["check_interval", "limit_mib", "spike_limit_mib", "limit_percentage", "spike_limit_percentage"],
+            keys: under(
+                "",
+                &["check_interval", "limit_mib", "spike_limit_mib", "limit_percentage", "spike_limit_percentage"],
+            ),
         },
         Component {
             kind: "processors",
             name: "batch",
-            keys: &["timeout", "send_batch_size", "send_batch_max_size", "metadata_keys", "metadata_cardinality_limit"],
+            keys: under(
+                "",
+                &["timeout", "send_batch_size", "send_batch_max_size", "metadata_keys", "metadata_cardinality_limit"],
+            ),
         },
-        Component { kind: "exporters", name: "otlp", keys: OTLP_CLIENT },
-        Component { kind: "exporters", name: "loadbalancing", keys: Box::leak(loadbalancing.into_boxed_slice()) },
+        Component { kind: "exporters", name: "otlp", keys: otlp_exporter("", true) },
+        Component { kind: "exporters", name: "loadbalancing", keys: loadbalancing },
     ]
 }
 
@@ -168,7 +173,7 @@ fn problems(file: &str, text: &str) -> Vec<String> {
             let mut paths = Vec::new();
             flatten(settings, String::new(), &mut paths);
             for path in paths {
-                if !documented(component.keys, &path) {
+                if !documented(&component.keys, &path) {
                     found.push(format!("{file}: {kind}.{id}.{path}: not a documented key of `{type_name}`"));
                 }
             }
@@ -241,7 +246,7 @@ fn flatten(value: &Value, prefix: String, paths: &mut Vec<String>) {
     }
 }
 
-fn documented(keys: &[&str], path: &str) -> bool {
+fn documented(keys: &[String], path: &str) -> bool {
     keys.iter().any(|key| match key.strip_suffix(".*") {
         Some(map) => path.strip_prefix(map).is_some_and(|rest| rest.starts_with('.')) || path == map,
         None => *key == path,

@@ -1,11 +1,14 @@
-//! Durable order state behind a trait, so that a PostgreSQL implementation can replace the embedded one.
+//! Durable order state behind a trait: the embedded redb store (`redb_store.rs`, the default) or PostgreSQL
+//! (`postgres_store.rs`).
 //!
 //! Only this module writes to the disk. The engine hands over whole order records, aliases and waiting spans to
 //! write, and the pipeline the spans to export; the store writes one group of them in one transaction, so a commit
 //! is all or nothing: after a crash, state and the export queue agree.
 
+mod postgres_store;
 mod redb_store;
 
+pub use postgres_store::PostgresStore;
 pub use redb_store::RedbStore;
 
 use std::sync::Arc;
@@ -64,6 +67,34 @@ pub trait OrderStore: Send {
     fn due_wakes(&self, now: u64, max: usize, in_memory: &dyn Fn(&str) -> bool) -> Result<Vec<String>, StoreError>;
     /// The persistent export queue the exporter reads from.
     fn export_queue(&self) -> Arc<dyn ExportQueue>;
+}
+
+/// An alias value as stored: the orders it names (an array, as earlier versions wrote), or `{"over_cap": true}`
+/// for a value that named more orders than the cap allows. Both stores keep this encoding.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum StoredAlias {
+    Orders(Vec<String>),
+    OverCap { over_cap: bool },
+}
+
+fn encode_alias(alias: &AliasRecord) -> Vec<u8> {
+    let stored = if alias.over_cap {
+        serde_json::to_vec(&StoredAlias::OverCap { over_cap: true })
+    } else {
+        serde_json::to_vec(&alias.orders)
+    };
+    stored.expect("strings and booleans encode")
+}
+
+fn decode_alias(kind: &str, value: &str, bytes: &[u8]) -> Result<AliasRecord, StoreError> {
+    let stored: StoredAlias = serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt { key: format!("{kind}\0{value}"), reason: e.to_string() })?;
+    let (orders, over_cap) = match stored {
+        StoredAlias::Orders(orders) => (orders, false),
+        StoredAlias::OverCap { .. } => (Vec::new(), true),
+    };
+    Ok(AliasRecord { kind: kind.to_string(), value: value.to_string(), orders, over_cap })
 }
 
 /// One export request waiting in the queue.

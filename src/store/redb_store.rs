@@ -6,7 +6,7 @@
 
 use super::{Durability, ExportQueue, LoadedState, OrderReader, OrderStore, QueuedExport, StoreError};
 use ordertrail_core::engine::{OrderWrite, StateChanges};
-use ordertrail_core::order::{AliasRecord, OrderRecord};
+use ordertrail_core::order::OrderRecord;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -192,15 +192,6 @@ impl ExportQueue for RedbExportQueue {
     fn queued_entries(&self) -> u64 {
         self.entries.load(Ordering::Relaxed)
     }
-}
-
-/// An alias value as stored: the orders it names (an array, as earlier versions wrote), or `{"over_cap": true}`
-/// for a value that named more orders than the cap allows.
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
-enum StoredAlias {
-    Orders(Vec<String>),
-    OverCap { over_cap: bool },
 }
 
 fn alias_key(kind: &str, value: &str) -> String {
@@ -438,13 +429,7 @@ impl OrderStore for RedbStore {
             let (kind, alias) = key
                 .split_once('\0')
                 .ok_or_else(|| StoreError::Corrupt { key: key.to_string(), reason: "alias key without kind".into() })?;
-            let stored: StoredAlias = serde_json::from_slice(value.value())
-                .map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })?;
-            let (orders, over_cap) = match stored {
-                StoredAlias::Orders(orders) => (orders, false),
-                StoredAlias::OverCap { .. } => (Vec::new(), true),
-            };
-            state.aliases.push(AliasRecord { kind: kind.to_string(), value: alias.to_string(), orders, over_cap });
+            state.aliases.push(super::decode_alias(kind, alias, value.value())?);
         }
         let pending = tx.open_table(PENDING).map_err(read_err)?;
         for entry in pending.iter().map_err(read_err)? {
@@ -511,12 +496,7 @@ impl OrderStore for RedbStore {
             }
             let mut aliases = tx.open_table(ALIASES).map_err(write_err)?;
             for alias in &changes.aliases {
-                let bytes = if alias.over_cap {
-                    serde_json::to_vec(&StoredAlias::OverCap { over_cap: true })
-                } else {
-                    serde_json::to_vec(&alias.orders)
-                }
-                .map_err(write_err)?;
+                let bytes = super::encode_alias(alias);
                 aliases.insert(alias_key(&alias.kind, &alias.value).as_str(), bytes.as_slice()).map_err(write_err)?;
             }
         }
@@ -564,6 +544,7 @@ impl OrderStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ordertrail_core::order::AliasRecord;
 
     #[test]
     fn committed_state_survives_reopening() {

@@ -4,6 +4,7 @@
 use super::check::{Checker, ConfigError};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Durable state.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -16,11 +17,55 @@ pub struct RawStorage {
     pub durability: String,
     /// Page cache of the embedded store in MiB; it counts against `pipeline.memory_limit_mib`.
     pub cache_size_mib: usize,
+    /// Keep the state in PostgreSQL instead of the embedded store; `directory` and `cache_size_mib` then go unused.
+    pub postgres: Option<RawPostgres>,
+}
+
+/// A PostgreSQL database for the state. The connection string (which may hold a password) comes from the
+/// environment or a file, never from this file, so that the configuration can be shown and logged.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPostgres {
+    /// Environment variable holding the connection string (`host=… user=… dbname=…` or `postgres://…`).
+    pub url_env: Option<String>,
+    /// File holding the connection string, e.g. a mounted Secret.
+    pub url_file: Option<String>,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// How long a statement may run before it fails (and the request with it, retryably).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+}
+
+impl Default for RawPostgres {
+    fn default() -> RawPostgres {
+        RawPostgres { url_env: None, url_file: None, pool_size: 8, statement_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// Where the PostgreSQL connection string comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostgresUrl {
+    Env(String),
+    File(PathBuf),
+}
+
+/// Checked PostgreSQL settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    pub url: PostgresUrl,
+    pub pool_size: usize,
+    pub statement_timeout: Duration,
 }
 
 impl Default for RawStorage {
     fn default() -> RawStorage {
-        RawStorage { directory: "./ordertrail-data".into(), durability: "durable".into(), cache_size_mib: 64 }
+        RawStorage {
+            directory: "./ordertrail-data".into(),
+            durability: "durable".into(),
+            cache_size_mib: 64,
+            postgres: None,
+        }
     }
 }
 
@@ -70,6 +115,8 @@ pub struct StorageConfig {
     pub directory: PathBuf,
     pub durability: Durability,
     pub cache_bytes: usize,
+    /// The state is in PostgreSQL when set, in the embedded store in `directory` otherwise.
+    pub postgres: Option<PostgresConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,10 +139,15 @@ impl RawStorage {
             other => return Err(check.err("storage.durability", format!("`{other}` is not one of durable, memory"))),
         };
         let cache_mib = check.positive("storage.cache_size_mib", self.cache_size_mib)?;
+        let postgres = match &self.postgres {
+            Some(pg) => Some(pg.check(check)?),
+            None => None,
+        };
         Ok(StorageConfig {
             directory: PathBuf::from(&self.directory),
             durability,
             cache_bytes: check.mib("storage.cache_size_mib", u64::try_from(cache_mib).unwrap_or(u64::MAX))?,
+            postgres,
         })
     }
 }
@@ -122,5 +174,26 @@ impl RawPipeline {
             memory_spike: self.memory_spike_limit_mib.map(|m| m.saturating_mul(MIB)),
             admission_limit: self.admission_limit_mib.map(|m| m.saturating_mul(MIB)),
         })
+    }
+}
+
+impl RawPostgres {
+    fn check(&self, check: &Checker<'_>) -> Result<PostgresConfig, ConfigError> {
+        let env = self.url_env.as_deref().filter(|v| !v.is_empty());
+        let file = self.url_file.as_deref().filter(|v| !v.is_empty());
+        let url = match (env, file) {
+            (Some(_), Some(_)) => return Err(check.err("storage.postgres", "give one of url_env, url_file, not both")),
+            (Some(name), None) => PostgresUrl::Env(name.to_string()),
+            (None, Some(path)) if std::path::Path::new(path).is_file() => PostgresUrl::File(PathBuf::from(path)),
+            (None, Some(path)) => {
+                return Err(check.err("storage.postgres.url_file", format!("file `{path}` does not exist")))
+            }
+            (None, None) => return Err(check.err("storage.postgres", "needs url_env or url_file")),
+        };
+        let pool_size = check.positive("storage.postgres.pool_size", self.pool_size)?;
+        if self.statement_timeout.is_zero() {
+            return Err(check.err("storage.postgres.statement_timeout", "must be greater than zero"));
+        }
+        Ok(PostgresConfig { url, pool_size, statement_timeout: self.statement_timeout })
     }
 }
