@@ -11,6 +11,7 @@
 //! - `latency`: open loop at 5,000 spans/s; time from a request being sent to its spans reaching the backend.
 //! - `small`: the project's earlier small spans (4 attributes, 512 a request), closed loop.
 //! - `batches`: closed loop at 10, 512 and 8,192 spans a request.
+//! - `stores` (with `--postgres CONNECTION`): the `cpu` load on the embedded store and on PostgreSQL.
 //! - `orders`: ordertrail alone, one keyed span per new order at 4,000 a second: resident memory and disk per
 //!   open order, with the default hot set (all 200,000 orders in memory) and with `max_orders: 100000`.
 //!
@@ -116,6 +117,11 @@ const ORDERTRAIL_NO_PASSTHROUGH: Hop =
     Hop::Ordertrail { label: "ordertrail (durable, pass-through off)", yaml: "order_traces:\n  passthrough: false\n" };
 const ORDERTRAIL_HOT_SET: Hop =
     Hop::Ordertrail { label: "ordertrail (durable, max_orders 100000)", yaml: "correlation:\n  max_orders: 100000\n" };
+/// The state in PostgreSQL (`--postgres CONNECTION`, into the schema `ordertrail_bench`, made afresh per run).
+const ORDERTRAIL_POSTGRES: Hop = Hop::Ordertrail {
+    label: "ordertrail (durable, PostgreSQL)",
+    yaml: "storage:\n  postgres:\n    url_env: ORDERTRAIL_BENCH_POSTGRES\n",
+};
 const ORDERTRAIL_MEMORY: Hop =
     Hop::Ordertrail { label: "ordertrail (memory)", yaml: "storage:\n  durability: memory\n" };
 const ORDERTRAIL_MEMORY_NO_PASSTHROUGH: Hop = Hop::Ordertrail {
@@ -474,6 +480,24 @@ fn main() {
     let one_each = Payload { spans_per_request: 96, orders: u64::MAX, demo_like: true, spans_per_trace: 1 };
     let length = Duration::from_secs(if quick { 3 } else { 50 });
     measure("orders", &[ORDERTRAIL_DEFAULT, ORDERTRAIL_HOT_SET], one_each, Drive::Open { rate: 4_000, length });
+    // The embedded store against PostgreSQL on the same load (`--postgres "host=127.0.0.1 user=postgres
+    // dbname=test"`): one replica, the database on this machine.
+    if let Some(postgres) = value("--postgres") {
+        let schema = "ordertrail_bench";
+        let fresh = std::process::Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", postgres.as_str(), "-c"])
+            .arg(format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"))
+            .status()
+            .expect("psql runs");
+        assert!(fresh.success(), "cannot make the schema {schema}");
+        std::env::set_var("ORDERTRAIL_BENCH_POSTGRES", format!("{postgres} options='-c search_path={schema}'"));
+        measure(
+            "stores",
+            &[rotel.clone(), ORDERTRAIL_DEFAULT, ORDERTRAIL_POSTGRES],
+            demo,
+            Drive::Closed { requests: 5_000 / scale },
+        );
+    }
     let table = markdown(&figures);
     println!("\n{table}");
     if let Some(path) = value("--markdown") {
