@@ -23,10 +23,13 @@ fn database(dir: &Path, test: &str) -> Option<PostgresConfig> {
     let base = std::env::var("ORDERTRAIL_TEST_POSTGRES")
         .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3".into());
     let schema = format!("ot_{test}_{}", std::process::id());
-    let setup = std::process::Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &base])
-        .args(["-c", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};")])
-        .output();
+    // Schemas of this test left by earlier runs go first, so that they do not pile up in the database.
+    let cleanup = format!(
+        "DO $$ DECLARE s text; BEGIN FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE 'ot\\_{test}\\_%' \
+         LOOP EXECUTE format('DROP SCHEMA %I CASCADE', s); END LOOP; END $$; CREATE SCHEMA {schema};"
+    );
+    let setup =
+        std::process::Command::new("psql").args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &base, "-c", &cleanup]).output();
     let ready = setup.as_ref().is_ok_and(|o| o.status.success());
     if !ready {
         let why = match &setup {
@@ -123,15 +126,55 @@ fn a_second_replica_on_the_same_database_is_refused_until_sharing_is_built() {
     PostgresStore::open(&config, Durability::Durable).expect("free again once the first one closed");
 }
 
+/// Ends the database session that holds the replica lock of `schema`, as a database restart or a failover would.
+fn end_lock_session(schema: &str) {
+    let base = std::env::var("ORDERTRAIL_TEST_POSTGRES")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3".into());
+    let sql = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = {} \
+         AND objsubid = 2 AND objid = (hashtext('{schema}')::bigint & 4294967295)::oid",
+        0x6f74_0002
+    );
+    let ended = std::process::Command::new("psql").args(["-X", "-q", "-t", &base, "-c", &sql]).output().unwrap();
+    assert!(ended.status.success() && String::from_utf8_lossy(&ended.stdout).contains('t'), "{ended:?}");
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn a_replica_lock_lost_with_its_connection_is_taken_again_unless_another_replica_took_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(config) = database(dir.path(), "relock") else { return };
+    let schema = format!("ot_relock_{}", std::process::id());
+    let changes = |n: u64| StateChanges { orders: vec![write("SO-R", Some(5), n)], ..Default::default() };
+    let mut first = PostgresStore::open(&config, Durability::Durable).unwrap();
+    first.commit(&changes(1), &[]).unwrap();
+    // The session holding the lock ends: the next commit takes the lock again and goes through.
+    end_lock_session(&schema);
+    first.commit(&changes(2), &[]).unwrap();
+    // It ends again, and another replica takes the lock meanwhile: the first writes nothing more.
+    end_lock_session(&schema);
+    let second = PostgresStore::open(&config, Durability::Durable).unwrap();
+    let refused = first.commit(&changes(3), &[]).unwrap_err().to_string();
+    assert!(refused.contains("another ordertrail holds it"), "{refused}");
+    assert_eq!(second.order("SO-R").unwrap().unwrap().span_count, 2, "the refused commit wrote nothing");
+}
+
 #[test]
 fn a_bad_connection_string_stops_startup_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("url");
-    std::fs::write(&file, "host=127.0.0.1 port=1 user=nobody dbname=none connect_timeout=2").unwrap();
-    let config =
-        PostgresConfig { url: PostgresUrl::File(file), pool_size: 1, statement_timeout: Duration::from_secs(5) };
-    let err = PostgresStore::open(&config, Durability::Durable).unwrap_err().to_string();
+    let open = |url: &str| {
+        std::fs::write(&file, url).unwrap();
+        let url = PostgresUrl::File(file.clone());
+        let config = PostgresConfig { url, pool_size: 1, statement_timeout: Duration::from_secs(5) };
+        PostgresStore::open(&config, Durability::Durable).unwrap_err().to_string()
+    };
+    let err = open("host=127.0.0.1 port=1 user=nobody password=hunter2 dbname=none connect_timeout=2");
     assert!(err.contains("storage.postgres") && err.contains("cannot connect"), "{err}");
+    assert!(!err.contains("hunter2"), "the password is never shown: {err}");
+    let err = open("host=127.0.0.1 port=not-a-port password=hunter2");
+    assert!(err.contains("storage.postgres") && err.contains("does not parse"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

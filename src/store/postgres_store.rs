@@ -18,6 +18,7 @@ use ordertrail_core::order::OrderRecord;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The schema, one step per version; a database is brought up to the last step at startup, inside a transaction
 /// under an advisory lock, so that replicas starting together apply each step once.
@@ -39,26 +40,35 @@ const MIGRATION_LOCK: i32 = 0x6f74_0001;
 const REPLICA_LOCK: i32 = 0x6f74_0002;
 
 /// The store's runtime, shut down in the background when the last user lets go (dropping a runtime inside another
-/// one's task would panic).
-struct StoreRuntime(Option<tokio::runtime::Runtime>);
+/// one's task would panic), and how long a call may take before its caller is told it failed.
+struct StoreRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+    limit: Duration,
+}
 
 impl Drop for StoreRuntime {
     fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
+        if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
     }
 }
 
 impl StoreRuntime {
-    /// Runs `work` on the store's runtime and waits for it on this thread.
-    fn run<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> T {
+    /// Runs `work` on the store's runtime and waits for it on this thread, at most `limit`: a database that
+    /// stopped answering (a lost network, a host gone) fails the call, retryably, instead of holding the engine.
+    fn run<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> Result<T, StoreError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let runtime = self.0.as_ref().expect("the runtime lives as long as the store");
+        let runtime = self.runtime.as_ref().expect("the runtime lives as long as the store");
+        let limit = self.limit;
         runtime.spawn(async move {
-            let _ = tx.send(work.await);
+            let _ = tx.send(tokio::time::timeout(limit, work).await);
         });
-        rx.recv().expect("the store's runtime runs every query it is given")
+        match rx.recv() {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(StoreError::Read(format!("PostgreSQL did not answer within {limit:?}"))),
+            Err(_) => Err(StoreError::Read("the PostgreSQL call stopped before it answered".into())),
+        }
     }
 }
 
@@ -143,6 +153,11 @@ impl PostgresStore {
         let options = pg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
         pg.options(format!("{options}-c statement_timeout={timeout_ms}"));
         pg.application_name("ordertrail");
+        // A connection to a host that vanished is noticed within a minute, not the kernel's two hours.
+        pg.keepalives(true).keepalives_idle(Duration::from_secs(30));
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(Duration::from_secs(10));
+        }
         let manager =
             Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -151,11 +166,16 @@ impl PostgresStore {
             .enable_all()
             .build()
             .map_err(|e| open_err(format!("cannot start the store's runtime: {e}")))?;
-        let runtime = Arc::new(StoreRuntime(Some(runtime)));
+        // A call may take the statement timeout, plus the wait for a connection.
+        let limit = config.statement_timeout + Duration::from_secs(15);
+        let runtime = Arc::new(StoreRuntime { runtime: Some(runtime), limit });
         let pool = {
-            let _entered = runtime.0.as_ref().expect("just built").enter();
+            let _entered = runtime.runtime.as_ref().expect("just built").enter();
             Pool::builder(manager)
                 .max_size(config.pool_size + 1)
+                .wait_timeout(Some(Duration::from_secs(10)))
+                .create_timeout(Some(Duration::from_secs(10)))
+                .recycle_timeout(Some(Duration::from_secs(5)))
                 .runtime(deadpool_postgres::Runtime::Tokio1)
                 .build()
                 .map_err(|e| open_err(e.to_string()))?
@@ -196,6 +216,7 @@ impl PostgresStore {
                 let (entries, bytes): (i64, i64) = (row.get(0), row.get(1));
                 Ok::<_, String>((replica, entries, bytes))
             })
+            .map_err(|e| open_err(e.to_string()))?
             .map_err(open_err)?;
         let queue = Arc::new(PostgresExportQueue {
             shared: shared.clone(),
@@ -247,15 +268,47 @@ fn read_order(shared: &Shared, key: &str) -> Result<Option<OrderRecord>, StoreEr
     let row = shared.runtime.run(async move {
         let client = pool.get().await.map_err(read_err)?;
         client.query_opt("SELECT record FROM ordertrail_orders WHERE key = $1", &[&owned]).await.map_err(read_err)
-    })?;
+    })??;
     row.map(|row| decode_order(key, row.get(0))).transpose()
+}
+
+impl PostgresStore {
+    /// The replica lock lives with one connection. If that connection was lost (a database restart, a failover,
+    /// an idle-session timeout), the lock went with it: it is taken again on a new connection before anything is
+    /// written, and if another ordertrail took it meanwhile, nothing is.
+    fn keep_replica_lock(&mut self) -> Result<(), StoreError> {
+        if !self.replica.is_closed() {
+            return Ok(());
+        }
+        let pool = self.shared.pool.clone();
+        let retaken = self.shared.runtime.run(async move {
+            let replica = pool.get().await.map_err(write_err)?;
+            let row = replica
+                .query_one("SELECT pg_try_advisory_lock($1, hashtext(current_schema()))", &[&REPLICA_LOCK])
+                .await
+                .map_err(write_err)?;
+            Ok::<_, StoreError>(row.get::<_, bool>(0).then_some(replica))
+        })??;
+        match retaken {
+            Some(replica) => {
+                tracing::warn!("the connection holding the replica lock was lost; the lock is taken again");
+                self.replica = Arc::new(replica);
+                Ok(())
+            }
+            None => Err(StoreError::Write(
+                "the replica lock was lost with its connection and another ordertrail holds it now; this one \
+                 writes nothing more (stop it)"
+                    .into(),
+            )),
+        }
+    }
 }
 
 impl Drop for PostgresStore {
     /// Lets go of the replica lock at once, so that a restart in the same process (or the next replica) takes it.
     fn drop(&mut self) {
         let replica = self.replica.clone();
-        self.shared.runtime.run(async move {
+        let _ = self.shared.runtime.run(async move {
             let _ =
                 replica.execute("SELECT pg_advisory_unlock($1, hashtext(current_schema()))", &[&REPLICA_LOCK]).await;
         });
@@ -290,7 +343,7 @@ impl OrderStore for PostgresStore {
                 pending.map_err(read_err)?,
                 traces.map_err(read_err)?,
             ))
-        })?;
+        })??;
         let mut state = LoadedState { orders_left_in_store: closed || orders.len() > max_orders, ..Default::default() };
         for row in orders.iter().take(max_orders) {
             let key: String = row.get(0);
@@ -311,6 +364,7 @@ impl OrderStore for PostgresStore {
         if changes.is_empty() && exports.is_empty() {
             return Ok(());
         }
+        self.keep_replica_lock()?;
         // The rows as columns, for one UNNEST statement per table: a group's commit is a handful of statements,
         // however many orders it touched.
         let mut order_keys = Vec::with_capacity(changes.orders.len());
@@ -393,7 +447,7 @@ impl OrderStore for PostgresStore {
                 .map_err(write_err)?;
             }
             tx.commit().await.map_err(write_err)
-        })?;
+        })??;
         self.queue.bytes.fetch_add(added_bytes, Ordering::Relaxed);
         self.queue.entries.fetch_add(added_entries, Ordering::Relaxed);
         Ok(())
@@ -421,7 +475,7 @@ impl OrderStore for PostgresStore {
                 )
                 .await
                 .map_err(read_err)
-        })?;
+        })??;
         Ok(rows.iter().map(|row| row.get::<_, String>(0)).filter(|key| !in_memory(key)).take(max).collect())
     }
 
@@ -444,7 +498,7 @@ impl ExportQueue for PostgresExportQueue {
                 )
                 .await
                 .map_err(read_err)
-        })?;
+        })??;
         Ok(rows
             .iter()
             .map(|row| {
@@ -468,11 +522,12 @@ impl ExportQueue for PostgresExportQueue {
                 .query("DELETE FROM ordertrail_exports WHERE number = ANY($1) RETURNING length(request)", &[&numbers])
                 .await
                 .map_err(write_err)
-        })?;
+        })??;
         let bytes: u64 = removed.iter().map(|row| u64::try_from(row.get::<_, i32>(0)).unwrap_or(0)).sum();
-        self.bytes.fetch_sub(bytes.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
-        let count = removed.len() as u64;
-        self.entries.fetch_sub(count.min(self.entries.load(Ordering::Relaxed)), Ordering::Relaxed);
+        // Rows are counted in by the commit that added them, after it committed, so a removal can come first
+        // for a moment; the counters come out exact once both are done.
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.entries.fetch_sub(removed.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
