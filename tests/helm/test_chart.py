@@ -91,7 +91,7 @@ class EveryRenderedObjectIsValid(unittest.TestCase):
             with self.subTest(values=path and path.name):
                 objs = objects(render(values_of(path) if path else None))
                 kinds = sorted(o["kind"] for o in objs)
-                self.assertIn("StatefulSet", kinds)
+                self.assertTrue({"StatefulSet", "Deployment"} & set(kinds), kinds)
                 for obj in objs:
                     if obj["kind"] in CUSTOM_KINDS:
                         continue
@@ -187,6 +187,24 @@ class Secured(unittest.TestCase):
             render({"secretMounts": [{"name": "tls", "secretName": "s", "mountPath": "relative/path"}]})
         with self.assertRaises(helm.HelmError):
             render({"secretMounts": [{"name": "tls", "mountPath": "/etc/x"}]})
+
+
+class OnPostgres(unittest.TestCase):
+    def test_with_a_postgres_secret_the_chart_renders_a_deployment_without_a_volume(self):
+        objs = objects(render(values_of(CHART / "ci" / "postgres-values.yaml")))
+        kinds = [o["kind"] for o in objs]
+        self.assertNotIn("StatefulSet", kinds)
+        deployment = one(objs, "Deployment")
+        self.assertEqual(deployment["spec"]["strategy"]["type"], "Recreate", "never two replicas on one schema")
+        self.assertEqual(deployment["spec"]["replicas"], 1)
+        pod = deployment["spec"]["template"]["spec"]
+        self.assertNotIn("persistentVolumeClaim", json.dumps(pod))
+        env = pod["containers"][0]["env"][0]
+        self.assertEqual(env["name"], "ORDERTRAIL_POSTGRES_URL")
+        self.assertEqual(env["valueFrom"]["secretKeyRef"], {"name": "ordertrail-postgres", "key": "url"})
+        config = yaml.safe_load(one(objs, "ConfigMap", "ordertrail")["data"]["config.yaml"])
+        self.assertEqual(config["storage"]["postgres"], {"url_env": "ORDERTRAIL_POSTGRES_URL", "pool_size": 4})
+        self.assertEqual(config["storage"]["durability"], "durable", "the rest of the section is kept")
 
 
 class MonitoringObjects(unittest.TestCase):

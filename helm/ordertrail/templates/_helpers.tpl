@@ -47,7 +47,13 @@ app.kubernetes.io/part-of: ordertrail
 {{- if .Values.configFile }}
 {{- .Values.configFile }}
 {{- else }}
-{{- toYaml .Values.config }}
+{{- $config := deepCopy .Values.config }}
+{{- if .Values.postgres.existingSecret }}
+{{- $storage := default dict $config.storage }}
+{{- $_ := set $storage "postgres" (dict "url_env" "ORDERTRAIL_POSTGRES_URL" "pool_size" .Values.postgres.poolSize) }}
+{{- $_ := set $config "storage" $storage }}
+{{- end }}
+{{- toYaml $config }}
 {{- end }}
 {{- end }}
 
