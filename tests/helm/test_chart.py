@@ -249,6 +249,10 @@ class BadValuesAreRefused(unittest.TestCase):
         self.assert_refused({"persistence": {"size": "ten gigs"}}, "size")
         self.assert_refused({"memory": {"limitMiB": "2Gi"}}, "limitMiB")
 
+    def test_a_hot_set_too_large_for_the_container_is_refused(self):
+        self.assert_refused({"config": {"correlation": {"max_orders": 1000000}}}, "max_orders")
+        render({"config": {"correlation": {"max_orders": 1000000}}, "memory": {"requestMiB": 1024, "limitMiB": 6144}})
+
     def test_a_memory_limiter_at_or_above_the_container_limit_is_refused(self):
         self.assert_refused({"config": {"pipeline": {"memory_limit_mib": 4096}}}, "memory_limit_mib")
         self.assert_refused({"memory": {"requestMiB": 4096, "limitMiB": 1024}}, "requestMiB")
@@ -277,7 +281,10 @@ class DefaultsMatchOrdertrail(unittest.TestCase):
                     mismatches.append((where, value, expected[key]))
 
         walk(chart_values, defaults, "")
-        self.assertEqual(mismatches, [], "values.yaml `config` differs from `ordertrail print-default-config`")
+        # Sized for the chart's container on purpose (the chart checks it against memory.limitMiB).
+        sized = {"correlation.max_orders"}
+        self.assertEqual([m for m in mismatches if m[0] not in sized], [], "values.yaml `config` differs from ordertrail's")
+        self.assertEqual([m[0] for m in mismatches], ["correlation.max_orders"])
 
     def test_notes_say_how_to_find_an_order_trace_and_warn_without_an_exporter(self):
         notes = render(None)["ordertrail/templates/NOTES.txt"]

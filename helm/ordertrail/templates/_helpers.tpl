@@ -62,6 +62,15 @@ app.kubernetes.io/part-of: ordertrail
 {{- if gt (int .Values.memory.requestMiB) (int .Values.memory.limitMiB) }}
 {{- fail (printf "memory.requestMiB (%d) is above memory.limitMiB (%d)" (int .Values.memory.requestMiB) (int .Values.memory.limitMiB)) }}
 {{- end }}
+{{- $correlation := default dict .Values.config.correlation }}
+{{- if and (not .Values.configFile) $correlation.max_orders }}
+{{- /* About 4 KB an order in memory (BENCHMARKS.md), and 256 MiB for the rest, under the limiter's 80 %. */}}
+{{- $needMiB := add 256 (div (mul (int64 $correlation.max_orders) 4) 1024) }}
+{{- $haveMiB := div (mul (int .Values.memory.limitMiB) 4) 5 }}
+{{- if gt (int64 $needMiB) (int64 $haveMiB) }}
+{{- fail (printf "config.correlation.max_orders (%d) needs about %d MiB at about 4 KB an order, more than the %d MiB the memory limiter allows under memory.limitMiB (%d); lower max_orders (the rest stay on the volume) or raise memory.limitMiB" (int64 $correlation.max_orders) (int64 $needMiB) (int64 $haveMiB) (int .Values.memory.limitMiB)) }}
+{{- end }}
+{{- end }}
 {{- $pipeline := default dict .Values.config.pipeline }}
 {{- if and (not .Values.configFile) $pipeline.memory_limit_mib }}
 {{- if ge (int $pipeline.memory_limit_mib) (int .Values.memory.limitMiB) }}

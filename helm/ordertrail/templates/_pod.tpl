@@ -68,8 +68,8 @@ spec:
         periodSeconds: 10
         timeoutSeconds: 5
         failureThreshold: 6
-      # Not ready while the store cannot commit or memory is above the limiter's soft limit: the Service then
-      # sends nothing new, and the collector's retry queue holds the spans.
+      # Not ready before startup completes, after shutdown begins, while the store cannot commit, or when the
+      # engine stops answering: the Service then sends nothing new, and the collector's retry queue holds the spans.
       readinessProbe:
         httpGet:
           path: /readyz
