@@ -215,6 +215,16 @@ class MonitoringObjects(unittest.TestCase):
         alerts = yaml.safe_load((CHART / "files" / "ordertrail-alerts.yaml").read_text())
         self.assertEqual(rule["spec"]["groups"], alerts["groups"])
 
+    def test_a_service_monitor_of_an_https_api_must_say_how_to_trust_it(self):
+        tls = {"cert_file": "/etc/ordertrail/secrets/api/tls.crt", "key_file": "/etc/ordertrail/secrets/api/tls.key"}
+        values = {"serviceMonitor": {"enabled": True}, "config": {"api": {"http": {"tls": tls}}}}
+        with self.assertRaises(helm.HelmError) as caught:
+            render(values)
+        self.assertIn("serviceMonitor.tlsConfig", str(caught.exception))
+        values["serviceMonitor"]["tlsConfig"] = {"ca": {"secret": {"name": "api-tls", "key": "ca.crt"}}}
+        endpoint = one(objects(render(values)), "ServiceMonitor")["spec"]["endpoints"][0]
+        self.assertEqual(endpoint["scheme"], "https")
+
     def test_the_dashboard_config_map_carries_the_dashboard_for_grafanas_sidecar(self):
         objs = objects(render({"grafanaDashboard": {"enabled": True}}))
         dashboard = one(objs, "ConfigMap", "ordertrail-dashboard")
