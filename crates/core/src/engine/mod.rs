@@ -203,21 +203,18 @@ impl Engine {
         self.stats.milestones_settling = self.settling.len() as u64;
         if now >= self.next_stats_refresh {
             self.next_stats_refresh = now.saturating_add(STATS_REFRESH_NANOS);
-            self.stats.open_orders_by_stage = stats::open_orders_by_stage(&self.config.taxonomy, self.orders.values());
-            (self.stats.stalled_orders, self.stats.open_exceptions) =
-                stats::stalled_and_exceptions(&self.config.taxonomy, self.orders.values(), now);
+            let gauges = stats::order_gauges(&self.config.taxonomy, self.orders.values(), now);
+            self.stats.open_orders_by_stage = gauges.by_stage;
+            self.stats.stalled_orders = gauges.stalled;
+            self.stats.open_exceptions = gauges.open_exceptions;
             self.stats.coverage = self.coverage.snapshot();
         }
         if now >= self.next_idle_scan {
             let idle = nanos(self.config.order_traces.idle_close_after);
             // Scanning every order is linear, so it runs at a tenth of the idle period, between 100 ms and 60 s.
             self.next_idle_scan = now.saturating_add((idle / 10).clamp(100_000_000, 60_000_000_000));
-            let due: Vec<String> = self
-                .orders
-                .values()
-                .filter(|o| !o.is_closed() && o.last_activity_unix_nanos.saturating_add(idle) <= now)
-                .map(|o| o.key.clone())
-                .collect();
+            let due: Vec<String> =
+                self.orders.values().filter(|o| self.idle_due(o, now)).map(|o| o.key.clone()).collect();
             for key in due {
                 self.close(&key, records::IDLE.to_string(), now, out);
             }

@@ -310,9 +310,9 @@ impl Engine {
         } else {
             // Its clocks and settling milestones left the indexes when it was evicted (or were never indexed, for
             // an order not loaded at startup); they come back at the times its wake was computed with.
-            let (clocks_known, settling_due) = self.read_back_times(&order);
-            self.index_deadlines_known_since(&order, clocks_known);
-            self.index_unsettled_due(&order, settling_due);
+            let read_back = self.read_back_time(&order);
+            self.index_deadlines_known_since(&order, read_back);
+            self.index_unsettled_due(&order, read_back);
         }
         self.stats.orders_loaded += 1;
         self.orders.insert(order.key.clone(), order);

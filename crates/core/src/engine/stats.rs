@@ -149,47 +149,43 @@ impl CoverageCounter {
     }
 }
 
-/// Open orders by their current stage (`none` before the first main-path milestone).
 /// Counts by a pair of labels (stage and owner, class and owner).
 pub type PairCounts = BTreeMap<(String, String), u64>;
 
-/// The stalled orders by stage and owner of the next action, and the open exceptions by class and owner, of the
-/// open orders among `orders` at `now`.
-pub(crate) fn stalled_and_exceptions<'o>(
+/// The gauges of the open orders in memory, from one pass over them.
+#[derive(Debug, Default)]
+pub(crate) struct OrderGauges {
+    /// Open orders by their current stage (`none` before the first main-path milestone).
+    pub(crate) by_stage: BTreeMap<String, u64>,
+    /// Stalled orders (a clock overdue) by stage and the owner of the next action.
+    pub(crate) stalled: PairCounts,
+    /// Open exceptions by class and owner.
+    pub(crate) open_exceptions: PairCounts,
+}
+
+/// The gauges of the open orders among `orders` at `now`; each order's stage is worked out once.
+pub(crate) fn order_gauges<'o>(
     taxonomy: &Taxonomy,
     orders: impl Iterator<Item = &'o OrderRecord>,
     now: u64,
-) -> (PairCounts, PairCounts) {
-    let mut stalled = PairCounts::new();
-    let mut exceptions = PairCounts::new();
+) -> OrderGauges {
+    let mut gauges = OrderGauges::default();
     for order in orders.filter(|o| !o.is_closed()) {
         for exception in order.open_exceptions() {
-            *exceptions.entry((exception.class.clone(), exception.owner.clone())).or_default() += 1;
-        }
-        if order.sla_status(now) != OrderSlaStatus::Breached {
-            continue;
+            *gauges.open_exceptions.entry((exception.class.clone(), exception.owner.clone())).or_default() += 1;
         }
         let (stage, next) = stage_and_next(taxonomy, order);
         let stage = stage.map_or("none", |m| m.name.as_str());
-        let owner = next.map_or("none", |m| next_owner(order, m));
-        *stalled.entry((stage.to_string(), owner.to_string())).or_default() += 1;
-    }
-    (stalled, exceptions)
-}
-
-pub(crate) fn open_orders_by_stage<'o>(
-    taxonomy: &Taxonomy,
-    orders: impl Iterator<Item = &'o OrderRecord>,
-) -> BTreeMap<String, u64> {
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for order in orders.filter(|o| !o.is_closed()) {
-        let stage = stage_and_next(taxonomy, order).0.map_or("none", |m| m.name.as_str());
-        match counts.get_mut(stage) {
+        match gauges.by_stage.get_mut(stage) {
             Some(n) => *n += 1,
             None => {
-                counts.insert(stage.to_string(), 1);
+                gauges.by_stage.insert(stage.to_string(), 1);
             }
         }
+        if order.sla_status(now) == OrderSlaStatus::Breached {
+            let owner = next.map_or("none", |m| next_owner(order, m));
+            *gauges.stalled.entry((stage.to_string(), owner.to_string())).or_default() += 1;
+        }
     }
-    counts
+    gauges
 }

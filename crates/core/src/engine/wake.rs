@@ -8,7 +8,7 @@
 //!
 //! A wake is computed from the record as the earliest of the breach checks of its running clocks, the settling of
 //! its reached milestones and its idle close, each at the time the in-memory indexes give it when the order is
-//! read back (`read_back_times`), so that a woken order has something due. An order woken before it needed anything had a stale wake in
+//! read back (`read_back_time`), so that a woken order has something due. An order woken before it needed anything had a stale wake in
 //! the store (written by an earlier version, or under another configuration); every woken order is written
 //! again, which corrects it.
 
@@ -31,7 +31,7 @@ impl Engine {
             return None;
         }
         let delay = nanos(self.config.sla.detection_delay);
-        let (clocks_known, settling_due) = self.read_back_times(order);
+        let read_back = self.read_back_time(order);
         // Only what the indexes take back when the order is read: a clock of a target no longer configured, or a
         // milestone no longer in the taxonomy, would otherwise keep the wake in the past for good.
         let configured = |target: &str| self.config.sla.targets.iter().any(|t| t.name == target);
@@ -39,12 +39,12 @@ impl Engine {
             .slas
             .iter()
             .filter(|s| s.is_running() && s.deadline_unix_nanos != u64::MAX && configured(&s.target))
-            .map(|s| s.deadline_unix_nanos.max(clocks_known).saturating_add(delay));
+            .map(|s| s.deadline_unix_nanos.max(read_back).saturating_add(delay));
         let settling = order
             .milestones
             .iter()
             .any(|m| m.reached.is_some() && !m.span_emitted && self.config.taxonomy.milestone(&m.name).is_some())
-            .then_some(settling_due);
+            .then_some(read_back);
         let idle = nanos(self.config.order_traces.idle_close_after);
         let granularity = (idle / IDLE_WAKE_GRANULARITY_DIVISOR).clamp(1, IDLE_WAKE_GRANULARITY_MAX_NANOS);
         let idle_due = order.last_activity_unix_nanos.saturating_add(idle);
@@ -66,15 +66,19 @@ impl Engine {
     }
 
     /// For an order read back from the store: since when its running clocks count as known, and when its reached
-    /// milestones settle. Neither time is kept in the record, so both are taken as the detection delay after the
-    /// order's last activity, when a milestone reached by its last span settles if nothing holds it up. A read-back
+    /// milestones settle, one time for both. Neither is kept in the record, so both are taken as the detection
+    /// delay after the order's last activity, when a milestone reached by its last span settles if nothing holds it up. A read-back
     /// order is therefore judged within about one detection delay of when it would have been in memory: a clock
     /// started by a revision may breach up to that much later, one whose settling was held up (at startup, behind an
     /// earlier reach) that much sooner. Keeping each clock's known-since time in the record would make them equal.
-    pub(crate) fn read_back_times(&self, order: &OrderRecord) -> (u64, u64) {
-        let delay = nanos(self.config.sla.detection_delay);
-        let settling_due = order.last_activity_unix_nanos.saturating_add(delay);
-        (settling_due, settling_due)
+    pub(crate) fn read_back_time(&self, order: &OrderRecord) -> u64 {
+        order.last_activity_unix_nanos.saturating_add(nanos(self.config.sla.detection_delay))
+    }
+
+    /// Whether `order` is open and has had no news for `order_traces.idle_close_after`.
+    pub(crate) fn idle_due(&self, order: &OrderRecord, now: u64) -> bool {
+        let idle = nanos(self.config.order_traces.idle_close_after);
+        !order.is_closed() && order.last_activity_unix_nanos.saturating_add(idle) <= now
     }
 
     /// Whether the store may hold open orders that are not in memory, whose wakes the service must look up.
@@ -112,12 +116,7 @@ impl Engine {
             self.persistence.order_changed(key);
             // Woken for its idle close, it closes now rather than at the next idle scan (up to a minute away):
             // meanwhile, as the least recently active order, it would be evicted and woken again at every tick.
-            let idle = nanos(self.config.order_traces.idle_close_after);
-            let idle_due = self
-                .orders
-                .get(key.as_str())
-                .is_some_and(|o| !o.is_closed() && o.last_activity_unix_nanos.saturating_add(idle) <= now);
-            if idle_due {
+            if self.orders.get(key.as_str()).is_some_and(|o| self.idle_due(o, now)) {
                 self.close(key, super::records::IDLE.to_string(), now, out);
             }
         }
