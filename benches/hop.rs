@@ -101,13 +101,19 @@ enum Hop {
         label: &'static str,
         yaml: &'static str,
     },
+    /// Replicas of ordertrail sharing PostgreSQL, each sent the requests a gateway routing by trace id would send
+    /// it (the payload's requests hold whole traces, so a request goes where its traces go).
+    Replicas {
+        label: &'static str,
+        replicas: usize,
+    },
 }
 
 impl Hop {
     fn label(&self) -> &'static str {
         match self {
             Hop::Rotel(_) => "rotel-agent",
-            Hop::Ordertrail { label, .. } => label,
+            Hop::Ordertrail { label, .. } | Hop::Replicas { label, .. } => label,
         }
     }
 }
@@ -118,10 +124,10 @@ const ORDERTRAIL_NO_PASSTHROUGH: Hop =
 const ORDERTRAIL_HOT_SET: Hop =
     Hop::Ordertrail { label: "ordertrail (durable, max_orders 100000)", yaml: "correlation:\n  max_orders: 100000\n" };
 /// The state in PostgreSQL (`--postgres CONNECTION`, into the schema `ordertrail_bench`, made afresh per run).
-const ORDERTRAIL_POSTGRES: Hop = Hop::Ordertrail {
-    label: "ordertrail (durable, PostgreSQL)",
-    yaml: "storage:\n  postgres:\n    url_env: ORDERTRAIL_BENCH_POSTGRES\n",
-};
+const ORDERTRAIL_POSTGRES_YAML: &str = "storage:\n  postgres:\n    url_env: ORDERTRAIL_BENCH_POSTGRES\n";
+const ORDERTRAIL_POSTGRES: Hop =
+    Hop::Ordertrail { label: "ordertrail (durable, PostgreSQL)", yaml: ORDERTRAIL_POSTGRES_YAML };
+const ORDERTRAIL_POSTGRES_3: Hop = Hop::Replicas { label: "ordertrail (durable, PostgreSQL, 3 replicas)", replicas: 3 };
 const ORDERTRAIL_MEMORY: Hop =
     Hop::Ordertrail { label: "ordertrail (memory)", yaml: "storage:\n  durability: memory\n" };
 const ORDERTRAIL_MEMORY_NO_PASSTHROUGH: Hop = Hop::Ordertrail {
@@ -133,26 +139,52 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A running hop: its process, where it listens, and (for ordertrail) its metrics page.
+/// A running hop: its processes (one, or the replicas), where they listen, and (for ordertrail) their metrics
+/// pages.
 struct Running {
-    child: Child,
-    grpc: u16,
-    metrics: Option<String>,
+    children: Vec<Child>,
+    grpc: Vec<u16>,
+    metrics: Vec<String>,
     dir: tempfile::TempDir,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+fn start_ordertrail(dir: &std::path::Path, yaml: &str, sink: std::net::SocketAddr) -> (Child, u16, String) {
+    let grpc = free_port();
+    let config = dir.join("config.yaml");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&config, yaml).unwrap();
+    let api = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_ordertrail"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .args(["--data-dir", dir.join("data").to_str().unwrap()])
+        .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
+        .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--api-http-listen", &format!("127.0.0.1:{api}")])
+        .args(["--api-grpc-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--export-endpoint", &format!("http://{sink}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ordertrail starts");
+    (child, grpc, format!("http://127.0.0.1:{api}/metrics"))
 }
 
 async fn start(hop: &Hop, sink: std::net::SocketAddr) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let grpc = free_port();
-    let (child, metrics) = match hop {
+    let mut running = Running { children: Vec::new(), grpc: Vec::new(), metrics: Vec::new(), dir };
+    match hop {
         Hop::Rotel(path) => {
+            let grpc = free_port();
             let child = Command::new(path)
                 .args(["start", "--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}"), "--exporter", "otlp"])
                 .args(["--otlp-http-endpoint", &format!("127.0.0.1:{}", free_port())])
@@ -161,35 +193,34 @@ async fn start(hop: &Hop, sink: std::net::SocketAddr) -> Running {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("rotel-agent starts");
-            (child, None)
+            running.children.push(child);
+            running.grpc.push(grpc);
         }
         Hop::Ordertrail { yaml, .. } => {
-            let config = dir.path().join("config.yaml");
-            std::fs::write(&config, yaml).unwrap();
-            let api = free_port();
-            let child = Command::new(env!("CARGO_BIN_EXE_ordertrail"))
-                .args(["run", "--config", config.to_str().unwrap()])
-                .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-                .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
-                .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
-                .args(["--api-http-listen", &format!("127.0.0.1:{api}")])
-                .args(["--api-grpc-listen", &format!("127.0.0.1:{}", free_port())])
-                .args(["--export-endpoint", &format!("http://{sink}")])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("ordertrail starts");
-            (child, Some(format!("http://127.0.0.1:{api}/metrics")))
+            let (child, grpc, metrics) = start_ordertrail(running.dir.path(), yaml, sink);
+            running.children.push(child);
+            running.grpc.push(grpc);
+            running.metrics.push(metrics);
         }
-    };
-    let endpoint = format!("http://127.0.0.1:{grpc}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TraceServiceClient::connect(endpoint.clone()).await.is_err() {
-        assert!(Instant::now() < deadline, "{} did not start listening", hop.label());
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        Hop::Replicas { replicas, .. } => {
+            for n in 0..*replicas {
+                let own = running.dir.path().join(format!("replica-{n}"));
+                let (child, grpc, metrics) = start_ordertrail(&own, ORDERTRAIL_POSTGRES_YAML, sink);
+                running.children.push(child);
+                running.grpc.push(grpc);
+                running.metrics.push(metrics);
+            }
+        }
     }
-    Running { child, grpc, metrics, dir }
+    for grpc in &running.grpc {
+        let endpoint = format!("http://127.0.0.1:{grpc}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TraceServiceClient::connect(endpoint.clone()).await.is_err() {
+            assert!(Instant::now() < deadline, "{} did not start listening", hop.label());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    running
 }
 
 /// CPU time (user + system, all threads) and resident memory of a process, from `/proc`.
@@ -218,13 +249,20 @@ fn sample(pid: u32) -> ProcSample {
 
 /// The hop's count of spans handed to its exporter (ordertrail), or the number sent (a plain hop passes each on).
 async fn expected_output(running: &Running, sent: u64) -> u64 {
-    let Some(url) = &running.metrics else { return sent };
-    let page = reqwest::get(url).await.unwrap().text().await.unwrap();
-    page.lines()
-        .find(|l| l.starts_with("ordertrail_exporter_spans_queued_total "))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    if running.metrics.is_empty() {
+        return sent;
+    }
+    let mut queued = 0;
+    for url in &running.metrics {
+        let page = reqwest::get(url).await.unwrap().text().await.unwrap();
+        queued += page
+            .lines()
+            .find(|l| l.starts_with("ordertrail_exporter_spans_queued_total "))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64);
+    }
+    queued
 }
 
 /// Waits until the backend has everything the hop took on and nothing more arrives for a second.
@@ -276,16 +314,19 @@ fn disk_bytes(dir: &std::path::Path) -> u64 {
         .sum()
 }
 
-/// Sends `requests` requests from 4 senders, each as soon as its previous one is answered.
-async fn closed_loop(grpc: u16, payload: Payload, requests: u64) {
+/// Sends `requests` requests from 4 senders per hop process, each as soon as its previous one is answered; with
+/// replicas, request `seq` goes to replica `seq % replicas`, as a gateway routing by trace id sends a trace.
+async fn closed_loop(grpc: &[u16], payload: Payload, requests: u64) {
     let mut tasks = Vec::new();
-    for sender in 0..SENDERS {
+    let hops = grpc.len() as u64;
+    for sender in 0..SENDERS * hops {
+        let port = grpc[usize::try_from(sender % hops).unwrap()];
         tasks.push(tokio::spawn(async move {
-            let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+            let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{port}"))
                 .await
                 .unwrap()
                 .max_encoding_message_size(usize::MAX);
-            for seq in (sender..requests).step_by(usize::try_from(SENDERS).unwrap()) {
+            for seq in (sender..requests).step_by(usize::try_from(SENDERS * hops).unwrap()) {
                 loop {
                     match client.export(request(&payload, seq, wall_nanos())).await {
                         Ok(_) => break,
@@ -345,19 +386,29 @@ enum Drive {
     Open { rate: u64, length: Duration },
 }
 
+/// CPU time and resident memory summed over `pids` (the replicas of one hop).
+fn sample_processes(pids: &[u32]) -> ProcSample {
+    pids.iter().map(|pid| sample(*pid)).fold(ProcSample { cpu: Duration::ZERO, resident: 0 }, |a, b| ProcSample {
+        cpu: a.cpu + b.cpu,
+        resident: a.resident + b.resident,
+    })
+}
+
 async fn run(scenario: &str, hop: &Hop, payload: Payload, drive: Drive) -> Figure {
     let (sink, sink_addr) = CountingSink::start().await;
     let running = start(hop, sink_addr).await;
-    let pid = running.child.id();
+    let pids: Vec<u32> = running.children.iter().map(Child::id).collect();
+    let sample_all = move || sample_processes(&pids);
     // Let startup settle (ordertrail opens its store, rotel starts its pipelines) before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = sample(pid);
+    let before = sample_all();
     let peak = Arc::new(AtomicU64::new(before.resident));
     let watcher = {
         let peak = peak.clone();
+        let sample_all = sample_all.clone();
         tokio::spawn(async move {
             loop {
-                peak.fetch_max(sample(pid).resident, Ordering::Relaxed);
+                peak.fetch_max(sample_all().resident, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
@@ -365,16 +416,16 @@ async fn run(scenario: &str, hop: &Hop, payload: Payload, drive: Drive) -> Figur
     let started = Instant::now();
     let (sent, window) = match drive {
         Drive::Closed { requests } => {
-            closed_loop(running.grpc, payload, requests).await;
+            closed_loop(&running.grpc, payload, requests).await;
             drain(&running, &sink, requests * payload.spans_per_request as u64).await;
             (requests * payload.spans_per_request as u64, started.elapsed())
         }
         Drive::Open { rate, length } => {
-            let sent = open_loop(running.grpc, payload, rate, length).await;
+            let sent = open_loop(running.grpc[0], payload, rate, length).await;
             (sent, started.elapsed())
         }
     };
-    let after = sample(pid);
+    let after = sample_all();
     if matches!(drive, Drive::Open { .. }) {
         drain(&running, &sink, sent).await;
     }
@@ -481,22 +532,21 @@ fn main() {
     let length = Duration::from_secs(if quick { 3 } else { 50 });
     measure("orders", &[ORDERTRAIL_DEFAULT, ORDERTRAIL_HOT_SET], one_each, Drive::Open { rate: 4_000, length });
     // The embedded store against PostgreSQL on the same load (`--postgres "host=127.0.0.1 user=postgres
-    // dbname=test"`): one replica, the database on this machine.
+    // dbname=test"`): one replica and three sharing it, the database on this machine. The schema is made afresh
+    // for each, so that every run starts from an empty database.
     if let Some(postgres) = value("--postgres") {
         let schema = "ordertrail_bench";
-        let fresh = std::process::Command::new("psql")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", postgres.as_str(), "-c"])
-            .arg(format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"))
-            .status()
-            .expect("psql runs");
-        assert!(fresh.success(), "cannot make the schema {schema}");
         std::env::set_var("ORDERTRAIL_BENCH_POSTGRES", format!("{postgres} options='-c search_path={schema}'"));
-        measure(
-            "stores",
-            &[rotel.clone(), ORDERTRAIL_DEFAULT, ORDERTRAIL_POSTGRES],
-            demo,
-            Drive::Closed { requests: 5_000 / scale },
-        );
+        measure("stores", &[rotel.clone(), ORDERTRAIL_DEFAULT], demo, Drive::Closed { requests: 5_000 / scale });
+        for hop in [ORDERTRAIL_POSTGRES, ORDERTRAIL_POSTGRES_3] {
+            let fresh = std::process::Command::new("psql")
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", postgres.as_str(), "-c"])
+                .arg(format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"))
+                .status()
+                .expect("psql runs");
+            assert!(fresh.success(), "cannot make the schema {schema}");
+            measure("stores", &[hop], demo, Drive::Closed { requests: 5_000 / scale });
+        }
     }
     let table = markdown(&figures);
     println!("\n{table}");

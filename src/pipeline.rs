@@ -15,7 +15,7 @@ use crate::telemetry::Counters;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use ordertrail_core::config::Config;
 use ordertrail_core::engine::events::{Event, KeyKind};
-use ordertrail_core::engine::{Engine, EngineStats, Output};
+use ordertrail_core::engine::{Engine, EngineStats, Output, StateChanges};
 use ordertrail_core::order::OrderRecord;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -169,6 +169,41 @@ impl PipelineHandle {
     }
 }
 
+/// An engine with the state `store` holds: its orders (those the store loads; the rest are read back when named),
+/// aliases, remembered traces and waiting spans. Also returns what restoring the waiting spans produced (spans that
+/// could not wait), to send with the first group.
+fn build_engine(config: &Arc<Config>, store: &dyn OrderStore, now: u64) -> Result<(Engine, Output), StoreError> {
+    let state = store.load(config.correlation.max_orders)?;
+    tracing::info!(
+        orders = state.orders.len(),
+        aliases = state.aliases.len(),
+        waiting_traces = state.pending.len(),
+        remembered_traces = state.traces.len(),
+        queued_exports = store.export_queue().queued_entries(),
+        "order state loaded"
+    );
+    let orders_left_in_store = state.orders_left_in_store;
+    let mut engine = Engine::new(config.clone(), state.orders, state.aliases);
+    engine.correct_stored_wakes(state.stored_wakes);
+    // Open orders beyond `correlation.max_orders` live in the store only and are read back when named: memory
+    // holds a bounded hot set whatever the number of open orders.
+    let reader = store.order_reader();
+    engine.set_order_loader(
+        Box::new(move |key| {
+            reader(key).map_err(|e| {
+                tracing::warn!(error = %e, order = %key, "reading an evicted order back from the store failed");
+                e.to_string()
+            })
+        }),
+        orders_left_in_store,
+    );
+    let mut carried = Output::default();
+    // Traces first, so that restored waiting spans whose trace is known join their order at once.
+    engine.restore_traces(state.traces, now);
+    engine.restore_pending(state.pending, now, &mut carried);
+    Ok((engine, carried))
+}
+
 /// The running pipeline thread.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -188,35 +223,8 @@ impl Pipeline {
         metrics: Arc<OrderMetrics>,
         memory_soft_limit: Option<u64>,
     ) -> Result<Pipeline, StoreError> {
-        let state = store.load(config.correlation.max_orders)?;
-        tracing::info!(
-            orders = state.orders.len(),
-            aliases = state.aliases.len(),
-            waiting_traces = state.pending.len(),
-            remembered_traces = state.traces.len(),
-            queued_exports = store.export_queue().queued_entries(),
-            "order state loaded"
-        );
-        let orders_left_in_store = state.orders_left_in_store;
-        let mut engine = Engine::new(config.clone(), state.orders, state.aliases);
-        engine.correct_stored_wakes(state.stored_wakes);
-        // Open orders beyond `correlation.max_orders` live in the store only and are read back when named: memory
-        // holds a bounded hot set whatever the number of open orders.
-        let reader = store.order_reader();
-        engine.set_order_loader(
-            Box::new(move |key| {
-                reader(key).map_err(|e| {
-                    tracing::warn!(error = %e, order = %key, "reading an evicted order back from the store failed");
-                    e.to_string()
-                })
-            }),
-            orders_left_in_store,
-        );
-        let mut carried = Output::default();
         let now = unix_nanos_now();
-        // Traces first, so that restored waiting spans whose trace is known join their order at once.
-        engine.restore_traces(state.traces, now);
-        engine.restore_pending(state.pending, now, &mut carried);
+        let (engine, carried) = build_engine(&config, store.as_ref(), now)?;
         let (tx, rx) = sync_channel(config.pipeline.queue_size);
         let memory = memory_soft_limit.map(|limit| Arc::new(MemoryLimiter::start(limit)));
         let heartbeat = Heartbeat::default();
@@ -237,6 +245,9 @@ impl Pipeline {
             unsaved_exports: Vec::new(),
             wake_warned_at: 0,
             next_wake_lookup: 0,
+            sharing_warned_at: 0,
+            next_adoption: 0,
+            needs_rebuild: false,
         };
         let store_healthy = worker.store_healthy.clone();
         let thread = std::thread::Builder::new()
@@ -288,6 +299,29 @@ struct Worker {
     wake_warned_at: u64,
     /// When the store is next asked for due wakes (ordertrail's clock).
     next_wake_lookup: u64,
+    /// When a failed look for other replicas' changes was last logged (ordertrail's clock).
+    sharing_warned_at: u64,
+    /// When the store is next asked to adopt stopped replicas (ordertrail's clock).
+    next_adoption: u64,
+    /// The engine is ahead of a shared store after a conflict and must be built again before taking on work.
+    needs_rebuild: bool,
+}
+
+/// How often a replica sharing the store looks for replicas that stopped, to take over their queue and spans.
+const ADOPTION_PERIOD_NANOS: u64 = 1_000_000_000;
+/// Technical traces with waiting spans looked up in the shared store per adoption period at most.
+const WAITING_TRACES_LOOKED_UP: usize = 10_000;
+/// How many times a group whose commit another replica's got in the way of is processed again before its
+/// requests are refused (retryably).
+const CONFLICT_ATTEMPTS: usize = 3;
+
+/// A group's output and state changes, ready to commit.
+struct Prepared {
+    changes: StateChanges,
+    exports: Vec<QueuedExport>,
+    memory_entries: Option<Vec<QueuedExport>>,
+    span_count: usize,
+    events: Vec<Event>,
 }
 
 /// Orders read back per tick at most because their wake passed: a burst of due clocks (an outage's worth) is
@@ -341,14 +375,162 @@ impl Worker {
         self.engine.stats().clone()
     }
 
+    /// Before a group, when replicas share the store: forgets the orders in memory that another replica changed
+    /// since, learns the aliases it learned, and from time to time takes over what a stopped replica left.
+    fn share_with_others(&mut self, now: u64, out: &mut Output) {
+        if !self.store.shared() {
+            return;
+        }
+        let result = self.store.changes_by_others().map(|changes| {
+            let engine = &self.engine;
+            let stale: Vec<String> = changes
+                .orders
+                .into_iter()
+                .filter(|(key, version)| engine.order(key).is_some_and(|o| o.revision < *version))
+                .map(|(key, _)| key)
+                .collect();
+            let forgotten = self.engine.forget_orders(&stale);
+            Counters::add(&self.counters.orders_changed_elsewhere, forgotten as u64);
+            self.engine.learn_shared_aliases(changes.aliases, now, out);
+        });
+        let adopted = if now >= self.next_adoption {
+            self.next_adoption = now.saturating_add(ADOPTION_PERIOD_NANOS);
+            self.store
+                .adopt_stopped_replicas()
+                .map(|adopted| {
+                    if adopted.replicas.is_empty() {
+                        return;
+                    }
+                    tracing::warn!(
+                        replicas = ?adopted.replicas,
+                        export_entries = adopted.exports,
+                        waiting_traces = adopted.pending.len(),
+                        remembered_traces = adopted.traces.len(),
+                        "took over what stopped replicas left"
+                    );
+                    Counters::add(&self.counters.replicas_adopted, adopted.replicas.len() as u64);
+                    self.engine.restore_traces(adopted.traces, now);
+                    self.engine.restore_pending(adopted.pending, now, out);
+                })
+                .and_then(|()| {
+                    // When a replica stops, the gateway sends the rest of its traces elsewhere: spans waiting here may
+                    // belong to a trace whose keyed span another replica saw, and the store says which orders it has.
+                    let waiting = self.engine.waiting_traces(WAITING_TRACES_LOOKED_UP);
+                    let known = self.store.remembered_traces(&waiting)?;
+                    self.engine.learn_shared_traces(known, now, out);
+                    Ok(())
+                })
+        } else {
+            Ok(())
+        };
+        // Not fatal: the orders stay as they are (a commit based on a stale one is refused and done again), and the
+        // look is made again before the next group. One warning a minute says so.
+        if let Err(e) = result.and(adopted) {
+            if now >= self.sharing_warned_at.saturating_add(60_000_000_000) {
+                self.sharing_warned_at = now;
+                tracing::warn!(error = %e, "looking for other replicas' changes in the shared store failed");
+            }
+        }
+    }
+
+    /// Builds the engine again from the shared store, after a commit another replica got in the way of: memory
+    /// then holds what the store holds, as after a restart, and whatever the group did is undone.
+    fn rebuild_engine(&mut self, now: u64) -> Result<Output, StoreError> {
+        let (mut engine, carried) = build_engine(self.engine.config(), self.store.as_ref(), now)?;
+        engine.take_over(&self.engine);
+        self.engine = engine;
+        // They were produced by the engine just replaced, for requests that were refused and will come again.
+        self.unsaved_exports.clear();
+        self.needs_rebuild = false;
+        self.next_wake_lookup = 0;
+        Ok(carried)
+    }
+
+    /// Takes the engine's state changes and encodes the group's output into export entries.
+    fn prepare(&mut self, out: Output) -> Prepared {
+        let changes = self.engine.take_changes();
+        let span_count = out.span_count();
+        let (spans, events) = out.into_parts();
+        let mut exports = std::mem::take(&mut self.unsaved_exports);
+        // The spans are encoded here, once: the exporter sends these bytes as they are, from the queue on disk or,
+        // in memory mode, from its channel.
+        let memory_entries = match &self.export {
+            ExportSink::Queue { max_spans_per_entry, .. } => {
+                if span_count > 0 {
+                    exports.extend(queue_entries(spans, *max_spans_per_entry));
+                }
+                None
+            }
+            ExportSink::Memory { max_spans_per_entry, .. } if span_count > 0 => {
+                Some(queue_entries(spans, *max_spans_per_entry))
+            }
+            ExportSink::Memory { .. } | ExportSink::None => None,
+        };
+        Prepared { changes, exports, memory_entries, span_count, events }
+    }
+
+    /// Commits a group. When another replica wrote one of its orders first, the engine is built again from the
+    /// store and the group's requests (`retained`) processed again, a few times; then they are refused, retryably.
+    fn commit(
+        &mut self,
+        mut prepared: Prepared,
+        retained: &[Vec<ResourceSpans>],
+        now: u64,
+    ) -> (Prepared, Result<(), StoreError>) {
+        let mut result = self.store.commit(&prepared.changes, &prepared.exports);
+        let mut attempts = 0;
+        while let Err(StoreError::Conflict { orders }) = &result {
+            Counters::add(&self.counters.store_conflicts, 1);
+            attempts += 1;
+            tracing::debug!(orders = ?orders, attempts, "another replica wrote an order of this group first");
+            let mut out = match self.rebuild_engine(now) {
+                Ok(carried) => carried,
+                Err(e) => {
+                    self.needs_rebuild = true;
+                    return (prepared, Err(e));
+                }
+            };
+            if attempts >= CONFLICT_ATTEMPTS {
+                // The engine now holds what the store holds; what it restored goes out with the next group.
+                self.carried = Some(out);
+                break;
+            }
+            self.share_with_others(now, &mut out);
+            for batch in retained {
+                self.engine.process(batch.clone(), now, &mut out);
+            }
+            self.wake_due_orders(now, &mut out);
+            self.engine.tick(now, &mut out);
+            prepared = self.prepare(out);
+            result = self.store.commit(&prepared.changes, &prepared.exports);
+        }
+        (prepared, result)
+    }
+
     /// Handles one group of commands; returns false on shutdown.
     fn step(&mut self, group: Vec<Command>) -> bool {
         self.heartbeat.beat();
         let now = unix_nanos_now();
         let mut out = self.carried.take().unwrap_or_default();
+        if self.needs_rebuild {
+            match self.rebuild_engine(now) {
+                Ok(carried) => {
+                    out = carried;
+                    self.store_healthy.store(true, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.needs_rebuild = true;
+                    tracing::warn!(error = %e, "building the engine again from the shared store failed");
+                }
+            }
+        }
+        self.share_with_others(now, &mut out);
+        let shared = self.store.shared();
         let mut acks = Vec::new();
         let mut flushes = Vec::new();
         let mut shutdown = false;
+        // In a shared store a commit may have to be done again; the group's requests are kept for that.
+        let mut retained = Vec::new();
         let queue_limit = match &self.export {
             ExportSink::Queue { max_bytes, .. } => Some(*max_bytes),
             _ => None,
@@ -362,7 +544,7 @@ impl Worker {
                     }
                     // Until a failed commit has been retried successfully, nothing new is taken on: the engine is
                     // ahead of the store, and a sender told to retry would otherwise be processed twice.
-                    if !self.store_healthy.load(Ordering::Relaxed) {
+                    if !self.store_healthy.load(Ordering::Relaxed) || self.needs_rebuild {
                         Counters::add(&self.counters.requests_refused_busy, 1);
                         let _ = reply.send(Err(IngestError::Store("the store is failing; retrying".into())));
                         continue;
@@ -376,6 +558,9 @@ impl Worker {
                             let _ = reply.send(Err(IngestError::ExportQueueFull(queued)));
                             continue;
                         }
+                    }
+                    if shared {
+                        retained.push(batch.clone());
                     }
                     self.engine.process(batch, now, &mut out);
                     acks.push(reply);
@@ -405,36 +590,36 @@ impl Worker {
         if shutdown && self.durability == Durability::Memory {
             self.engine.flush_pending(now, &mut out);
         }
-        let changes = self.engine.take_changes();
-        let span_count = out.span_count();
-        let (spans, events) = out.into_parts();
-        let mut exports = std::mem::take(&mut self.unsaved_exports);
-        // The spans are encoded here, once: the exporter sends these bytes as they are, from the queue on disk or,
-        // in memory mode, from its channel.
-        let memory_entries = match &self.export {
-            ExportSink::Queue { max_spans_per_entry, .. } => {
-                if span_count > 0 {
-                    exports.extend(queue_entries(spans, *max_spans_per_entry));
+        let prepared = self.prepare(out);
+        let (prepared, result) = self.commit(prepared, &retained, now);
+        let Prepared { changes, exports, memory_entries, span_count, events } = prepared;
+        let conflicted = matches!(result, Err(StoreError::Conflict { .. }));
+        let result = match result {
+            Ok(()) => {
+                self.engine.committed(&changes);
+                Ok(())
+            }
+            Err(StoreError::Conflict { orders }) => {
+                tracing::warn!(
+                    orders = ?orders,
+                    "other replicas kept writing this group's orders first; its requests are refused, to be retried"
+                );
+                Err(IngestError::Store("other replicas changed these orders at the same time; retry".into()))
+            }
+            Err(e) => {
+                Counters::add(&self.counters.store_commit_failures, 1);
+                tracing::error!(error = %e, "state commit failed; the requests in this group are refused");
+                if !self.needs_rebuild {
+                    // The output and the state changes stay in memory and go into the next commit, which the next
+                    // tick attempts: what the engine already did is not done again, so dropping it here would lose it.
+                    self.engine.commit_failed(changes);
+                    self.unsaved_exports = exports;
                 }
-                None
+                Err(IngestError::Store(e.to_string()))
             }
-            ExportSink::Memory { max_spans_per_entry, .. } if span_count > 0 => {
-                Some(queue_entries(spans, *max_spans_per_entry))
-            }
-            ExportSink::Memory { .. } | ExportSink::None => None,
         };
-        let result = self.store.commit(&changes, &exports).map_err(|e| {
-            Counters::add(&self.counters.store_commit_failures, 1);
-            tracing::error!(error = %e, "state commit failed; the requests in this group are refused");
-            IngestError::Store(e.to_string())
-        });
-        if result.is_err() {
-            // The output and the state changes stay in memory and go into the next commit, which the next tick
-            // attempts: what the engine already did is not done again, so dropping it here would lose it.
-            self.engine.commit_failed(changes);
-            self.unsaved_exports = exports;
-        }
-        self.store_healthy.store(result.is_ok(), Ordering::Relaxed);
+        // Refused for a conflict, the store is healthy: the engine holds what it holds, and new requests are taken.
+        self.store_healthy.store(result.is_ok() || conflicted, Ordering::Relaxed);
         log_events(self.engine.config(), &events, &mut self.event_log, now);
         self.metrics.observe(&events, now);
         self.metrics.sync(
@@ -444,7 +629,8 @@ impl Worker {
             self.engine.late_join_spans(),
         );
         self.metrics.set_export_queue(self.queue.queued_entries(), self.queue.queued_bytes());
-        if span_count > 0 {
+        // The output of a group refused for a conflict was dropped with the engine that produced it.
+        if span_count > 0 && !conflicted {
             Counters::add(&self.counters.export_spans_queued, span_count as u64);
         }
         if let ExportSink::Queue { wake, .. } = &self.export {

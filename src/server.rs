@@ -104,7 +104,11 @@ impl Server {
         let config = Arc::new(config);
         let counters = Arc::new(Counters::default());
         let store: Box<dyn OrderStore> = match &config.storage.postgres {
-            Some(postgres) => Box::new(PostgresStore::open(postgres, config.storage.durability)?),
+            Some(postgres) => Box::new(PostgresStore::open(
+                postgres,
+                config.storage.durability,
+                config.correlation.max_orders_per_alias,
+            )?),
             None => Box::new(RedbStore::open_with_cache(
                 &config.storage.directory,
                 config.storage.durability,

@@ -37,6 +37,12 @@ pub struct Counters {
     pub spans_rejected: AtomicU64,
     /// State commits that failed; their requests were answered UNAVAILABLE.
     pub store_commit_failures: AtomicU64,
+    /// Commits refused because another replica wrote one of their orders first; the group was processed again.
+    pub store_conflicts: AtomicU64,
+    /// Orders in memory dropped because another replica changed them (read back fresh when next needed).
+    pub orders_changed_elsewhere: AtomicU64,
+    /// Stopped replicas whose export queue, waiting spans and remembered traces this replica took over.
+    pub replicas_adopted: AtomicU64,
     /// Spans handed to the exporter.
     pub export_spans_queued: AtomicU64,
     /// Spans the backend acknowledged.

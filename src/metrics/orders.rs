@@ -186,6 +186,30 @@ impl OrderMetrics {
             (r.counter("ordertrail_store_commit_failures", "State commits that failed.", &[]), |c| {
                 Counters::get(&c.store_commit_failures)
             }),
+            (
+                r.counter(
+                    "ordertrail_store_conflicts",
+                    "Commits refused because another replica wrote one of their orders first; processed again.",
+                    &[],
+                ),
+                |c| Counters::get(&c.store_conflicts),
+            ),
+            (
+                r.counter(
+                    "ordertrail_orders_changed_elsewhere",
+                    "Orders dropped from memory because another replica changed them.",
+                    &[],
+                ),
+                |c| Counters::get(&c.orders_changed_elsewhere),
+            ),
+            (
+                r.counter(
+                    "ordertrail_replicas_adopted",
+                    "Stopped replicas whose export queue and waiting spans this replica took over.",
+                    &[],
+                ),
+                |c| Counters::get(&c.replicas_adopted),
+            ),
             (r.counter("ordertrail_exporter_spans_queued", "Spans handed to the exporter.", &[]), |c| {
                 Counters::get(&c.export_spans_queued)
             }),

@@ -29,7 +29,36 @@ pub enum StoreError {
     Write(String),
     #[error("corrupt record `{key}` in store: {reason}")]
     Corrupt { key: String, reason: String },
+    /// Another replica wrote one of the group's orders (or the same new order) first; nothing was written.
+    #[error("another replica changed order(s) {} first", .orders.join(", "))]
+    Conflict { orders: Vec<String> },
 }
+
+/// What other replicas sharing the store changed since the last look.
+#[derive(Debug, Default)]
+pub struct ChangesByOthers {
+    /// Orders another replica wrote, with the version it wrote: a copy in memory of an older revision is stale.
+    pub orders: Vec<(String, u64)>,
+    /// Aliases another replica wrote, as the store now holds them (with every replica's orders).
+    pub aliases: Vec<AliasRecord>,
+}
+
+/// What a replica that stopped left in a shared store, taken over by this one.
+#[derive(Debug, Default)]
+pub struct Adopted {
+    /// The replicas taken over.
+    pub replicas: Vec<String>,
+    /// Spans that waited to inherit an order there, as `LoadedState::pending`.
+    pub pending: TraceRows,
+    /// Technical traces remembered there, as `LoadedState::traces`.
+    pub traces: TraceRows,
+    /// Export entries now in this replica's queue.
+    pub exports: u64,
+}
+
+/// Stored rows keyed by technical trace id: waiting spans, or a remembered trace's orders, as the engine encodes
+/// them.
+pub type TraceRows = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Everything the engine needs at startup.
 #[derive(Debug, Default)]
@@ -67,6 +96,25 @@ pub trait OrderStore: Send {
     fn due_wakes(&self, now: u64, max: usize, in_memory: &dyn Fn(&str) -> bool) -> Result<Vec<String>, StoreError>;
     /// The persistent export queue the exporter reads from.
     fn export_queue(&self) -> Arc<dyn ExportQueue>;
+    /// Whether other replicas write to this store too. Then a commit may be refused with
+    /// [`StoreError::Conflict`], and the service looks for [`OrderStore::changes_by_others`] before each group and
+    /// for [`OrderStore::adopt_stopped_replicas`] from time to time.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Orders and aliases other replicas wrote since the last call.
+    fn changes_by_others(&mut self) -> Result<ChangesByOthers, StoreError> {
+        Ok(ChangesByOthers::default())
+    }
+    /// The technical traces among `traces` that some replica remembers, as `LoadedState::traces`.
+    fn remembered_traces(&self, _traces: &[Vec<u8>]) -> Result<TraceRows, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Takes over the export queue, waiting spans and remembered traces of replicas that stopped without handing
+    /// them on (killed, or lost with their host).
+    fn adopt_stopped_replicas(&mut self) -> Result<Adopted, StoreError> {
+        Ok(Adopted::default())
+    }
 }
 
 /// An alias value as stored: the orders it names (an array, as earlier versions wrote), or `{"over_cap": true}`

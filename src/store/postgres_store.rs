@@ -1,16 +1,32 @@
 //! The state in PostgreSQL, behind the same traits as the embedded store: orders with their wakes, aliases, waiting
-//! spans, remembered traces and the export queue, each group written in one transaction.
+//! spans, remembered traces and the export queue, each group written in one transaction; several replicas share it.
 //!
-//! This is the store one replica runs on; sharing it between replicas (row locks per order, claimed wakes, a
-//! dead replica's queue drained by a live one) is the rest of issue 13, and needs the engine to re-read orders
-//! another replica changed. Until then the store takes an advisory lock at startup, so that a second replica on the
-//! same database stops with a clear error instead of corrupting the first one's orders.
+//! How replicas share the store (the gateway routes by trace id, so a technical trace stays on one replica, and an
+//! order's spans reach several):
+//! - **Orders** carry a version. A commit writes an order only if the store still holds the version the replica
+//!   read (`OrderRecord::revision`), and a new order only if no replica created it meanwhile; otherwise nothing of
+//!   the group is written and the commit answers [`StoreError::Conflict`]. The service then builds its engine
+//!   again from the store and processes the group again, so that a milestone span, a root span or a breach is
+//!   committed by exactly one replica.
+//! - Every order and alias write takes a number from one sequence and names its writer, so that each replica
+//!   learns what the others changed before each group (`changes_by_others`): it forgets its copies of such orders
+//!   and learns such aliases. Numbers are taken before commit, so a change can become visible after a later
+//!   number; the look goes back half a second for that, and the version check above catches the rest.
+//! - **Aliases** are merged, never overwritten: the orders two replicas learned for one value are united.
+//! - **Wakes** (an order's next clock check, settling or idle close) are claimed for a while by the replica that
+//!   handles them (`FOR UPDATE SKIP LOCKED`). A replica wakes at once the orders it wrote last; those another
+//!   replica wrote only once their wake is two seconds past, by when that replica, if alive, has handled them.
+//! - Each replica holds an advisory lock of its own for as long as it runs, and owns its export entries, waiting
+//!   spans and remembered traces. A replica whose lock is gone (killed, its host lost) is **adopted** by a live
+//!   one, which takes over those rows: its queue is sent, its waiting spans wait on.
 //!
 //! The driver is tokio-postgres with a deadpool pool, on a small runtime of the store's own: the traits are
 //! called from the engine thread and from blocking tasks, and a call blocks its thread on a channel until the
 //! query has run, whatever runtime (if any) that thread belongs to.
 
-use super::{Durability, ExportQueue, LoadedState, OrderReader, OrderStore, QueuedExport, StoreError};
+use super::{
+    Adopted, ChangesByOthers, Durability, ExportQueue, LoadedState, OrderReader, OrderStore, QueuedExport, StoreError,
+};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use ordertrail_core::config::{PostgresConfig, PostgresUrl};
 use ordertrail_core::engine::StateChanges;
@@ -31,13 +47,54 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE ordertrail_pending (trace bytea PRIMARY KEY, spans bytea NOT NULL);
      CREATE TABLE ordertrail_traces (trace bytea PRIMARY KEY, stored bytea NOT NULL);
      CREATE TABLE ordertrail_exports (number bigserial PRIMARY KEY, spans integer NOT NULL, request bytea NOT NULL);",
+    // 2: sharing between replicas: order versions, the numbered changes of orders and aliases and who wrote
+    // them, wake claims, owners of the queue, waiting spans and remembered traces, and the replicas themselves.
+    "CREATE SEQUENCE ordertrail_changes;
+     ALTER TABLE ordertrail_orders ADD COLUMN version bigint NOT NULL DEFAULT 1,
+         ADD COLUMN changed bigint NOT NULL DEFAULT 0, ADD COLUMN writer text NOT NULL DEFAULT '',
+         ADD COLUMN claimed_by text, ADD COLUMN claimed_until bigint;
+     CREATE INDEX ordertrail_orders_changed ON ordertrail_orders (changed);
+     ALTER TABLE ordertrail_aliases ADD COLUMN changed bigint NOT NULL DEFAULT 0,
+         ADD COLUMN writer text NOT NULL DEFAULT '';
+     CREATE INDEX ordertrail_aliases_changed ON ordertrail_aliases (changed);
+     ALTER TABLE ordertrail_pending ADD COLUMN owner text NOT NULL DEFAULT '';
+     CREATE INDEX ordertrail_pending_owner ON ordertrail_pending (owner);
+     ALTER TABLE ordertrail_traces ADD COLUMN owner text NOT NULL DEFAULT '';
+     CREATE INDEX ordertrail_traces_owner ON ordertrail_traces (owner);
+     ALTER TABLE ordertrail_exports ADD COLUMN owner text NOT NULL DEFAULT '';
+     CREATE INDEX ordertrail_exports_owner ON ordertrail_exports (owner, number);
+     CREATE TABLE ordertrail_replicas (id text PRIMARY KEY, lock_key integer NOT NULL,
+                                       started_at timestamptz NOT NULL DEFAULT now());
+     -- Rows written before replicas shared the store belong to a replica that no longer runs, adopted by the first.
+     INSERT INTO ordertrail_replicas (id, lock_key) SELECT '', 0
+         WHERE EXISTS (SELECT 1 FROM ordertrail_exports) OR EXISTS (SELECT 1 FROM ordertrail_pending)
+            OR EXISTS (SELECT 1 FROM ordertrail_traces);",
 ];
 
-/// The advisory locks, each a pair of the kind below and a hash of the schema the tables are in, so that
-/// ordertrails in different schemas of one database do not hold each other up.
+/// The migration lock, a pair of this and a hash of the schema the tables are in, so that ordertrails in different
+/// schemas of one database do not hold each other up. Each replica's own lock is the pair of that hash and the
+/// replica's `lock_key`.
 const MIGRATION_LOCK: i32 = 0x6f74_0001;
-/// The lock one replica holds while it runs.
-const REPLICA_LOCK: i32 = 0x6f74_0002;
+
+/// How far back the look for other replicas' changes goes: a change numbered before a commit that is already seen
+/// may become visible up to this much later.
+const CHANGES_LOOK_BACK: Duration = Duration::from_millis(500);
+/// Changes read per look at most; the rest are read at the next.
+const CHANGES_PER_LOOK: i64 = 20_000;
+/// A wake claimed by one replica is left to it for this long.
+const WAKE_CLAIM_NANOS: i64 = 30_000_000_000;
+/// How long past its wake an order another replica wrote waits for that replica before this one wakes it.
+const WAKE_GRACE_NANOS: i64 = 2_000_000_000;
+
+/// Liveness of other replicas: their lock is held by a session of this database.
+const DEAD_REPLICAS: &str = "SELECT r.id FROM ordertrail_replicas r
+     WHERE r.id <> $1 AND NOT EXISTS (
+         SELECT 1 FROM pg_locks l
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND l.classid = (hashtext(current_schema())::bigint & 4294967295)::oid
+           AND l.objid = (r.lock_key::bigint & 4294967295)::oid)
+     FOR UPDATE SKIP LOCKED";
 
 /// The store's runtime, shut down in the background when the last user lets go (dropping a runtime inside another
 /// one's task would panic), and how long a call may take before its caller is told it failed.
@@ -88,8 +145,15 @@ pub struct PostgresStore {
     shared: Shared,
     durability: Durability,
     queue: Arc<PostgresExportQueue>,
-    /// The connection that holds the replica lock for as long as the store is open.
+    /// The connection that holds this replica's lock for as long as the store is open.
     replica: Arc<deadpool_postgres::Object>,
+    /// This replica's id (host, process, start) and the second key of its advisory lock.
+    id: Arc<str>,
+    lock_key: i32,
+    /// The highest change number seen, with when it was seen; looks start from the one `CHANGES_LOOK_BACK` old.
+    seen: std::collections::VecDeque<(std::time::Instant, i64)>,
+    /// `correlation.max_orders_per_alias`: merged aliases over it are stored as over the cap.
+    max_orders_per_alias: i64,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -98,9 +162,11 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
+/// This replica's entries of the shared export queue.
 #[derive(Debug)]
 struct PostgresExportQueue {
     shared: Shared,
+    owner: Arc<str>,
     bytes: AtomicU64,
     entries: AtomicU64,
 }
@@ -137,9 +203,13 @@ fn db_time(nanos: u64) -> i64 {
 }
 
 impl PostgresStore {
-    /// Connects, brings the schema up to date and takes the replica lock. Errors name `storage.postgres` and say
-    /// what failed: the connection string, the connection, a migration, or another replica holding the lock.
-    pub fn open(config: &PostgresConfig, durability: Durability) -> Result<PostgresStore, StoreError> {
+    /// Connects, brings the schema up to date, and joins the replicas sharing the store. Errors name
+    /// `storage.postgres` and say what failed: the connection string, the connection or a migration.
+    pub fn open(
+        config: &PostgresConfig,
+        durability: Durability,
+        max_orders_per_alias: usize,
+    ) -> Result<PostgresStore, StoreError> {
         let open_err = |reason: String| StoreError::Open { path: "storage.postgres".into(), reason };
         let url = match &config.url {
             PostgresUrl::Env(name) => std::env::var(name)
@@ -182,49 +252,85 @@ impl PostgresStore {
         };
         let shared = Shared { pool, runtime };
         let pool = shared.pool.clone();
-        let (replica, entries, bytes) = shared
+        let id: Arc<str> = replica_id().into();
+        let registering = id.clone();
+        let (replica, lock_key) = shared
             .runtime
             .run(async move {
                 let mut client = pool.get().await.map_err(|e| format!("cannot connect: {}", describe(&e)))?;
                 migrate(&mut client).await?;
                 let replica = pool.get().await.map_err(|e| format!("cannot connect: {}", describe(&e)))?;
-                // A replica that just stopped may still be letting go of its connection: a few tries first.
-                let mut locked = false;
-                for _ in 0..10 {
-                    locked = replica
-                        .query_one("SELECT pg_try_advisory_lock($1, hashtext(current_schema()))", &[&REPLICA_LOCK])
-                        .await
-                        .map_err(|e| describe(&e))?
-                        .get(0);
-                    if locked {
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
-                if !locked {
-                    return Err("another ordertrail already runs on this database; replicas cannot share it yet \
-                                (issue 13), so run one"
-                        .to_string());
-                }
-                let row = client
-                    .query_one(
-                        "SELECT count(*), coalesce(sum(length(request)), 0)::bigint FROM ordertrail_exports",
-                        &[],
-                    )
-                    .await
-                    .map_err(|e| describe(&e))?;
-                let (entries, bytes): (i64, i64) = (row.get(0), row.get(1));
-                Ok::<_, String>((replica, entries, bytes))
+                let lock_key = take_replica_lock(&replica, &registering).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>((replica, lock_key))
             })
             .map_err(|e| open_err(e.to_string()))?
             .map_err(open_err)?;
+        tracing::info!(replica = %id, "joined the replicas sharing the PostgreSQL store");
         let queue = Arc::new(PostgresExportQueue {
             shared: shared.clone(),
-            bytes: AtomicU64::new(u64::try_from(bytes).unwrap_or(0)),
-            entries: AtomicU64::new(u64::try_from(entries).unwrap_or(0)),
+            owner: id.clone(),
+            bytes: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
         });
-        Ok(PostgresStore { shared, durability, queue, replica: Arc::new(replica) })
+        Ok(PostgresStore {
+            shared,
+            durability,
+            queue,
+            replica: Arc::new(replica),
+            id,
+            lock_key,
+            seen: std::collections::VecDeque::new(),
+            max_orders_per_alias: i64::try_from(max_orders_per_alias).unwrap_or(i64::MAX),
+        })
     }
+
+    /// This replica's id, as the store's rows name it.
+    pub fn replica(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A replica's id: its host (the pod's name in Kubernetes), its process and when it started, readable in the
+/// store's rows and logs, and never reused by a later process.
+fn replica_id() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "ordertrail".into());
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{host}/{}/{:x}", std::process::id(), started)
+}
+
+/// Takes an advisory lock of this replica's own on `connection` and registers the replica; returns the lock's key.
+/// The lock lives as long as the connection: when the process dies, or its host, the database lets go of it and
+/// the other replicas see the replica is gone. The lock is taken before the row is written, so that no replica
+/// takes a starting one for a dead one.
+async fn take_replica_lock(connection: &deadpool_postgres::Object, id: &str) -> Result<i32, StoreError> {
+    let existing: Option<i32> = connection
+        .query_opt("SELECT lock_key FROM ordertrail_replicas WHERE id = $1", &[&id])
+        .await
+        .map_err(write_err)?
+        .map(|row| row.get(0));
+    for _ in 0..16 {
+        let lock_key = existing.unwrap_or_else(rand::random::<i32>);
+        let locked: bool = connection
+            .query_one("SELECT pg_try_advisory_lock(hashtext(current_schema()), $1)", &[&lock_key])
+            .await
+            .map_err(write_err)?
+            .get(0);
+        if locked {
+            connection
+                .execute(
+                    "INSERT INTO ordertrail_replicas (id, lock_key) VALUES ($1, $2)
+                     ON CONFLICT (id) DO UPDATE SET lock_key = EXCLUDED.lock_key",
+                    &[&id, &lock_key],
+                )
+                .await
+                .map_err(write_err)?;
+            return Ok(lock_key);
+        }
+        if existing.is_some() {
+            break;
+        }
+    }
+    Err(StoreError::Write(format!("cannot take the advisory lock of replica {id}")))
 }
 
 async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), String> {
@@ -267,91 +373,94 @@ fn read_order(shared: &Shared, key: &str) -> Result<Option<OrderRecord>, StoreEr
     let owned = key.to_string();
     let row = shared.runtime.run(async move {
         let client = pool.get().await.map_err(read_err)?;
-        client.query_opt("SELECT record FROM ordertrail_orders WHERE key = $1", &[&owned]).await.map_err(read_err)
+        client
+            .query_opt("SELECT record, version FROM ordertrail_orders WHERE key = $1", &[&owned])
+            .await
+            .map_err(read_err)
     })??;
-    row.map(|row| decode_order(key, row.get(0))).transpose()
+    row.map(|row| {
+        let mut order = decode_order(key, row.get(0))?;
+        order.revision = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+        Ok(order)
+    })
+    .transpose()
+}
+
+/// Whether a refused statement means that another replica's transaction got in the way (a deadlock between two
+/// groups, a serialisation failure): then the group is processed again, like a conflict.
+fn is_contention(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
 impl PostgresStore {
-    /// The replica lock lives with one connection. If that connection was lost (a database restart, a failover,
-    /// an idle-session timeout), the lock went with it: it is taken again on a new connection before anything is
-    /// written, and if another ordertrail took it meanwhile, nothing is.
+    /// This replica's lock lives with one connection. If that connection was lost (a database restart, a failover,
+    /// an idle-session timeout), the lock went with it, and another replica may have taken this one's rows over as
+    /// those of a stopped replica: the lock and the registration are taken again on a new connection before
+    /// anything is written. What was taken over is then sent (or judged) by both, which is at-least-once.
     fn keep_replica_lock(&mut self) -> Result<(), StoreError> {
         if !self.replica.is_closed() {
             return Ok(());
         }
         let pool = self.shared.pool.clone();
-        let retaken = self.shared.runtime.run(async move {
+        let id = self.id.clone();
+        let replica = self.shared.runtime.run(async move {
             let replica = pool.get().await.map_err(write_err)?;
-            let row = replica
-                .query_one("SELECT pg_try_advisory_lock($1, hashtext(current_schema()))", &[&REPLICA_LOCK])
-                .await
-                .map_err(write_err)?;
-            Ok::<_, StoreError>(row.get::<_, bool>(0).then_some(replica))
+            let lock_key = take_replica_lock(&replica, &id).await?;
+            Ok::<_, StoreError>((replica, lock_key))
         })??;
-        match retaken {
-            Some(replica) => {
-                tracing::warn!("the connection holding the replica lock was lost; the lock is taken again");
-                self.replica = Arc::new(replica);
-                Ok(())
-            }
-            None => Err(StoreError::Write(
-                "the replica lock was lost with its connection and another ordertrail holds it now; this one \
-                 writes nothing more (stop it)"
-                    .into(),
-            )),
-        }
+        tracing::warn!(replica = %self.id, "the connection holding this replica's lock was lost; the lock is taken again");
+        (self.replica, self.lock_key) = (Arc::new(replica.0), replica.1);
+        Ok(())
     }
 }
 
 impl Drop for PostgresStore {
-    /// Lets go of the replica lock at once, so that a restart in the same process (or the next replica) takes it.
+    /// Lets go of the lock at once, so that another replica takes over what this one leaves (export entries not
+    /// yet sent, spans still waiting) without waiting for the connection to close.
     fn drop(&mut self) {
         let replica = self.replica.clone();
+        let lock_key = self.lock_key;
         let _ = self.shared.runtime.run(async move {
-            let _ =
-                replica.execute("SELECT pg_advisory_unlock($1, hashtext(current_schema()))", &[&REPLICA_LOCK]).await;
+            let _ = replica.execute("SELECT pg_advisory_unlock(hashtext(current_schema()), $1)", &[&lock_key]).await;
         });
     }
 }
 
-impl OrderStore for PostgresStore {
-    fn load(&self, max_orders: usize) -> Result<LoadedState, StoreError> {
-        let pool = self.shared.pool.clone();
-        let limit = i64::try_from(max_orders).unwrap_or(i64::MAX).saturating_add(1);
-        let (orders, closed, aliases, pending, traces) = self.shared.runtime.run(async move {
-            let client = pool.get().await.map_err(read_err)?;
-            let orders = client
-                .query(
-                    "SELECT key, wake, record FROM ordertrail_orders WHERE wake IS NOT NULL ORDER BY key LIMIT $1",
-                    &[&limit],
-                )
-                .await
-                .map_err(read_err)?;
-            let closed: bool = client
-                .query_one("SELECT EXISTS (SELECT 1 FROM ordertrail_orders WHERE wake IS NULL)", &[])
-                .await
-                .map_err(read_err)?
-                .get(0);
-            let aliases = client.query("SELECT kind, value, stored FROM ordertrail_aliases", &[]).await;
-            let pending = client.query("SELECT trace, spans FROM ordertrail_pending", &[]).await;
-            let traces = client.query("SELECT trace, stored FROM ordertrail_traces", &[]).await;
-            Ok::<_, StoreError>((
-                orders,
-                closed,
-                aliases.map_err(read_err)?,
-                pending.map_err(read_err)?,
-                traces.map_err(read_err)?,
-            ))
-        })??;
-        let mut state = LoadedState { orders_left_in_store: closed || orders.len() > max_orders, ..Default::default() };
-        for row in orders.iter().take(max_orders) {
-            let key: String = row.get(0);
-            let wake: Option<i64> = row.get(1);
-            let order = decode_order(&key, row.get(2))?;
-            state.stored_wakes.push((key, wake.and_then(|w| u64::try_from(w).ok())));
-            state.orders.push(order);
+/// The rows of `(key, value-or-gone)` pairs as columns: those to put, and those to delete.
+type SplitRows = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+fn split_rows(rows: &[(Vec<u8>, Option<Vec<u8>>)]) -> SplitRows {
+    let mut put_keys = Vec::new();
+    let mut put_values = Vec::new();
+    let mut gone = Vec::new();
+    for (key, value) in rows {
+        match value {
+            Some(value) => {
+                put_keys.push(key.clone());
+                put_values.push(value.clone());
+            }
+            None => gone.push(key.clone()),
         }
+    }
+    (put_keys, put_values, gone)
+}
+
+impl OrderStore for PostgresStore {
+    /// Loads no order: every order is read when a span, a query or its wake names it, since another replica may
+    /// change it at any time. Aliases are all loaded; waiting spans and remembered traces are this replica's
+    /// (after a rebuild of the engine; a new replica has none until it adopts a stopped one's).
+    fn load(&self, _max_orders: usize) -> Result<LoadedState, StoreError> {
+        let pool = self.shared.pool.clone();
+        let owner = self.id.to_string();
+        let (aliases, pending, traces) = self.shared.runtime.run(async move {
+            let client = pool.get().await.map_err(read_err)?;
+            let aliases = client.query("SELECT kind, value, stored FROM ordertrail_aliases", &[]).await;
+            let pending = client.query("SELECT trace, spans FROM ordertrail_pending WHERE owner = $1", &[&owner]).await;
+            let traces = client.query("SELECT trace, stored FROM ordertrail_traces WHERE owner = $1", &[&owner]).await;
+            Ok::<_, StoreError>((aliases.map_err(read_err)?, pending.map_err(read_err)?, traces.map_err(read_err)?))
+        })??;
+        let mut state = LoadedState { orders_left_in_store: true, ..Default::default() };
         for row in &aliases {
             state.aliases.push(super::decode_alias(row.get(0), row.get(1), row.get(2))?);
         }
@@ -366,34 +475,34 @@ impl OrderStore for PostgresStore {
         }
         self.keep_replica_lock()?;
         // The rows as columns, for one UNNEST statement per table: a group's commit is a handful of statements,
-        // however many orders it touched.
-        let mut order_keys = Vec::with_capacity(changes.orders.len());
-        let mut order_wakes: Vec<Option<i64>> = Vec::with_capacity(changes.orders.len());
-        let mut order_records = Vec::with_capacity(changes.orders.len());
-        for write in &changes.orders {
+        // however many orders it touched. Orders go in key order, the order in which they are locked, so that
+        // two groups locking the same orders do not each wait for the other.
+        let mut writes: Vec<_> = changes.orders.iter().collect();
+        writes.sort_unstable_by(|a, b| a.record.key.cmp(&b.record.key));
+        let mut order_keys = Vec::with_capacity(writes.len());
+        let mut order_wakes: Vec<Option<i64>> = Vec::with_capacity(writes.len());
+        let mut order_records = Vec::with_capacity(writes.len());
+        let mut order_expected: Vec<Option<i64>> = Vec::with_capacity(writes.len());
+        for write in writes {
             order_keys.push(write.record.key.clone());
             order_wakes.push(write.wake_unix_nanos.map(db_time));
             order_records.push(serde_json::to_vec(&write.record).map_err(write_err)?);
+            order_expected.push((write.record.revision > 0).then(|| db_time(write.record.revision)));
         }
         let alias_kinds: Vec<String> = changes.aliases.iter().map(|a| a.kind.clone()).collect();
         let alias_values: Vec<String> = changes.aliases.iter().map(|a| a.value.clone()).collect();
         let alias_stored: Vec<Vec<u8>> = changes.aliases.iter().map(super::encode_alias).collect();
-        let split = |rows: &[(Vec<u8>, Option<Vec<u8>>)]| {
-            let (put, gone): (Vec<_>, Vec<_>) = rows.iter().cloned().partition(|(_, v)| v.is_some());
-            let (put_keys, put_values): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
-                put.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).unzip();
-            let gone: Vec<Vec<u8>> = gone.into_iter().map(|(k, _)| k).collect();
-            (put_keys, put_values, gone)
-        };
-        let pending = split(&changes.pending);
-        let traces = split(&changes.traces);
+        let pending = split_rows(&changes.pending);
+        let traces = split_rows(&changes.traces);
         let export_spans: Vec<i32> = exports.iter().map(|e| i32::try_from(e.spans).unwrap_or(i32::MAX)).collect();
         let export_requests: Vec<Vec<u8>> = exports.iter().map(|e| e.request.clone()).collect();
         let added_bytes: u64 = exports.iter().map(|e| e.request.len() as u64).sum();
         let added_entries = exports.len() as u64;
         let relaxed = self.durability == Durability::Memory;
         let pool = self.shared.pool.clone();
-        self.shared.runtime.run(async move {
+        let me = self.id.to_string();
+        let cap = self.max_orders_per_alias;
+        let outcome = self.shared.runtime.run(async move {
             let mut client = pool.get().await.map_err(write_err)?;
             let tx = client.transaction().await.map_err(write_err)?;
             if relaxed {
@@ -401,34 +510,99 @@ impl OrderStore for PostgresStore {
                 tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await.map_err(write_err)?;
             }
             if !order_keys.is_empty() {
-                tx.execute(
-                    "INSERT INTO ordertrail_orders (key, wake, record)
-                     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bytea[])
-                     ON CONFLICT (key) DO UPDATE SET wake = EXCLUDED.wake, record = EXCLUDED.record",
-                    &[&order_keys, &order_wakes, &order_records],
-                )
-                .await
-                .map_err(write_err)?;
+                // Rows are locked in key order first; then an order is written only at the version this replica
+                // read, and a new one only if no replica created it meanwhile. The keys that were not written are
+                // the conflict, and the transaction is dropped (rolled back) without writing anything.
+                let locked = tx
+                    .execute(
+                        "SELECT 1 FROM ordertrail_orders WHERE key = ANY($1) ORDER BY key FOR UPDATE",
+                        &[&order_keys],
+                    )
+                    .await;
+                match locked {
+                    Ok(_) => {}
+                    Err(e) if is_contention(&e) => return Ok(Some(order_keys)),
+                    Err(e) => return Err(write_err(e)),
+                }
+                let written = tx
+                    .query(
+                        "WITH input AS (
+                             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bytea[], $4::bigint[])
+                                 AS i(key, wake, record, expected)),
+                         updated AS (
+                             UPDATE ordertrail_orders o
+                             SET wake = i.wake, record = i.record, version = o.version + 1,
+                                 changed = nextval('ordertrail_changes'), writer = $5,
+                                 claimed_by = NULL, claimed_until = NULL
+                             FROM input i
+                             WHERE o.key = i.key AND i.expected IS NOT NULL AND o.version = i.expected
+                             RETURNING o.key),
+                         inserted AS (
+                             INSERT INTO ordertrail_orders (key, wake, record, version, changed, writer)
+                             SELECT key, wake, record, 1, nextval('ordertrail_changes'), $5 FROM input
+                             WHERE expected IS NULL ORDER BY key
+                             ON CONFLICT (key) DO NOTHING
+                             RETURNING key)
+                         SELECT key FROM updated UNION ALL SELECT key FROM inserted",
+                        &[&order_keys, &order_wakes, &order_records, &order_expected, &me],
+                    )
+                    .await
+                    .map_err(|e| if is_contention(&e) { Err(e) } else { Ok(write_err(e)) });
+                let written = match written {
+                    Ok(rows) => rows,
+                    Err(Ok(e)) => return Err(e),
+                    Err(Err(_)) => return Ok(Some(order_keys)),
+                };
+                if written.len() < order_keys.len() {
+                    let written: std::collections::HashSet<String> = written.iter().map(|r| r.get(0)).collect();
+                    return Ok(Some(order_keys.into_iter().filter(|k| !written.contains(k)).collect()));
+                }
             }
             if !alias_kinds.is_empty() {
-                tx.execute(
-                    "INSERT INTO ordertrail_aliases (kind, value, stored)
-                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[])
-                     ON CONFLICT (kind, value) DO UPDATE SET stored = EXCLUDED.stored",
-                    &[&alias_kinds, &alias_values, &alias_stored],
-                )
-                .await
-                .map_err(write_err)?;
+                // Two replicas may learn orders for one value at the same moment: what is stored is the union of
+                // both, over the cap when the union is.
+                let merged = tx
+                    .execute(
+                        "INSERT INTO ordertrail_aliases AS a (kind, value, stored, changed, writer)
+                         SELECT k, v, s, nextval('ordertrail_changes'), $4
+                         FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS u(k, v, s) ORDER BY k, v
+                         ON CONFLICT (kind, value) DO UPDATE SET
+                             changed = EXCLUDED.changed, writer = EXCLUDED.writer,
+                             stored = (
+                                 WITH old AS (SELECT convert_from(a.stored, 'UTF8')::jsonb AS j),
+                                      new AS (SELECT convert_from(EXCLUDED.stored, 'UTF8')::jsonb AS j),
+                                      orders AS (
+                                          SELECT DISTINCT e FROM old, jsonb_array_elements(
+                                              CASE WHEN jsonb_typeof(old.j) = 'array' THEN old.j ELSE '[]' END) e
+                                          UNION
+                                          SELECT DISTINCT e FROM new, jsonb_array_elements(
+                                              CASE WHEN jsonb_typeof(new.j) = 'array' THEN new.j ELSE '[]' END) e)
+                                 SELECT CASE
+                                     WHEN (SELECT jsonb_typeof(j) FROM old) = 'object'
+                                       OR (SELECT jsonb_typeof(j) FROM new) = 'object'
+                                       OR (SELECT count(*) FROM orders) > $5
+                                     THEN convert_to('{\"over_cap\":true}', 'UTF8')
+                                     ELSE convert_to((SELECT coalesce(jsonb_agg(e), '[]')::text FROM orders), 'UTF8')
+                                 END)",
+                        &[&alias_kinds, &alias_values, &alias_stored, &me, &cap],
+                    )
+                    .await;
+                match merged {
+                    Ok(_) => {}
+                    Err(e) if is_contention(&e) => return Ok(Some(Vec::new())),
+                    Err(e) => return Err(write_err(e)),
+                }
             }
             for (table, column, (put_keys, put_values, gone)) in
                 [("ordertrail_pending", "spans", pending), ("ordertrail_traces", "stored", traces)]
             {
                 if !put_keys.is_empty() {
                     let upsert = format!(
-                        "INSERT INTO {table} (trace, {column}) SELECT * FROM UNNEST($1::bytea[], $2::bytea[])
-                         ON CONFLICT (trace) DO UPDATE SET {column} = EXCLUDED.{column}"
+                        "INSERT INTO {table} (trace, {column}, owner)
+                         SELECT t, v, $3 FROM UNNEST($1::bytea[], $2::bytea[]) AS u(t, v)
+                         ON CONFLICT (trace) DO UPDATE SET {column} = EXCLUDED.{column}, owner = EXCLUDED.owner"
                     );
-                    tx.execute(upsert.as_str(), &[&put_keys, &put_values]).await.map_err(write_err)?;
+                    tx.execute(upsert.as_str(), &[&put_keys, &put_values, &me]).await.map_err(write_err)?;
                 }
                 if !gone.is_empty() {
                     let delete = format!("DELETE FROM {table} WHERE trace = ANY($1)");
@@ -437,17 +611,24 @@ impl OrderStore for PostgresStore {
             }
             if !export_spans.is_empty() {
                 tx.execute(
-                    "INSERT INTO ordertrail_exports (spans, request)
-                     SELECT e.spans, e.request
+                    "INSERT INTO ordertrail_exports (spans, request, owner)
+                     SELECT e.spans, e.request, $3
                      FROM UNNEST($1::integer[], $2::bytea[]) WITH ORDINALITY AS e(spans, request, n)
                      ORDER BY e.n",
-                    &[&export_spans, &export_requests],
+                    &[&export_spans, &export_requests, &me],
                 )
                 .await
                 .map_err(write_err)?;
             }
-            tx.commit().await.map_err(write_err)
+            match tx.commit().await {
+                Ok(()) => Ok(None),
+                Err(e) if is_contention(&e) => Ok(Some(Vec::new())),
+                Err(e) => Err(write_err(e)),
+            }
         })??;
+        if let Some(orders) = outcome {
+            return Err(StoreError::Conflict { orders });
+        }
         self.queue.bytes.fetch_add(added_bytes, Ordering::Relaxed);
         self.queue.entries.fetch_add(added_entries, Ordering::Relaxed);
         Ok(())
@@ -462,25 +643,165 @@ impl OrderStore for PostgresStore {
         Box::new(move |key| read_order(&shared, key))
     }
 
+    /// Claims the due orders this replica is to wake: those it wrote last at once, those another replica wrote
+    /// once they are `WAKE_GRACE_NANOS` overdue (that replica, if alive, has handled them by then), none that
+    /// another replica claimed within `WAKE_CLAIM_NANOS`. Claimed rows are skipped by other replicas' claims at the
+    /// same moment (`SKIP LOCKED`); a commit of the order clears its claim.
     fn due_wakes(&self, now: u64, max: usize, in_memory: &dyn Fn(&str) -> bool) -> Result<Vec<String>, StoreError> {
         let pool = self.shared.pool.clone();
         let scan = i64::try_from(max.saturating_mul(8)).unwrap_or(i64::MAX);
+        let claim_until = db_time(now).saturating_add(WAKE_CLAIM_NANOS);
+        let others_due = db_time(now).saturating_sub(WAKE_GRACE_NANOS);
         let now = db_time(now);
+        let me = self.id.to_string();
         let rows = self.shared.runtime.run(async move {
             let client = pool.get().await.map_err(read_err)?;
             client
                 .query(
-                    "SELECT key FROM ordertrail_orders WHERE wake IS NOT NULL AND wake <= $1 ORDER BY wake LIMIT $2",
-                    &[&now, &scan],
+                    "WITH due AS (
+                         SELECT key FROM ordertrail_orders
+                         WHERE wake IS NOT NULL AND wake <= $1
+                           AND (writer = $3 OR wake <= $5)
+                           AND (claimed_until IS NULL OR claimed_until < $1 OR claimed_by = $3)
+                         ORDER BY wake LIMIT $2 FOR UPDATE SKIP LOCKED)
+                     UPDATE ordertrail_orders o SET claimed_by = $3, claimed_until = $4
+                     FROM due WHERE o.key = due.key
+                     RETURNING o.key, o.wake",
+                    &[&now, &scan, &me, &claim_until, &others_due],
                 )
                 .await
                 .map_err(read_err)
         })??;
-        Ok(rows.iter().map(|row| row.get::<_, String>(0)).filter(|key| !in_memory(key)).take(max).collect())
+        let mut due: Vec<(i64, String)> = rows.iter().map(|row| (row.get(1), row.get(0))).collect();
+        due.sort_unstable();
+        Ok(due.into_iter().map(|(_, key)| key).filter(|key| !in_memory(key)).take(max).collect())
     }
 
     fn export_queue(&self) -> Arc<dyn ExportQueue> {
         self.queue.clone()
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn changes_by_others(&mut self) -> Result<ChangesByOthers, StoreError> {
+        let now = std::time::Instant::now();
+        while self.seen.len() > 1
+            && self.seen.get(1).is_some_and(|(at, _)| now.duration_since(*at) >= CHANGES_LOOK_BACK)
+        {
+            self.seen.pop_front();
+        }
+        let from = self.seen.front().map_or(0, |(_, number)| *number);
+        let pool = self.shared.pool.clone();
+        let me = self.id.to_string();
+        let (orders, aliases) = self.shared.runtime.run(async move {
+            let client = pool.get().await.map_err(read_err)?;
+            let orders = client
+                .query(
+                    "SELECT key, version, changed FROM ordertrail_orders WHERE changed > $1 AND writer <> $2
+                     ORDER BY changed LIMIT $3",
+                    &[&from, &me, &CHANGES_PER_LOOK],
+                )
+                .await
+                .map_err(read_err)?;
+            let aliases = client
+                .query(
+                    "SELECT kind, value, stored, changed FROM ordertrail_aliases WHERE changed > $1 AND writer <> $2
+                     ORDER BY changed LIMIT $3",
+                    &[&from, &me, &CHANGES_PER_LOOK],
+                )
+                .await
+                .map_err(read_err)?;
+            Ok::<_, StoreError>((orders, aliases))
+        })??;
+        let mut newest = from;
+        let mut changes = ChangesByOthers::default();
+        for row in &orders {
+            changes.orders.push((row.get(0), u64::try_from(row.get::<_, i64>(1)).unwrap_or(0)));
+            newest = newest.max(row.get(2));
+        }
+        for row in &aliases {
+            changes.aliases.push(super::decode_alias(row.get(0), row.get(1), row.get(2))?);
+            newest = newest.max(row.get(3));
+        }
+        // A full look may have left changes after its last row: the next look starts there, not further on.
+        let full = i64::try_from(orders.len().max(aliases.len())).unwrap_or(i64::MAX) >= CHANGES_PER_LOOK;
+        if full {
+            let last_order = orders.last().map_or(i64::MAX, |r| r.get(2));
+            let last_alias = aliases.last().map_or(i64::MAX, |r| r.get(3));
+            newest = last_order.min(last_alias).min(newest);
+        }
+        if self.seen.back().is_none_or(|(_, n)| *n < newest) {
+            self.seen.push_back((now, newest));
+        }
+        Ok(changes)
+    }
+
+    fn remembered_traces(&self, traces: &[Vec<u8>]) -> Result<super::TraceRows, StoreError> {
+        if traces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pool = self.shared.pool.clone();
+        let traces = traces.to_vec();
+        let rows = self.shared.runtime.run(async move {
+            let client = pool.get().await.map_err(read_err)?;
+            client
+                .query("SELECT trace, stored FROM ordertrail_traces WHERE trace = ANY($1)", &[&traces])
+                .await
+                .map_err(read_err)
+        })??;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn adopt_stopped_replicas(&mut self) -> Result<Adopted, StoreError> {
+        self.keep_replica_lock()?;
+        let pool = self.shared.pool.clone();
+        let me = self.id.to_string();
+        let (adopted, bytes) = self.shared.runtime.run(async move {
+            let mut client = pool.get().await.map_err(write_err)?;
+            let tx = client.transaction().await.map_err(write_err)?;
+            let dead: Vec<String> =
+                tx.query(DEAD_REPLICAS, &[&me]).await.map_err(write_err)?.iter().map(|r| r.get(0)).collect();
+            let mut adopted = Adopted::default();
+            if dead.is_empty() {
+                return Ok((adopted, 0));
+            }
+            // The entries get new numbers, after those this replica's exporter has read, so that it reads them.
+            let exports = tx
+                .query(
+                    "UPDATE ordertrail_exports SET owner = $1, number = nextval('ordertrail_exports_number_seq')
+                     WHERE owner = ANY($2) RETURNING length(request)",
+                    &[&me, &dead],
+                )
+                .await
+                .map_err(write_err)?;
+            let pending = tx
+                .query(
+                    "UPDATE ordertrail_pending SET owner = $1 WHERE owner = ANY($2) RETURNING trace, spans",
+                    &[&me, &dead],
+                )
+                .await
+                .map_err(write_err)?;
+            let traces = tx
+                .query(
+                    "UPDATE ordertrail_traces SET owner = $1 WHERE owner = ANY($2) RETURNING trace, stored",
+                    &[&me, &dead],
+                )
+                .await
+                .map_err(write_err)?;
+            tx.execute("DELETE FROM ordertrail_replicas WHERE id = ANY($1)", &[&dead]).await.map_err(write_err)?;
+            tx.commit().await.map_err(write_err)?;
+            let bytes: u64 = exports.iter().map(|r| u64::try_from(r.get::<_, i32>(0)).unwrap_or(0)).sum();
+            adopted.exports = exports.len() as u64;
+            adopted.pending = pending.iter().map(|r| (r.get(0), r.get(1))).collect();
+            adopted.traces = traces.iter().map(|r| (r.get(0), r.get(1))).collect();
+            adopted.replicas = dead;
+            Ok::<_, StoreError>((adopted, bytes))
+        })??;
+        self.queue.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.queue.entries.fetch_add(adopted.exports, Ordering::Relaxed);
+        Ok(adopted)
     }
 }
 
@@ -489,12 +810,14 @@ impl ExportQueue for PostgresExportQueue {
         let pool = self.shared.pool.clone();
         let after = after.map_or(-1, db_time);
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let owner = self.owner.to_string();
         let rows = self.shared.runtime.run(async move {
             let client = pool.get().await.map_err(read_err)?;
             client
                 .query(
-                    "SELECT number, spans, request FROM ordertrail_exports WHERE number > $1 ORDER BY number LIMIT $2",
-                    &[&after, &limit],
+                    "SELECT number, spans, request FROM ordertrail_exports WHERE owner = $1 AND number > $2
+                     ORDER BY number LIMIT $3",
+                    &[&owner, &after, &limit],
                 )
                 .await
                 .map_err(read_err)
@@ -516,10 +839,14 @@ impl ExportQueue for PostgresExportQueue {
         }
         let pool = self.shared.pool.clone();
         let numbers: Vec<i64> = entries.iter().map(|n| db_time(*n)).collect();
+        let owner = self.owner.to_string();
         let removed = self.shared.runtime.run(async move {
             let client = pool.get().await.map_err(write_err)?;
             client
-                .query("DELETE FROM ordertrail_exports WHERE number = ANY($1) RETURNING length(request)", &[&numbers])
+                .query(
+                    "DELETE FROM ordertrail_exports WHERE number = ANY($1) AND owner = $2 RETURNING length(request)",
+                    &[&numbers, &owner],
+                )
                 .await
                 .map_err(write_err)
         })??;

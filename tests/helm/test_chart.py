@@ -195,7 +195,7 @@ class OnPostgres(unittest.TestCase):
         kinds = [o["kind"] for o in objs]
         self.assertNotIn("StatefulSet", kinds)
         deployment = one(objs, "Deployment")
-        self.assertEqual(deployment["spec"]["strategy"]["type"], "Recreate", "never two replicas on one schema")
+        self.assertEqual(deployment["spec"]["strategy"]["rollingUpdate"], {"maxSurge": 1, "maxUnavailable": 0})
         self.assertEqual(deployment["spec"]["replicas"], 1)
         pod = deployment["spec"]["template"]["spec"]
         self.assertNotIn("persistentVolumeClaim", json.dumps(pod))
@@ -205,6 +205,21 @@ class OnPostgres(unittest.TestCase):
         config = yaml.safe_load(one(objs, "ConfigMap", "ordertrail")["data"]["config.yaml"])
         self.assertEqual(config["storage"]["postgres"], {"url_env": "ORDERTRAIL_POSTGRES_URL", "pool_size": 4})
         self.assertEqual(config["storage"]["durability"], "durable", "the rest of the section is kept")
+
+
+    def test_replicas_share_postgresql_spread_over_nodes_and_need_it(self):
+        values = values_of(CHART / "ci" / "postgres-values.yaml")
+        values["replicaCount"] = 3
+        objs = objects(render(values))
+        deployment = one(objs, "Deployment")
+        self.assertEqual(deployment["spec"]["replicas"], 3)
+        anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+        self.assertEqual(term["topologyKey"], "kubernetes.io/hostname")
+        self.assertEqual(term["labelSelector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"])
+        with self.assertRaises(helm.HelmError) as caught:
+            render({"replicaCount": 2})
+        self.assertIn("postgres.existingSecret", str(caught.exception))
 
 
 class MonitoringObjects(unittest.TestCase):

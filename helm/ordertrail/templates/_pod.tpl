@@ -139,6 +139,18 @@ spec:
   nodeSelector:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- if and (gt (int .Values.replicaCount) 1) (not .Values.affinity) }}
+  # Replicas on different nodes where possible, so that losing a node does not take them all.
+  affinity:
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 100
+          podAffinityTerm:
+            topologyKey: kubernetes.io/hostname
+            labelSelector:
+              matchLabels:
+                {{- include "ordertrail.selectorLabels" . | nindent 16 }}
+  {{- end }}
   {{- with .Values.affinity }}
   affinity:
     {{- toYaml . | nindent 4 }}

@@ -333,6 +333,11 @@ impl PendingSpans {
         self.spans
     }
 
+    /// The technical traces that spans wait in.
+    pub(crate) fn trace_ids(&self) -> impl Iterator<Item = &TraceId> {
+        self.traces.keys()
+    }
+
     /// Holds `input`, which carries `aliases`, until its trace is keyed, one of its aliases is learned, or the wait
     /// runs out; gives it back when the buffer is full.
     pub(crate) fn hold(

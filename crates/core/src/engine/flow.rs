@@ -142,7 +142,7 @@ impl Engine {
 
     /// A technical trace now known to concern `orders`: remembers it, and brings in its spans that were waiting
     /// (their originals go out now) or were passed on and kept (only their copies are still to come).
-    fn join_trace(&mut self, trace: TraceId, orders: &[String], now: u64, out: &mut Output) {
+    pub(crate) fn join_trace(&mut self, trace: TraceId, orders: &[String], now: u64, out: &mut Output) {
         let remembered = self.traces.remember(trace, orders, now);
         if remembered.changed && self.config.correlation.persist_trace_memory {
             self.persistence.trace_changed(trace);
@@ -200,7 +200,7 @@ impl Engine {
 
     /// An alias just learned: the spans that carry it and were waiting, or were passed on and kept, join its orders,
     /// and with them the technical traces they belong to.
-    fn join_alias(&mut self, alias: &AliasValue, now: u64, out: &mut Output) {
+    pub(crate) fn join_alias(&mut self, alias: &AliasValue, now: u64, out: &mut Output) {
         let orders = self.aliases.orders_of(alias.0, &alias.1);
         if orders.is_empty() {
             return;

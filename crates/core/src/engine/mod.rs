@@ -20,6 +20,7 @@ mod labels;
 mod output;
 mod persistence;
 mod records;
+mod replicas;
 mod settle;
 mod sla;
 mod stats;

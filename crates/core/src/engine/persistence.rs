@@ -42,12 +42,12 @@ impl StateChanges {
 
 /// A remembered technical trace as stored: its orders and when it is forgotten (ordertrail's clock).
 #[derive(serde::Serialize, serde::Deserialize)]
-struct StoredTrace {
-    orders: Vec<String>,
-    expires_unix_nanos: u64,
+pub(crate) struct StoredTrace {
+    pub(crate) orders: Vec<String>,
+    pub(crate) expires_unix_nanos: u64,
     /// Named more orders than `correlation.max_orders_per_trace`; absent in what earlier versions stored.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    over_cap: bool,
+    pub(crate) over_cap: bool,
 }
 
 /// What changed since the last commit, and what the store holds.

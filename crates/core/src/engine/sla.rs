@@ -52,6 +52,11 @@ impl DeadlineIndex {
         *self.first_tick.get_or_insert(now)
     }
 
+    /// Starts judging when `previous` did, for an index that replaces it.
+    pub(crate) fn take_over_start(&mut self, previous: &DeadlineIndex) {
+        self.first_tick = previous.first_tick;
+    }
+
     /// The next clock due at or before `now`, taken out of the index.
     fn pop_due(&mut self, now: u64) -> Option<(String, usize)> {
         if self.by_due.first()?.0 > now {

@@ -51,6 +51,11 @@ pub struct OrderRecord {
     /// Cumulative quantity shipped, the largest value a span reported.
     #[serde(default)]
     pub shipped_quantity: Option<f64>,
+    /// How many commits to a store shared by replicas wrote this record before it was read (0: none, a new
+    /// order). The store keeps it beside the record and refuses a write whose copy another replica has changed
+    /// since; after a commit the engine counts it up (`Engine::committed`). A store with one writer ignores it.
+    #[serde(skip)]
+    pub revision: u64,
 }
 
 impl OrderRecord {
@@ -72,6 +77,7 @@ impl OrderRecord {
             ordered_quantity_at: None,
             root_emitted: false,
             shipped_quantity: None,
+            revision: 0,
         }
     }
 
