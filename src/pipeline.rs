@@ -596,7 +596,10 @@ impl Worker {
         let conflicted = matches!(result, Err(StoreError::Conflict { .. }));
         let result = match result {
             Ok(()) => {
-                self.engine.committed(&changes);
+                // Revisions matter only where another replica may write the same order.
+                if shared {
+                    self.engine.committed(&changes);
+                }
                 Ok(())
             }
             Err(StoreError::Conflict { orders }) => {

@@ -776,20 +776,12 @@ impl OrderStore for PostgresStore {
                 )
                 .await
                 .map_err(write_err)?;
-            let pending = tx
-                .query(
-                    "UPDATE ordertrail_pending SET owner = $1 WHERE owner = ANY($2) RETURNING trace, spans",
-                    &[&me, &dead],
-                )
-                .await
-                .map_err(write_err)?;
-            let traces = tx
-                .query(
-                    "UPDATE ordertrail_traces SET owner = $1 WHERE owner = ANY($2) RETURNING trace, stored",
-                    &[&me, &dead],
-                )
-                .await
-                .map_err(write_err)?;
+            let mut taken = Vec::with_capacity(2);
+            for (table, column) in [("ordertrail_pending", "spans"), ("ordertrail_traces", "stored")] {
+                let take = format!("UPDATE {table} SET owner = $1 WHERE owner = ANY($2) RETURNING trace, {column}");
+                taken.push(tx.query(take.as_str(), &[&me, &dead]).await.map_err(write_err)?);
+            }
+            let (pending, traces) = (&taken[0], &taken[1]);
             tx.execute("DELETE FROM ordertrail_replicas WHERE id = ANY($1)", &[&dead]).await.map_err(write_err)?;
             tx.commit().await.map_err(write_err)?;
             let bytes: u64 = exports.iter().map(|r| u64::try_from(r.get::<_, i32>(0)).unwrap_or(0)).sum();
