@@ -1,8 +1,10 @@
 //! TLS of the listeners: the server configuration built from a listener's `tls` section (certificate chain, key,
 //! and for mutual TLS the CAs client certificates must chain to), reloaded when the files change so that a
 //! rotated certificate (cert-manager renewing a Secret, say) is served to new connections without a restart.
+//! Also the client side where ordertrail speaks TLS through rustls itself (to PostgreSQL): roots, and a client
+//! certificate for mutual TLS.
 
-use ordertrail_core::config::{ServerTlsConfig, TlsVersion};
+use ordertrail_core::config::{ServerTlsConfig, TlsConfig, TlsVersion};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
@@ -20,6 +22,10 @@ pub enum TlsError {
     Config { cert: PathBuf, key: PathBuf, source: rustls::Error },
     #[error("the client CAs of `{path}` cannot verify clients: {reason}")]
     ClientCa { path: PathBuf, reason: String },
+    #[error("the {what} cannot verify servers: {reason}")]
+    Roots { what: String, reason: String },
+    #[error("the client certificate `{cert}` and key `{key}` cannot be used: {source}")]
+    ClientIdentity { cert: PathBuf, key: PathBuf, source: rustls::Error },
 }
 
 /// The protocols a listener speaks over TLS, offered by ALPN: gRPC needs HTTP/2 to be agreed in the handshake.
@@ -123,14 +129,64 @@ fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
+fn private_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => {
+            TlsError::Empty { what, path: path.to_path_buf(), expected: "private key" }
+        }
+        e => TlsError::Read { what, path: path.to_path_buf(), reason: e.to_string() },
+    })
+}
+
+/// A client configuration from a `tls` section: the server's certificate must chain to `ca_file`, or to the
+/// system's roots without one, and name the host (or `server_name_override`, which the caller applies); a
+/// client certificate is presented when `cert_file` and `key_file` are given. `section` names the section in
+/// errors, e.g. `storage.postgres.tls`.
+pub fn client_config(tls: &TlsConfig, section: &'static str) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match &tls.ca_file {
+        Some(path) => {
+            for ca in certificates("tls.ca_file", path)? {
+                roots.add(ca).map_err(|e| TlsError::Roots {
+                    what: format!("CAs of `{}`", path.display()),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                let errors: Vec<String> = native.errors.iter().map(ToString::to_string).collect();
+                return Err(TlsError::Roots {
+                    what: format!("system's roots (no {section}.ca_file given)"),
+                    reason: if errors.is_empty() { "none were found".into() } else { errors.join("; ") },
+                });
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Roots { what: section.into(), reason: e.to_string() })?
+        .with_root_certificates(roots);
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = certificates("tls.cert_file", cert)?;
+            let private = private_key("tls.key_file", key)?;
+            builder.with_client_auth_cert(chain, private).map_err(|source| TlsError::ClientIdentity {
+                cert: cert.clone(),
+                key: key.clone(),
+                source,
+            })
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
 fn build(config: &ServerTlsConfig, alpn: Alpn) -> Result<rustls::ServerConfig, TlsError> {
     let chain = certificates("tls.cert_file", &config.cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(&config.key_file).map_err(|e| match e {
-        rustls_pki_types::pem::Error::NoItemsFound => {
-            TlsError::Empty { what: "tls.key_file", path: config.key_file.clone(), expected: "private key" }
-        }
-        e => TlsError::Read { what: "tls.key_file", path: config.key_file.clone(), reason: e.to_string() },
-    })?;
+    let key = private_key("tls.key_file", &config.key_file)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: &[&'static rustls::SupportedProtocolVersion] = match config.min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],

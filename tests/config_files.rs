@@ -63,6 +63,7 @@ fn bad_files_name_file_key_and_reason_and_fail() {
             "is required when `tls` is given",
         ),
         ("tests/testdata/bad-tls-version.yaml", "api.http.tls.min_version", "`1.1` is not one of 1.2, 1.3"),
+        ("tests/testdata/bad-postgres-tls.yaml", "storage.postgres.tls", "cert_file and key_file go together"),
         ("tests/testdata/bad-auth-both.yaml", "api.auth", "give one of bearer_token_file, bearer_token_env, not both"),
         (
             "tests/testdata/bad-compression-level.yaml",

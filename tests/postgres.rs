@@ -9,7 +9,7 @@ use common::*;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{Context, KeyValue};
 use ordertrail::store::{OrderStore, PostgresStore, QueuedExport, StoreError};
-use ordertrail_core::config::{Durability, PostgresConfig, PostgresUrl};
+use ordertrail_core::config::{Durability, PostgresConfig, PostgresTls, PostgresUrl, TlsConfig};
 use ordertrail_core::engine::{OrderWrite, StateChanges};
 use ordertrail_core::order::{AliasRecord, OrderRecord};
 use std::path::Path;
@@ -46,7 +46,12 @@ fn database(dir: &Path, test: &str) -> Option<PostgresConfig> {
     let url = format!("{base} options='-c search_path={schema}'");
     let file = dir.join("postgres-url");
     std::fs::write(&file, url).unwrap();
-    Some(PostgresConfig { url: PostgresUrl::File(file), pool_size: 4, statement_timeout: Duration::from_secs(30) })
+    Some(PostgresConfig {
+        url: PostgresUrl::File(file),
+        pool_size: 4,
+        statement_timeout: Duration::from_secs(30),
+        tls: PostgresTls::AsConnectionStringSays,
+    })
 }
 
 fn write(key: &str, wake: Option<u64>, spans: u64) -> OrderWrite {
@@ -243,7 +248,8 @@ fn a_bad_connection_string_stops_startup_naming_the_key() {
     let open = |url: &str| {
         std::fs::write(&file, url).unwrap();
         let url = PostgresUrl::File(file.clone());
-        let config = PostgresConfig { url, pool_size: 1, statement_timeout: Duration::from_secs(5) };
+        let tls = PostgresTls::AsConnectionStringSays;
+        let config = PostgresConfig { url, pool_size: 1, statement_timeout: Duration::from_secs(5), tls };
         PostgresStore::open(&config, Durability::Durable, 100).unwrap_err().to_string()
     };
     let err = open("host=127.0.0.1 port=1 user=nobody password=hunter2 dbname=none connect_timeout=2");
@@ -252,6 +258,155 @@ fn a_bad_connection_string_stops_startup_naming_the_key() {
     let err = open("host=127.0.0.1 port=not-a-port password=hunter2");
     assert!(err.contains("storage.postgres") && err.contains("does not parse"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
+}
+
+/// TLS to the database, against the local server's own TLS (Debian turns it on with its `snakeoil` certificate
+/// for `localhost`): the certificate is verified against the given CA and for the host or the override, a
+/// server without TLS is refused rather than spoken to in plain text, and without a `tls` section nothing changes.
+mod tls {
+    use super::*;
+
+    /// Runs `sql` in `schema` and returns what it printed.
+    fn query(schema: &str, sql: &str) -> String {
+        let base = std::env::var("ORDERTRAIL_TEST_POSTGRES")
+            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3".into());
+        let sql = format!("SET search_path = {schema}; {sql}");
+        let out =
+            std::process::Command::new("psql").args(["-X", "-q", "-A", "-t", &base, "-c", &sql]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Whether the connection holding `store`'s replica lock is encrypted, from the server's side (`pg_stat_ssl`).
+    fn encrypted(schema: &str, store: &PostgresStore) -> bool {
+        let sql = format!(
+            "SELECT s.ssl FROM ordertrail_replicas r \
+             JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
+              AND l.classid = (hashtext('{schema}')::bigint & 4294967295)::oid \
+              AND l.objid = (r.lock_key::bigint & 4294967295)::oid \
+             JOIN pg_stat_ssl s ON s.pid = l.pid WHERE r.id = '{}'",
+            store.replica()
+        );
+        match query(schema, &sql).as_str() {
+            "t" => true,
+            "f" => false,
+            other => panic!("no lock session for {}: `{other}`", store.replica()),
+        }
+    }
+
+    /// The server's certificate when it speaks TLS; `None` (and a line saying so) otherwise, unless PostgreSQL is
+    /// required, as in `.ci/run`.
+    fn server_certificate(schema: &str) -> Option<std::path::PathBuf> {
+        let ssl = query(schema, "SHOW ssl");
+        let cert = std::path::PathBuf::from(query(schema, "SHOW ssl_cert_file"));
+        let usable = ssl == "on" && std::fs::read(&cert).is_ok();
+        if !usable {
+            assert!(
+                std::env::var("ORDERTRAIL_REQUIRE_POSTGRES").is_err(),
+                "the TLS tests need the database to speak TLS with a certificate readable here (ssl = {ssl}, \
+                 ssl_cert_file = {})",
+                cert.display()
+            );
+            println!("skipped: the database does not speak TLS with a readable certificate (ssl = {ssl})");
+            return None;
+        }
+        Some(cert)
+    }
+
+    fn verified(ca_file: &Path, server_name: Option<&str>) -> PostgresTls {
+        PostgresTls::Required(TlsConfig {
+            ca_file: Some(ca_file.to_path_buf()),
+            cert_file: None,
+            key_file: None,
+            server_name_override: server_name.map(str::to_string),
+        })
+    }
+
+    /// `config` with `host=…` in its connection string changed to `host`, and `tls`.
+    fn at(config: &PostgresConfig, dir: &Path, host: &str, tls: PostgresTls) -> PostgresConfig {
+        let PostgresUrl::File(file) = &config.url else { unreachable!() };
+        let url = std::fs::read_to_string(file).unwrap().replace("host=127.0.0.1", &format!("host={host}"));
+        let file = dir.join(format!("url-{host}"));
+        std::fs::write(&file, url).unwrap();
+        PostgresConfig { url: PostgresUrl::File(file), tls, ..config.clone() }
+    }
+
+    fn refused(config: &PostgresConfig) -> String {
+        PostgresStore::open(config, Durability::Durable, 3).map(|_| ()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_server_is_verified_against_the_given_ca_and_for_its_name_and_the_connection_is_encrypted() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(config) = database(dir.path(), "tls") else { return };
+        let schema = format!("ot_tls_{}", std::process::id());
+        let Some(server_cert) = server_certificate(&schema) else { return };
+
+        // By its name, trusting its certificate: encrypted, and the store works over it.
+        let named = at(&config, dir.path(), "localhost", verified(&server_cert, None));
+        let mut store = open(&named);
+        assert!(encrypted(&schema, &store), "the replica's connection is TLS");
+        store.commit(&StateChanges { orders: vec![write("SO-TLS", Some(5), 1)], ..Default::default() }, &[]).unwrap();
+        assert_eq!(store.order("SO-TLS").unwrap().unwrap().span_count, 1);
+        drop(store);
+
+        // By address: the certificate names `localhost`, not 127.0.0.1, so only the override lets it through.
+        let by_address = at(&config, dir.path(), "127.0.0.1", verified(&server_cert, None));
+        let err = refused(&by_address);
+        assert!(err.contains("storage.postgres") && err.contains("not valid for name \"127.0.0.1\""), "{err}");
+        let overridden = at(&config, dir.path(), "127.0.0.1", verified(&server_cert, Some("localhost")));
+        let store = open(&overridden);
+        assert!(encrypted(&schema, &store));
+        drop(store);
+
+        // A CA that did not sign the server's certificate: refused, whatever the server says next.
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let other_ca = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap();
+        let other_ca_file = dir.path().join("other-ca.pem");
+        std::fs::write(&other_ca_file, other_ca.pem()).unwrap();
+        let err = refused(&at(&config, dir.path(), "localhost", verified(&other_ca_file, None)));
+        assert!(err.contains("storage.postgres") && err.contains("invalid peer certificate: UnknownIssuer"), "{err}");
+
+        // Without a `tls` section and without sslmode=require, the connection stays as it was: plain text.
+        let store = open(&config);
+        assert!(!encrypted(&schema, &store), "no tls section, no sslmode: plain text as before");
+    }
+
+    #[test]
+    fn a_server_that_does_not_offer_tls_is_refused_when_tls_is_configured() {
+        // A server that answers the TLS request with `N`, as PostgreSQL with `ssl = off` does; a downgrade by
+        // someone in the path looks the same.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answering = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut connection, _) = listener.accept().unwrap();
+            let mut request = [0u8; 8];
+            connection.read_exact(&mut request).unwrap();
+            connection.write_all(b"N").unwrap();
+            request
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("url");
+        std::fs::write(&file, format!("host=127.0.0.1 port={port} user=postgres dbname=test connect_timeout=3"))
+            .unwrap();
+        let ca = dir.path().join("ca.pem");
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(&ca, params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()).unwrap();
+        let config = PostgresConfig {
+            url: PostgresUrl::File(file),
+            pool_size: 1,
+            statement_timeout: Duration::from_secs(5),
+            tls: verified(&ca, None),
+        };
+        let err = refused(&config);
+        assert!(err.contains("storage.postgres") && err.contains("server does not support TLS"), "{err}");
+        // What the client sent first was PostgreSQL's SSLRequest (length 8, code 80877103), not a startup message.
+        let request = answering.join().unwrap();
+        assert_eq!(request, [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,13 +22,14 @@
 //!
 //! The driver is tokio-postgres with a deadpool pool, on a small runtime of the store's own: the traits are
 //! called from the engine thread and from blocking tasks, and a call blocks its thread on a channel until the
-//! query has run, whatever runtime (if any) that thread belongs to.
+//! query has run, whatever runtime (if any) that thread belongs to. The statements on the span path are prepared
+//! once per connection (`prepare_cached`): a statement prepared on each call costs a second round trip.
 
 use super::{
     Adopted, ChangesByOthers, Durability, ExportQueue, LoadedState, OrderReader, OrderStore, QueuedExport, StoreError,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use ordertrail_core::config::{PostgresConfig, PostgresUrl};
+use ordertrail_core::config::{PostgresConfig, PostgresTls, PostgresUrl};
 use ordertrail_core::engine::StateChanges;
 use ordertrail_core::order::OrderRecord;
 use std::future::Future;
@@ -186,7 +187,18 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
         }
         source = err.source();
     }
-    e.to_string()
+    // Otherwise the whole chain: the pool says only that it could not connect, the driver that the TLS handshake
+    // failed, and the cause (a certificate for another name, an unknown issuer) comes last.
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        let cause = err.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+        source = err.source();
+    }
+    text
 }
 
 fn read_err<E: std::error::Error + 'static>(e: E) -> StoreError {
@@ -228,8 +240,11 @@ impl PostgresStore {
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(10));
         }
-        let manager =
-            Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match tls_to_server(&config.tls, &mut pg).map_err(open_err)? {
+            Some(tls) => Manager::from_config(pg, tls, recycling),
+            None => Manager::from_config(pg, tokio_postgres::NoTls, recycling),
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("ordertrail-postgres")
@@ -287,6 +302,56 @@ impl PostgresStore {
     /// This replica's id, as the store's rows name it.
     pub fn replica(&self) -> &str {
         &self.id
+    }
+}
+
+/// What `storage.postgres.tls` and the connection string's `sslmode` together ask for: a connector when the
+/// connections are encrypted (the mode then set to `require`, so that a server without TLS is refused rather than
+/// spoken to in plain text), `None` for plain text. A contradiction between the two stops startup.
+fn tls_to_server(tls: &PostgresTls, pg: &mut tokio_postgres::Config) -> Result<Option<ServerNamedTls>, String> {
+    use tokio_postgres::config::SslMode;
+    let mode = pg.get_ssl_mode();
+    let verified = match tls {
+        PostgresTls::Off if mode == SslMode::Require => {
+            return Err("the connection string says sslmode=require but storage.postgres.tls.insecure is true".into())
+        }
+        PostgresTls::Off => return Ok(None),
+        PostgresTls::AsConnectionStringSays if mode == SslMode::Require => {
+            ordertrail_core::config::TlsConfig::system_roots()
+        }
+        PostgresTls::AsConnectionStringSays => return Ok(None),
+        PostgresTls::Required(_) if mode == SslMode::Disable => {
+            return Err("the connection string says sslmode=disable but storage.postgres.tls is set; remove one".into())
+        }
+        PostgresTls::Required(verified) => verified.clone(),
+    };
+    pg.ssl_mode(SslMode::Require);
+    let client = crate::tls::client_config(&verified, "storage.postgres.tls").map_err(|e| format!("tls: {e}"))?;
+    Ok(Some(ServerNamedTls {
+        inner: tokio_postgres_rustls::MakeRustlsConnect::new(client),
+        server_name: verified.server_name_override,
+    }))
+}
+
+/// The rustls connector, verifying the server's certificate for `server_name_override` when one is given (a
+/// connection by IP address to a server whose certificate names its DNS name, say) and for the host otherwise.
+#[derive(Clone)]
+struct ServerNamedTls {
+    inner: tokio_postgres_rustls::MakeRustlsConnect,
+    server_name: Option<String>,
+}
+
+impl<S> tokio_postgres::tls::MakeTlsConnect<S> for ServerNamedTls
+where
+    tokio_postgres_rustls::MakeRustlsConnect: tokio_postgres::tls::MakeTlsConnect<S>,
+{
+    type Stream = <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::Stream;
+    type TlsConnect = <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::TlsConnect;
+    type Error = <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::Error;
+
+    fn make_tls_connect(&mut self, host: &str) -> Result<Self::TlsConnect, Self::Error> {
+        let name = self.server_name.as_deref().unwrap_or(host);
+        tokio_postgres::tls::MakeTlsConnect::<S>::make_tls_connect(&mut self.inner, name)
     }
 }
 
@@ -373,10 +438,11 @@ fn read_order(shared: &Shared, key: &str) -> Result<Option<OrderRecord>, StoreEr
     let owned = key.to_string();
     let row = shared.runtime.run(async move {
         let client = pool.get().await.map_err(read_err)?;
-        client
-            .query_opt("SELECT record, version FROM ordertrail_orders WHERE key = $1", &[&owned])
+        let read = client
+            .prepare_cached("SELECT record, version FROM ordertrail_orders WHERE key = $1")
             .await
-            .map_err(read_err)
+            .map_err(read_err)?;
+        client.query_opt(&read, &[&owned]).await.map_err(read_err)
     })??;
     row.map(|row| {
         let mut order = decode_order(key, row.get(0))?;
@@ -513,19 +579,18 @@ impl OrderStore for PostgresStore {
                 // Rows are locked in key order first; then an order is written only at the version this replica
                 // read, and a new one only if no replica created it meanwhile. The keys that were not written are
                 // the conflict, and the transaction is dropped (rolled back) without writing anything.
-                let locked = tx
-                    .execute(
-                        "SELECT 1 FROM ordertrail_orders WHERE key = ANY($1) ORDER BY key FOR UPDATE",
-                        &[&order_keys],
-                    )
-                    .await;
+                let lock = tx
+                    .prepare_cached("SELECT 1 FROM ordertrail_orders WHERE key = ANY($1) ORDER BY key FOR UPDATE")
+                    .await
+                    .map_err(write_err)?;
+                let locked = tx.execute(&lock, &[&order_keys]).await;
                 match locked {
                     Ok(_) => {}
                     Err(e) if is_contention(&e) => return Ok(Some(order_keys)),
                     Err(e) => return Err(write_err(e)),
                 }
-                let written = tx
-                    .query(
+                let write = tx
+                    .prepare_cached(
                         "WITH input AS (
                              SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bytea[], $4::bigint[])
                                  AS i(key, wake, record, expected)),
@@ -544,8 +609,11 @@ impl OrderStore for PostgresStore {
                              ON CONFLICT (key) DO NOTHING
                              RETURNING key)
                          SELECT key FROM updated UNION ALL SELECT key FROM inserted",
-                        &[&order_keys, &order_wakes, &order_records, &order_expected, &me],
                     )
+                    .await
+                    .map_err(write_err)?;
+                let written = tx
+                    .query(&write, &[&order_keys, &order_wakes, &order_records, &order_expected, &me])
                     .await
                     .map_err(|e| if is_contention(&e) { Err(e) } else { Ok(write_err(e)) });
                 let written = match written {
@@ -561,8 +629,8 @@ impl OrderStore for PostgresStore {
             if !alias_kinds.is_empty() {
                 // Two replicas may learn orders for one value at the same moment: what is stored is the union of
                 // both, over the cap when the union is.
-                let merged = tx
-                    .execute(
+                let merge = tx
+                    .prepare_cached(
                         "INSERT INTO ordertrail_aliases AS a (kind, value, stored, changed, writer)
                          SELECT k, v, s, nextval('ordertrail_changes'), $4
                          FROM UNNEST($1::text[], $2::text[], $3::bytea[]) AS u(k, v, s) ORDER BY k, v
@@ -584,9 +652,10 @@ impl OrderStore for PostgresStore {
                                      THEN convert_to('{\"over_cap\":true}', 'UTF8')
                                      ELSE convert_to((SELECT coalesce(jsonb_agg(e), '[]')::text FROM orders), 'UTF8')
                                  END)",
-                        &[&alias_kinds, &alias_values, &alias_stored, &me, &cap],
                     )
-                    .await;
+                    .await
+                    .map_err(write_err)?;
+                let merged = tx.execute(&merge, &[&alias_kinds, &alias_values, &alias_stored, &me, &cap]).await;
                 match merged {
                     Ok(_) => {}
                     Err(e) if is_contention(&e) => return Ok(Some(Vec::new())),
@@ -602,23 +671,26 @@ impl OrderStore for PostgresStore {
                          SELECT t, v, $3 FROM UNNEST($1::bytea[], $2::bytea[]) AS u(t, v)
                          ON CONFLICT (trace) DO UPDATE SET {column} = EXCLUDED.{column}, owner = EXCLUDED.owner"
                     );
-                    tx.execute(upsert.as_str(), &[&put_keys, &put_values, &me]).await.map_err(write_err)?;
+                    let upsert = tx.prepare_cached(&upsert).await.map_err(write_err)?;
+                    tx.execute(&upsert, &[&put_keys, &put_values, &me]).await.map_err(write_err)?;
                 }
                 if !gone.is_empty() {
                     let delete = format!("DELETE FROM {table} WHERE trace = ANY($1)");
-                    tx.execute(delete.as_str(), &[&gone]).await.map_err(write_err)?;
+                    let delete = tx.prepare_cached(&delete).await.map_err(write_err)?;
+                    tx.execute(&delete, &[&gone]).await.map_err(write_err)?;
                 }
             }
             if !export_spans.is_empty() {
-                tx.execute(
-                    "INSERT INTO ordertrail_exports (spans, request, owner)
-                     SELECT e.spans, e.request, $3
-                     FROM UNNEST($1::integer[], $2::bytea[]) WITH ORDINALITY AS e(spans, request, n)
-                     ORDER BY e.n",
-                    &[&export_spans, &export_requests, &me],
-                )
-                .await
-                .map_err(write_err)?;
+                let queue = tx
+                    .prepare_cached(
+                        "INSERT INTO ordertrail_exports (spans, request, owner)
+                         SELECT e.spans, e.request, $3
+                         FROM UNNEST($1::integer[], $2::bytea[]) WITH ORDINALITY AS e(spans, request, n)
+                         ORDER BY e.n",
+                    )
+                    .await
+                    .map_err(write_err)?;
+                tx.execute(&queue, &[&export_spans, &export_requests, &me]).await.map_err(write_err)?;
             }
             match tx.commit().await {
                 Ok(()) => Ok(None),
@@ -695,27 +767,35 @@ impl OrderStore for PostgresStore {
         let from = self.seen.front().map_or(0, |(_, number)| *number);
         let pool = self.shared.pool.clone();
         let me = self.id.to_string();
-        let (orders, aliases) = self.shared.runtime.run(async move {
+        let (numbered, orders, aliases) = self.shared.runtime.run(async move {
             let client = pool.get().await.map_err(read_err)?;
-            let orders = client
-                .query(
+            // The last number taken, by any replica, before this look: the next looks need not go further back
+            // than it (less the look-back); a sequence not yet used has taken none. Without it, a replica whose changes are mostly its own would start
+            // every look at the last change of another's and read its own rows since then again and again.
+            let last_number = client
+                .prepare_cached("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ordertrail_changes")
+                .await
+                .map_err(read_err)?;
+            let numbered: i64 = client.query_one(&last_number, &[]).await.map_err(read_err)?.get(0);
+            let orders_changed = client
+                .prepare_cached(
                     "SELECT key, version, changed FROM ordertrail_orders WHERE changed > $1 AND writer <> $2
                      ORDER BY changed LIMIT $3",
-                    &[&from, &me, &CHANGES_PER_LOOK],
                 )
                 .await
                 .map_err(read_err)?;
-            let aliases = client
-                .query(
+            let orders = client.query(&orders_changed, &[&from, &me, &CHANGES_PER_LOOK]).await.map_err(read_err)?;
+            let aliases_changed = client
+                .prepare_cached(
                     "SELECT kind, value, stored, changed FROM ordertrail_aliases WHERE changed > $1 AND writer <> $2
                      ORDER BY changed LIMIT $3",
-                    &[&from, &me, &CHANGES_PER_LOOK],
                 )
                 .await
                 .map_err(read_err)?;
-            Ok::<_, StoreError>((orders, aliases))
+            let aliases = client.query(&aliases_changed, &[&from, &me, &CHANGES_PER_LOOK]).await.map_err(read_err)?;
+            Ok::<_, StoreError>((numbered, orders, aliases))
         })??;
-        let mut newest = from;
+        let mut newest = from.max(numbered);
         let mut changes = ChangesByOthers::default();
         for row in &orders {
             changes.orders.push((row.get(0), u64::try_from(row.get::<_, i64>(1)).unwrap_or(0)));
@@ -805,14 +885,14 @@ impl ExportQueue for PostgresExportQueue {
         let owner = self.owner.to_string();
         let rows = self.shared.runtime.run(async move {
             let client = pool.get().await.map_err(read_err)?;
-            client
-                .query(
+            let read = client
+                .prepare_cached(
                     "SELECT number, spans, request FROM ordertrail_exports WHERE owner = $1 AND number > $2
                      ORDER BY number LIMIT $3",
-                    &[&owner, &after, &limit],
                 )
                 .await
-                .map_err(read_err)
+                .map_err(read_err)?;
+            client.query(&read, &[&owner, &after, &limit]).await.map_err(read_err)
         })??;
         Ok(rows
             .iter()
@@ -834,13 +914,13 @@ impl ExportQueue for PostgresExportQueue {
         let owner = self.owner.to_string();
         let removed = self.shared.runtime.run(async move {
             let client = pool.get().await.map_err(write_err)?;
-            client
-                .query(
+            let delete = client
+                .prepare_cached(
                     "DELETE FROM ordertrail_exports WHERE number = ANY($1) AND owner = $2 RETURNING length(request)",
-                    &[&numbers, &owner],
                 )
                 .await
-                .map_err(write_err)
+                .map_err(write_err)?;
+            client.query(&delete, &[&numbers, &owner]).await.map_err(write_err)
         })??;
         let bytes: u64 = removed.iter().map(|row| u64::try_from(row.get::<_, i32>(0)).unwrap_or(0)).sum();
         // Rows are counted in by the commit that added them, after it committed, so a removal can come first
@@ -856,5 +936,35 @@ impl ExportQueue for PostgresExportQueue {
 
     fn queued_entries(&self) -> u64 {
         self.entries.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_postgres::config::SslMode;
+
+    fn tls_for(tls: &PostgresTls, url: &str) -> Result<(bool, SslMode), String> {
+        let mut pg: tokio_postgres::Config = url.parse().unwrap();
+        let connector = tls_to_server(tls, &mut pg)?;
+        Ok((connector.is_some(), pg.get_ssl_mode()))
+    }
+
+    #[test]
+    fn the_tls_section_and_the_connection_strings_sslmode_agree_or_startup_stops() {
+        let section = PostgresTls::Required(ordertrail_core::config::TlsConfig::system_roots());
+        // A `tls` section makes TLS required, so that a server without it is not spoken to in plain text.
+        assert_eq!(tls_for(&section, "host=db").unwrap(), (true, SslMode::Require));
+        assert_eq!(tls_for(&section, "host=db sslmode=prefer").unwrap(), (true, SslMode::Require));
+        let err = tls_for(&section, "host=db sslmode=disable").unwrap_err();
+        assert!(err.contains("sslmode=disable") && err.contains("storage.postgres.tls"), "{err}");
+        // Without one, the connection string decides, and `require` is verified against the system's roots.
+        let unset = PostgresTls::AsConnectionStringSays;
+        assert_eq!(tls_for(&unset, "host=db").unwrap(), (false, SslMode::Prefer));
+        assert_eq!(tls_for(&unset, "host=db sslmode=require").unwrap(), (true, SslMode::Require));
+        // `tls.insecure` is plain text, and contradicts `require`.
+        assert_eq!(tls_for(&PostgresTls::Off, "host=db").unwrap(), (false, SslMode::Prefer));
+        let err = tls_for(&PostgresTls::Off, "postgres://db/x?sslmode=require").unwrap_err();
+        assert!(err.contains("insecure"), "{err}");
     }
 }

@@ -221,6 +221,32 @@ class OnPostgres(unittest.TestCase):
             render({"replicaCount": 2})
         self.assertIn("postgres.existingSecret", str(caught.exception))
 
+    def test_tls_to_postgresql_mounts_the_secret_and_names_its_files(self):
+        values = values_of(CHART / "ci" / "postgres-values.yaml")
+        values["postgres"]["tls"] = {"existingSecret": "pg-tls", "clientCertificate": True, "serverName": "db.internal"}
+        objs = objects(render(values))
+        config = yaml.safe_load(one(objs, "ConfigMap", "ordertrail")["data"]["config.yaml"])
+        self.assertEqual(
+            config["storage"]["postgres"]["tls"],
+            {
+                "ca_file": "/etc/ordertrail/secrets/postgres-tls/ca.crt",
+                "cert_file": "/etc/ordertrail/secrets/postgres-tls/tls.crt",
+                "key_file": "/etc/ordertrail/secrets/postgres-tls/tls.key",
+                "server_name_override": "db.internal",
+            },
+        )
+        pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+        volume = next(v for v in pod["volumes"] if v["name"] == "postgres-tls")
+        self.assertEqual(volume["secret"]["secretName"], "pg-tls")
+        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "postgres-tls")
+        self.assertEqual(mount["mountPath"], "/etc/ordertrail/secrets/postgres-tls")
+        # The rendered section is one the binary accepts once the Secret's files are there.
+        checked = validate_config(yaml.safe_dump(config))
+        self.assertEqual(checked.returncode, 0, checked.stderr)
+        # Without the Secret nothing is mounted and the section is absent.
+        plain = objects(render(values_of(CHART / "ci" / "postgres-values.yaml")))
+        self.assertNotIn("postgres-tls", json.dumps(one(plain, "Deployment")))
+
 
 class MonitoringObjects(unittest.TestCase):
     def test_the_prometheus_rule_carries_the_alerting_rules_file(self):

@@ -50,7 +50,21 @@ app.kubernetes.io/part-of: ordertrail
 {{- $config := deepCopy .Values.config }}
 {{- if .Values.postgres.existingSecret }}
 {{- $storage := default dict $config.storage }}
-{{- $_ := set $storage "postgres" (dict "url_env" "ORDERTRAIL_POSTGRES_URL" "pool_size" .Values.postgres.poolSize) }}
+{{- $postgres := dict "url_env" "ORDERTRAIL_POSTGRES_URL" "pool_size" .Values.postgres.poolSize }}
+{{- with .Values.postgres.tls }}
+{{- if .existingSecret }}
+{{- $tls := dict "ca_file" "/etc/ordertrail/secrets/postgres-tls/ca.crt" }}
+{{- if .clientCertificate }}
+{{- $_ := set $tls "cert_file" "/etc/ordertrail/secrets/postgres-tls/tls.crt" }}
+{{- $_ := set $tls "key_file" "/etc/ordertrail/secrets/postgres-tls/tls.key" }}
+{{- end }}
+{{- if .serverName }}
+{{- $_ := set $tls "server_name_override" .serverName }}
+{{- end }}
+{{- $_ := set $postgres "tls" $tls }}
+{{- end }}
+{{- end }}
+{{- $_ := set $storage "postgres" $postgres }}
 {{- $_ := set $config "storage" $storage }}
 {{- end }}
 {{- toYaml $config }}

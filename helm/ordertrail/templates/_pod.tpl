@@ -117,6 +117,11 @@ spec:
           mountPath: {{ .mountPath }}
           readOnly: true
         {{- end }}
+        {{- if and .Values.postgres.existingSecret .Values.postgres.tls.existingSecret }}
+        - name: postgres-tls
+          mountPath: /etc/ordertrail/secrets/postgres-tls
+          readOnly: true
+        {{- end }}
   volumes:
     - name: config
       configMap:
@@ -128,6 +133,12 @@ spec:
     - name: secret-{{ .name }}
       secret:
         secretName: {{ .secretName }}
+        defaultMode: 0440
+    {{- end }}
+    {{- if and .Values.postgres.existingSecret .Values.postgres.tls.existingSecret }}
+    - name: postgres-tls
+      secret:
+        secretName: {{ .Values.postgres.tls.existingSecret }}
         defaultMode: 0440
     {{- end }}
     {{- if or (not .Values.persistence.enabled) .Values.postgres.existingSecret }}

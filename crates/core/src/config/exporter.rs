@@ -212,6 +212,49 @@ pub struct TlsConfig {
     pub server_name_override: Option<String>,
 }
 
+impl TlsConfig {
+    /// TLS verified against the system's roots, with no client certificate.
+    pub fn system_roots() -> TlsConfig {
+        TlsConfig { ca_file: None, cert_file: None, key_file: None, server_name_override: None }
+    }
+}
+
+impl RawTls {
+    /// Checks a client `tls` section at `key`; `None` when it asks for plain text (`insecure`). `peer` names
+    /// what the certificate belongs to, in the refusal of `insecure_skip_verify`.
+    pub(crate) fn check(&self, check: &Checker<'_>, key: &str, peer: &str) -> Result<Option<TlsConfig>, ConfigError> {
+        if self.insecure_skip_verify {
+            return Err(check.err(
+                format!("{key}.insecure_skip_verify"),
+                format!(
+                    "is not supported: ordertrail always verifies the {peer}'s certificate; give the CA that signed \
+                     it with tls.ca_file (or tls.insecure for plain text inside a trusted network)"
+                ),
+            ));
+        }
+        if self.insecure {
+            return Ok(None);
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(check.err(key, "cert_file and key_file go together"));
+        }
+        for (field, path) in [("ca_file", &self.ca_file), ("cert_file", &self.cert_file), ("key_file", &self.key_file)]
+        {
+            if let Some(path) = path {
+                if !std::path::Path::new(path).is_file() {
+                    return Err(check.err(format!("{key}.{field}"), format!("file `{path}` does not exist")));
+                }
+            }
+        }
+        Ok(Some(TlsConfig {
+            ca_file: self.ca_file.as_ref().map(PathBuf::from),
+            cert_file: self.cert_file.as_ref().map(PathBuf::from),
+            key_file: self.key_file.as_ref().map(PathBuf::from),
+            server_name_override: self.server_name_override.clone(),
+        }))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RetryConfig {
     pub enabled: bool,
@@ -409,38 +452,9 @@ impl RawOtlpExporter {
     }
 
     fn tls_config(&self, check: &Checker<'_>, key: &str, endpoint: &str) -> Result<Option<TlsConfig>, ConfigError> {
-        if self.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
-            return Err(check.err(
-                format!("{key}.tls.insecure_skip_verify"),
-                "is not supported: ordertrail always verifies the backend's certificate; give the CA that signed \
-                 it with tls.ca_file (or tls.insecure for plain text inside a trusted network)",
-            ));
-        }
         let tls = match &self.tls {
-            Some(t) if !t.insecure => {
-                if t.cert_file.is_some() != t.key_file.is_some() {
-                    return Err(check.err(format!("{key}.tls"), "cert_file and key_file go together"));
-                }
-                for (field, path) in [("ca_file", &t.ca_file), ("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
-                    if let Some(path) = path {
-                        if !std::path::Path::new(path).is_file() {
-                            return Err(
-                                check.err(format!("{key}.tls.{field}"), format!("file `{path}` does not exist"))
-                            );
-                        }
-                    }
-                }
-                Some(TlsConfig {
-                    ca_file: t.ca_file.as_ref().map(PathBuf::from),
-                    cert_file: t.cert_file.as_ref().map(PathBuf::from),
-                    key_file: t.key_file.as_ref().map(PathBuf::from),
-                    server_name_override: t.server_name_override.clone(),
-                })
-            }
-            Some(_) => None,
-            None if endpoint.starts_with("https://") => {
-                Some(TlsConfig { ca_file: None, cert_file: None, key_file: None, server_name_override: None })
-            }
+            Some(t) => t.check(check, &format!("{key}.tls"), "backend")?,
+            None if endpoint.starts_with("https://") => Some(TlsConfig::system_roots()),
             None => None,
         };
         if tls.is_some() && endpoint.starts_with("http://") {

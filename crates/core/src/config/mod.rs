@@ -50,7 +50,8 @@ pub use rules::{
 pub use security::{AuthConfig, RawAuth, RawServerTls, ServerTlsConfig, TlsVersion, TokenSource};
 pub use sla::{RawCalendar, RawSla, RawSlaOverride, RawSlaTarget, SlaConfig, SlaOverride, SlaTarget};
 pub use storage::{
-    Durability, PipelineConfig, PostgresConfig, PostgresUrl, RawPipeline, RawPostgres, RawStorage, StorageConfig,
+    Durability, PipelineConfig, PostgresConfig, PostgresTls, PostgresUrl, RawPipeline, RawPostgres, RawStorage,
+    StorageConfig,
 };
 pub use taxonomy::{
     ClassId, ExceptionClass, Milestone, MilestoneId, RawExceptionClass, RawMilestone, RawTaxonomy, Taxonomy,

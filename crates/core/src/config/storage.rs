@@ -2,6 +2,7 @@
 //! bounds of the in-process pipeline between receivers and the engine.
 
 use super::check::{Checker, ConfigError};
+use super::exporter::{RawTls, TlsConfig};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,11 +36,22 @@ pub struct RawPostgres {
     /// How long a statement may run before it fails (and the request with it, retryably).
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Duration,
+    /// TLS to the server, as the exporter's `tls` section: when present, every connection is encrypted and the
+    /// server's certificate verified (against `ca_file`, or the system's roots), whatever `sslmode` the
+    /// connection string gives. When absent, the connection string decides: `sslmode=require` gets TLS verified
+    /// against the system's roots, anything else plain text.
+    pub tls: Option<RawTls>,
 }
 
 impl Default for RawPostgres {
     fn default() -> RawPostgres {
-        RawPostgres { url_env: None, url_file: None, pool_size: 8, statement_timeout: Duration::from_secs(30) }
+        RawPostgres {
+            url_env: None,
+            url_file: None,
+            pool_size: 8,
+            statement_timeout: Duration::from_secs(30),
+            tls: None,
+        }
     }
 }
 
@@ -51,11 +63,26 @@ pub enum PostgresUrl {
 }
 
 /// Checked PostgreSQL settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PostgresConfig {
     pub url: PostgresUrl,
     pub pool_size: usize,
     pub statement_timeout: Duration,
+    pub tls: PostgresTls,
+}
+
+/// Whether the connections to PostgreSQL are encrypted. The connection string is read only at startup (it may
+/// come from the environment), so what it says about TLS is checked against this there.
+#[derive(Debug, Clone)]
+pub enum PostgresTls {
+    /// No `tls` section: `sslmode=require` in the connection string gets TLS verified against the system's roots,
+    /// any other mode plain text.
+    AsConnectionStringSays,
+    /// A `tls` section: TLS on every connection, the server's certificate verified; a server that does not offer
+    /// TLS is refused rather than spoken to in plain text.
+    Required(TlsConfig),
+    /// `tls.insecure: true`: plain text; a connection string that requires TLS stops startup.
+    Off,
 }
 
 impl Default for RawStorage {
@@ -194,6 +221,13 @@ impl RawPostgres {
         if self.statement_timeout.is_zero() {
             return Err(check.err("storage.postgres.statement_timeout", "must be greater than zero"));
         }
-        Ok(PostgresConfig { url, pool_size, statement_timeout: self.statement_timeout })
+        let tls = match &self.tls {
+            None => PostgresTls::AsConnectionStringSays,
+            Some(tls) => match tls.check(check, "storage.postgres.tls", "database server")? {
+                Some(verified) => PostgresTls::Required(verified),
+                None => PostgresTls::Off,
+            },
+        };
+        Ok(PostgresConfig { url, pool_size, statement_timeout: self.statement_timeout, tls })
     }
 }
