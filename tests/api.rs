@@ -171,6 +171,32 @@ async fn the_seed_scenario_answers_who_owns_the_stalled_order_over_http_and_grpc
     assert_eq!(attr(&exported.span, "order.exception.owner").as_deref(), Some("transport-logistics"));
     assert_eq!(exported.span.status.as_ref().unwrap().code, 2);
 
+    // What the console asks: the seed order is the most overdue stalled order, its next action the integration
+    // team's and not the warehouse's; its stage in the flow counts it as breached and blocked; its shipment number
+    // finds it.
+    let (status, stalled) = get_json(&http, &format!("{api}/v1/stalled")).await;
+    assert_eq!(status, 200, "{stalled}");
+    assert_eq!(stalled["orders"][0]["order_id"], SEED_ORDER, "{stalled}");
+    assert_eq!(stalled["orders"][0]["owner"], "integration-team");
+    assert!(stalled["orders"][0]["reason"].as_str().unwrap().contains("ShipDate"), "{stalled}");
+    let (_, theirs) = get_json(&http, &format!("{api}/v1/stalled?owner=warehouse-operations")).await;
+    assert!(theirs["orders"].as_array().unwrap().iter().all(|o| o["order_id"] != SEED_ORDER), "{theirs}");
+    let (_, mine) = get_json(&http, &format!("{api}/v1/stalled?owner=integration-team")).await;
+    assert_eq!(mine["total"], 1, "{mine}");
+    let (_, flow) = get_json(&http, &format!("{api}/v1/flow")).await;
+    let stage = flow["stages"].as_array().unwrap().iter().find(|s| s["stage"] == order["stage"]).unwrap();
+    assert_eq!((&stage["open"], &stage["breached"], &stage["blocked"]), (&1.into(), &1.into(), &1.into()), "{flow}");
+    assert_eq!(stage["exceptions"]["integration"], 1, "{flow}");
+    assert!(flow["teams"].as_array().unwrap().contains(&"integration-team".into()), "{flow}");
+    let (_, found) = get_json(&http, &format!("{api}/v1/search?q=SH-10042")).await;
+    assert_eq!(found["matches"], serde_json::json!([{"order_id": SEED_ORDER, "via": "shipment", "value": "SH-10042"}]));
+    let (status, _) = get_json(&http, &format!("{api}/v1/search?q=%20")).await;
+    assert_eq!(status, 400, "an empty search is refused");
+    let page = http.get(format!("{api}/ui")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    assert!(page.text().await.unwrap().contains("/ui/console.js"));
+
     // Health, readiness, the OpenAPI document and metrics.
     for path in ["/healthz", "/readyz", "/openapi.yaml"] {
         assert_eq!(http.get(format!("{api}{path}")).send().await.unwrap().status().as_u16(), 200, "{path}");

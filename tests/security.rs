@@ -205,9 +205,16 @@ async fn the_order_api_needs_a_token_but_probes_do_not() {
     assert_eq!(wrong.status(), 401);
     let allowed = http.get(format!("{base}/v1/orders")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(allowed.status(), 200);
-    for open in ["/healthz", "/readyz"] {
+    // The console's page and files carry no data: a browser loads them before it has a token, and the page then
+    // asks the API with the token it is given. The console's questions need the token like any other.
+    for open in ["/healthz", "/readyz", "/ui", "/ui/console.js", "/ui/console.css", "/ui/favicon.svg"] {
         assert_eq!(http.get(format!("{base}{open}")).send().await.unwrap().status(), 200, "{open}");
     }
+    for guarded in ["/v1/flow", "/v1/stalled", "/v1/search?q=SO-1", "/ui/../v1/flow", "/ui/%2e%2e/v1/flow"] {
+        let status = http.get(format!("{base}{guarded}")).send().await.unwrap().status();
+        assert!(status == 401 || status == 404, "{guarded} needs a token: {status}");
+    }
+    assert_eq!(http.get(format!("{base}/v1/flow")).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
     assert_eq!(http.get(format!("{base}/metrics")).send().await.unwrap().status(), 401, "metrics need a token");
     assert_eq!(http.get(format!("{base}/metrics")).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
 
@@ -227,7 +234,8 @@ async fn the_order_api_needs_a_token_but_probes_do_not() {
     let mut authorised = tonic::Request::new(request);
     authorised.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
     assert_eq!(orders.get_order(authorised).await.unwrap_err().code(), tonic::Code::NotFound, "through to the service");
-    assert_eq!(ordertrail::telemetry::Counters::get(&server.counters().requests_unauthenticated), 4);
+    // Two HTTP refusals of /v1/orders, five of the console's questions, /metrics, and the gRPC call.
+    assert_eq!(ordertrail::telemetry::Counters::get(&server.counters().requests_unauthenticated), 9);
     server.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -1,4 +1,5 @@
-//! The HTTP side: the order API as JSON, the OpenAPI document, `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP side: the order API as JSON, the OpenAPI document, `/healthz`, `/readyz`, `/metrics`, and the ops
+//! console at `/ui` (`console.rs`).
 
 use super::{parse_status, ApiError, ApiState};
 use axum::extract::{Path, Query, State};
@@ -131,6 +132,40 @@ async fn list_exceptions(State(state): State<ApiState>, query: QueryResult<Excep
     respond(request.await)
 }
 
+/// Query parameters of `GET /v1/stalled`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StalledQuery {
+    owner: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    q: Option<String>,
+}
+
+async fn flow(State(state): State<ApiState>) -> Response {
+    respond(state.flow().await)
+}
+
+async fn stalled(State(state): State<ApiState>, query: QueryResult<StalledQuery>) -> Response {
+    let request = async {
+        let q = parsed(query)?;
+        state.stalled(non_empty(q.owner), q.limit.unwrap_or(0)).await
+    };
+    respond(request.await)
+}
+
+async fn search(State(state): State<ApiState>, query: QueryResult<SearchQuery>) -> Response {
+    let request = async {
+        let q = parsed(query)?;
+        state.search(q.q.as_deref().unwrap_or("")).await
+    };
+    respond(request.await)
+}
+
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
 }
@@ -176,7 +211,11 @@ async fn require_token(
 ) -> Response {
     let Some(auth) = &state.auth else { return next.run(request).await };
     let path = request.uri().path();
-    let open = matches!(path, "/healthz" | "/readyz") || (path == "/metrics" && state.config.api.metrics_without_auth);
+    // The console's page and files carry no data (the page asks the API with the caller's token), so a browser can
+    // load them before it has a token to send.
+    let open = matches!(path, "/healthz" | "/readyz")
+        || super::console::is_console_path(path)
+        || (path == "/metrics" && state.config.api.metrics_without_auth);
     if open || auth.allows(request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
         return next.run(request).await;
     }
@@ -198,10 +237,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/orders", get(list_orders))
         .route("/v1/orders/{order_id}", get(get_order))
         .route("/v1/exceptions", get(list_exceptions))
+        .route("/v1/flow", get(flow))
+        .route("/v1/stalled", get(stalled))
+        .route("/v1/search", get(search))
         .route("/openapi.yaml", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(super::console::routes())
         .layer(guard)
         .with_state(state)
 }

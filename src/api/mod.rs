@@ -4,6 +4,7 @@
 //! Both transports call the same three functions here, which ask the engine thread through the pipeline and
 //! build their answers with the pure `query` module; only `grpc.rs` knows tonic and only `http.rs` knows axum.
 
+mod console;
 pub mod grpc;
 pub mod http;
 
@@ -12,7 +13,10 @@ use crate::metrics::OrderMetrics;
 use crate::pipeline::PipelineHandle;
 use ordertrail_core::config::Config;
 use ordertrail_core::order::UnknownStatus;
-use ordertrail_core::query::{self, ExceptionFilter, ExceptionSummary, OrderFilter, OrderPage, OrderView, QueryError};
+use ordertrail_core::query::{
+    self, ExceptionFilter, ExceptionSummary, FlowView, OrderFilter, OrderPage, OrderView, QueryError, SearchResult,
+    StalledOrders,
+};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -107,6 +111,33 @@ impl ApiState {
     ) -> Result<ExceptionSummary, ApiError> {
         let groups = query::page_size(&self.config, max_groups)?;
         self.engine(move |engine| query::list_exceptions(engine.orders(), &filter, groups, EXCEPTION_SAMPLE_SIZE)).await
+    }
+
+    /// The flow of open orders over the stages, for the console's first page.
+    pub async fn flow(&self) -> Result<FlowView, ApiError> {
+        let now = unix_nanos_now();
+        self.engine(move |engine| query::flow(engine.config(), engine.orders(), now)).await
+    }
+
+    /// The stalled and breached orders, most overdue first; `owner` keeps those whose next action a team owns.
+    pub async fn stalled(&self, owner: Option<String>, limit: usize) -> Result<StalledOrders, ApiError> {
+        let limit = query::page_size(&self.config, limit)?;
+        let now = unix_nanos_now();
+        self.engine(move |engine| query::stalled(engine.config(), engine.orders(), owner.as_deref(), limit, now)).await
+    }
+
+    /// The orders whose key is `text` or that an alias of that value names.
+    pub async fn search(&self, text: &str) -> Result<SearchResult, ApiError> {
+        let text = text.trim().to_string();
+        if text.is_empty() {
+            return Err(ApiError::InvalidArgument("q must not be empty".into()));
+        }
+        // The order itself is read through the store, so that an order no longer in memory is found too.
+        let is_order = tokio::time::timeout(ENGINE_TIMEOUT, self.pipeline.order(&text))
+            .await
+            .map_err(|_| ApiError::Unavailable)?
+            .is_some();
+        self.engine(move |engine| query::search(&text, is_order, &engine.orders_by_alias(&text))).await
     }
 
     /// Ready when startup completed, shutdown has not begun, the last state commit succeeded, and the engine

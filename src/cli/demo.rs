@@ -1,5 +1,7 @@
 //! `ordertrail demo`: the embedded default configuration, a real server on loopback ports, and a simulator of a
 //! distributor's systems sending through the real OpenTelemetry SDK, ending with each order's labelled timeline.
+//! Then it keeps serving the ops console on its API listener until stopped, so that the first command a new user
+//! runs shows the page, not only text.
 
 use crate::timeline;
 use ordertrail::clock::unix_nanos_now;
@@ -30,10 +32,13 @@ pub(crate) struct DemoOptions {
     pub(crate) export_protocol: Option<String>,
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) happy_orders: usize,
+    /// Keep serving the console after the timelines, until `stop` completes.
+    pub(crate) serve_console: bool,
 }
 
-/// Runs the demo and returns the text it prints.
-pub(crate) async fn run(options: DemoOptions) -> Result<String, DemoError> {
+/// Runs the demo and prints what it shows: the timelines, then the console's address while it serves it (until
+/// `stop`), then the summary.
+pub(crate) async fn run(options: DemoOptions, stop: impl std::future::Future<Output = ()>) -> Result<(), DemoError> {
     let mut config = default_config();
     let temp;
     let data_dir = match &options.data_dir {
@@ -85,13 +90,24 @@ pub(crate) async fn run(options: DemoOptions) -> Result<String, DemoError> {
             text.push('\n');
         }
     }
+    print!("{text}");
+    if options.serve_console {
+        if let Some(api) = server.api_http_addr {
+            println!("The ops console (flow, stalled orders, team queues, each order's timeline): http://{api}/ui");
+            println!("It stays up until Ctrl-C; `ordertrail demo --no-ui` exits at once.");
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            stop.await;
+            println!();
+        }
+    }
     let counters = server.counters().clone();
     let engine = server.shutdown(Duration::from_secs(30)).await;
-    text.push_str(&timeline::summary(&counters, &engine, options.export_endpoint.as_deref()));
+    print!("{}", timeline::summary(&counters, &engine, options.export_endpoint.as_deref()));
     if options.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
-    Ok(text)
+    Ok(())
 }
 
 fn tempdir() -> std::io::Result<PathBuf> {

@@ -103,6 +103,9 @@ enum Command {
         /// Orders that go through without trouble, besides the seed scenario.
         #[arg(long, default_value_t = 5)]
         orders: usize,
+        /// Exit after the timelines instead of serving the ops console until Ctrl-C.
+        #[arg(long)]
+        no_ui: bool,
     },
     /// Send the simulated distributor's spans (the seed scenario and happy orders) to a running ordertrail or
     /// collector over OTLP/gRPC, through the OpenTelemetry SDK.
@@ -211,16 +214,17 @@ fn main() -> anyhow::Result<()> {
             })
         }
         #[cfg(feature = "demo")]
-        Command::Demo { export: ExportArgs { export_endpoint, export_protocol }, data_dir, orders } => {
+        Command::Demo { export: ExportArgs { export_endpoint, export_protocol }, data_dir, orders, no_ui } => {
             init_logging("warn", cli.log_format);
             let runtime = runtime()?;
-            let text = runtime.block_on(demo::run(demo::DemoOptions {
+            let options = demo::DemoOptions {
                 export_endpoint,
                 export_protocol,
                 data_dir,
                 happy_orders: orders,
-            }))?;
-            print!("{text}");
+                serve_console: !no_ui,
+            };
+            runtime.block_on(demo::run(options, wait_for_signal()))?;
             Ok(())
         }
         #[cfg(feature = "demo")]

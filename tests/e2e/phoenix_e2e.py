@@ -9,7 +9,7 @@ Flow:
   1. start Phoenix (from this interpreter's environment) on free 127.0.0.1
      ports, in a throw-away working dir, with telemetry / external resources off;
   2. run the trace-id command  (default: $ORDERTRAIL_BIN trace-id SO-10042);
-  3. run the sender command    (default: $ORDERTRAIL_BIN demo --export-endpoint
+  3. run the sender command    (default: $ORDERTRAIL_BIN demo --no-ui --export-endpoint
      http://127.0.0.1:<grpc port>);
   4. poll GET /v1/projects/{project}/spans?trace_id=<id> until the order trace
      satisfies the assertions, or the query timeout expires;
@@ -71,6 +71,7 @@ def fake_ordertrail(argv: list[str]) -> int:
     t.add_argument("order")
     d = sub.add_parser("demo")
     d.add_argument("--export-endpoint", required=True)
+    d.add_argument("--no-ui", action="store_true", help="as the real demo: exit after the timelines")
     d.add_argument("--order", default="SO-10042")
     d.add_argument("--gzip", action="store_true", help="gzip-compress OTLP requests")
     a = p.parse_args(argv)
@@ -434,7 +435,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--sender-cmd", default=None,
         help="command exporting spans (placeholders: {endpoint} {grpc_port} {http_port} "
-             "{order} {bin}); default '{bin} demo --export-endpoint {endpoint}'",
+             "{order} {bin}); default '{bin} demo --no-ui --export-endpoint {endpoint}'",
     )
     p.add_argument("--self-test", action="store_true",
                    help="use the built-in fake ordertrail (Python OTel SDK) instead of the binary")
@@ -468,11 +469,11 @@ def main(argv: list[str]) -> int:
         bin_q = shlex.join([sys.executable, str(Path(__file__).resolve()), "fake-ordertrail"])
         gz = " --gzip" if a.self_test_gzip else ""
         a.trace_id_cmd = a.trace_id_cmd or "{bin} trace-id {order}"
-        a.sender_cmd = a.sender_cmd or "{bin} demo --export-endpoint {endpoint} --order {order}" + gz
+        a.sender_cmd = a.sender_cmd or "{bin} demo --no-ui --export-endpoint {endpoint} --order {order}" + gz
     else:
         bin_q = shlex.quote(bin_path)
         a.trace_id_cmd = a.trace_id_cmd or "{bin} trace-id {order}"
-        a.sender_cmd = a.sender_cmd or "{bin} demo --export-endpoint {endpoint}"
+        a.sender_cmd = a.sender_cmd or "{bin} demo --no-ui --export-endpoint {endpoint}"
         uses_bin = (a.trace_id is None and "{bin}" in a.trace_id_cmd) or "{bin}" in a.sender_cmd
         if uses_bin and not os.access(bin_path, os.X_OK):
             log(f"FAIL: ordertrail binary not found/executable: {bin_path} "

@@ -174,6 +174,18 @@ impl Engine {
         self.orders.get(key)
     }
 
+    /// The orders an alias value names, for each alias kind that knows the value: what a search by shipment,
+    /// delivery, invoice or ASN number finds. A value over the cap names no order.
+    pub fn orders_by_alias(&self, value: &str) -> Vec<(&str, &[String])> {
+        self.config
+            .correlation
+            .aliases
+            .iter()
+            .enumerate()
+            .filter_map(|(kind, source)| self.aliases.get(kind, value).map(|orders| (source.kind.as_str(), orders)))
+            .collect()
+    }
+
     pub fn orders(&self) -> impl Iterator<Item = &OrderRecord> {
         self.orders.values()
     }

@@ -1,14 +1,20 @@
 //! Answers to "where is this order and who owns the next action": the accountability timeline of one order
 //! ([`order_view`]), lists of orders filtered and paginated ([`list_orders`]), and exceptions grouped by class and
-//! owner ([`list_exceptions`]).
+//! owner ([`list_exceptions`]), and what the ops console's first pages show: the flow of open orders over the stages
+//! ([`flow`]), the stalled and breached orders ([`stalled`]) and the orders an alias names ([`search`]).
 //!
 //! Pure functions over order records, taking `now` as an argument like the engine; the HTTP and gRPC APIs and the
 //! demo only translate these views. Every list is bounded by its page size, and pages are cut by an opaque token.
 
+mod console;
 mod exceptions;
 mod order_list;
 mod order_view;
 
+pub use console::{
+    at_risk, flow, search, stalled, ClassView, FlowView, SearchMatch, SearchResult, StageView, StalledOrder,
+    StalledOrders, AT_RISK_SHARE, NO_STAGE,
+};
 pub use exceptions::{list_exceptions, ExceptionFilter, ExceptionGroup, ExceptionSummary};
 pub use order_list::{list_orders, OrderFilter, OrderPage, OrderSummary};
 pub use order_view::{order_view, Blocker, ExceptionView, MilestoneView, NextAction, OrderView, SlaView, SpanRef};

@@ -58,21 +58,26 @@ fn stalled() -> OrderRecord {
     reach(&mut o, "pick_release", T0 + 3 * H, "wms");
     o.dimensions.insert("customer".into(), "C-1".into());
     o.exceptions.push(exception("integration", "integration-team", "shipment_confirmation", true));
-    o.slas.push(SlaState {
-        target: "pick_pack_ship".into(),
-        from: "pick_release".into(),
-        to: "shipment_confirmation".into(),
-        started_at_unix_nanos: T0 + 3 * H,
-        deadline_unix_nanos: T0 + 33 * H,
-        allowed_nanos: 30 * H,
+    o.slas.push(clock("pick_pack_ship", "pick_release", "shipment_confirmation", T0 + 3 * H, 30 * H));
+    o
+}
+
+/// A running clock from `from` to `to`, started at `start`, due `allowed` later.
+fn clock(target: &str, from: &str, to: &str, start: u64, allowed: u64) -> SlaState {
+    SlaState {
+        target: target.into(),
+        from: from.into(),
+        to: to.into(),
+        started_at_unix_nanos: start,
+        deadline_unix_nanos: start + allowed,
+        allowed_nanos: allowed,
         breached_at_unix_nanos: None,
         reached_at_unix_nanos: None,
         lateness_nanos: None,
         breach_span_emitted: false,
         stopped_at_unix_nanos: None,
         withdrawn_at_unix_nanos: None,
-    });
-    o
+    }
 }
 
 #[test]
@@ -166,4 +171,92 @@ fn exceptions_group_by_class_and_owner_with_open_first() {
     let summary = list_exceptions([a, b].iter(), &all, 1, 5);
     assert_eq!(summary.groups.len(), 1);
     assert_eq!(summary.groups_omitted, 1);
+}
+
+/// An open order at `credit_approval` whose clock to `inventory_allocation` started at `T0` and is due at `T0 + 10 H`.
+fn waiting_for_allocation(key: &str) -> OrderRecord {
+    let mut o = order(key, T0);
+    reach(&mut o, "order_capture", T0, "erp");
+    reach(&mut o, "credit_approval", T0, "erp");
+    o.slas.push(clock("allocation", "credit_approval", "inventory_allocation", T0, 10 * H));
+    o
+}
+
+#[test]
+fn the_flow_counts_open_orders_per_stage_with_risk_breach_blocks_and_classes() {
+    let config = default_config();
+    let on_time = waiting_for_allocation("SO-A");
+    let mut blocked = waiting_for_allocation("SO-B");
+    blocked.exceptions.push(exception("data_quality", "master-data", "inventory_allocation", true));
+    let mut closed = waiting_for_allocation("SO-C");
+    closed.closed_at_unix_nanos = Some(T0 + H);
+    let orders = [on_time, blocked, closed, stalled()];
+    // At 5 h the clocks to allocation have used half their time: nothing at risk yet.
+    let flow = flow(&config, orders.iter(), T0 + 5 * H);
+    assert_eq!(flow.open_orders, 3, "the closed order is not in the flow");
+    assert_eq!(flow.stages[0].stage, NO_STAGE);
+    let names: Vec<&str> = flow.stages.iter().map(|s| s.stage.as_str()).collect();
+    let main_path: Vec<&str> =
+        config.taxonomy.milestones.iter().filter(|m| !m.off_path).map(|m| m.name.as_str()).collect();
+    assert_eq!(names[1..], main_path[..], "the stages are the main path in order");
+    let credit = flow.stages.iter().find(|s| s.stage == "credit_approval").unwrap();
+    assert_eq!((credit.open, credit.at_risk, credit.breached, credit.blocked), (2, 0, 0, 1));
+    assert_eq!(credit.exceptions.get("data_quality"), Some(&1));
+    assert_eq!(credit.owner, "credit-control");
+    // At 8 h they have used 80 %: at risk. At 11 h the deadline passed: breached, and no longer at risk.
+    let late = flow_of(&config, &orders, T0 + 8 * H, "credit_approval");
+    assert_eq!((late.at_risk, late.breached), (2, 0));
+    let over = flow_of(&config, &orders, T0 + 11 * H, "credit_approval");
+    assert_eq!((over.at_risk, over.breached), (0, 2));
+    assert!(flow.teams.contains(&"integration-team".to_string()) && flow.teams.contains(&"master-data".to_string()));
+}
+
+fn flow_of(config: &crate::config::Config, orders: &[OrderRecord], now: u64, stage: &str) -> StageView {
+    flow(config, orders.iter(), now).stages.into_iter().find(|s| s.stage == stage).unwrap()
+}
+
+#[test]
+fn stalled_orders_are_the_overdue_and_the_blocked_most_overdue_first_with_the_owner_and_why() {
+    let config = default_config();
+    let on_time = waiting_for_allocation("SO-A");
+    let mut blocked = waiting_for_allocation("SO-B");
+    let mut e = exception("data_quality", "master-data", "inventory_allocation", true);
+    e.first_seen_unix_nanos = T0 + 2 * H;
+    e.reason = "stale inventory snapshot".into();
+    blocked.exceptions.push(e);
+    let orders = [on_time, blocked, stalled()];
+    // At 5 h: only the blocked one, stuck for 3 h. SO-1 waits for pick-pack, due at 33 h; its integration exception
+    // is on a later milestone and does not block it yet.
+    let list = crate::query::stalled(&config, orders.iter(), None, 10, T0 + 5 * H);
+    let keys: Vec<&str> = list.orders.iter().map(|o| o.order_id.as_str()).collect();
+    assert_eq!(keys, ["SO-B"]);
+    assert_eq!(list.total, 1);
+    let b = &list.orders[0];
+    assert_eq!((b.owner.as_str(), b.overdue_ms), ("master-data", 3 * 3_600_000));
+    assert_eq!(b.reason, "data_quality exception: stale inventory snapshot");
+    // At 11 h the clock of SO-A has passed: it is stuck since its deadline, owned by the awaited milestone's owner.
+    let list = crate::query::stalled(&config, orders.iter(), None, 10, T0 + 11 * H);
+    let keys: Vec<&str> = list.orders.iter().map(|o| o.order_id.as_str()).collect();
+    assert_eq!(keys, ["SO-B", "SO-A"], "SO-B is stuck since its exception at 2 h, SO-A since its deadline at 10 h");
+    let a = &list.orders[1];
+    assert_eq!((a.owner.as_str(), a.overdue_ms), ("inventory-planning", 3_600_000));
+    assert!(a.reason.starts_with("inventory_allocation not reached: SLA allocation was due"), "{}", a.reason);
+    // A team sees only what it owns; the limit cuts the list but not the total.
+    let mine = crate::query::stalled(&config, orders.iter(), Some("master-data"), 10, T0 + 11 * H);
+    assert_eq!(mine.orders.iter().map(|o| o.order_id.as_str()).collect::<Vec<_>>(), ["SO-B"]);
+    let first = crate::query::stalled(&config, orders.iter(), None, 1, T0 + 11 * H);
+    assert_eq!((first.orders.len(), first.total), (1, 2));
+    assert_eq!(first.orders[0].order_id, "SO-B", "the most overdue");
+}
+
+#[test]
+fn a_search_finds_the_order_then_each_order_an_alias_names_once() {
+    let shipments = ["SO-1".to_string(), "SO-2".to_string()];
+    let invoices = ["SO-2".to_string()];
+    let found = search("X-9", false, &[("shipment", &shipments[..]), ("invoice", &invoices[..])]);
+    let got: Vec<(&str, &str)> = found.matches.iter().map(|m| (m.order_id.as_str(), m.via.as_str())).collect();
+    assert_eq!(got, [("SO-1", "shipment"), ("SO-2", "shipment")]);
+    let found = search("SO-2", true, &[("invoice", &invoices[..])]);
+    assert_eq!(found.matches.len(), 1);
+    assert_eq!(found.matches[0].via, "order");
 }
