@@ -14,6 +14,7 @@ pub mod exporter;
 pub mod google_rpc;
 pub mod memory;
 pub mod metrics;
+pub mod notifier;
 pub mod pipeline;
 pub mod receiver;
 pub mod server;

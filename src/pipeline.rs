@@ -234,6 +234,8 @@ impl Pipeline {
             event_log: EventLog::default(),
             engine,
             queue: store.export_queue(),
+            notifications: store.notification_queue(),
+            unsaved_notifications: Vec::new(),
             store,
             export,
             durability: config.storage.durability,
@@ -283,6 +285,11 @@ struct Worker {
     engine: Engine,
     store: Box<dyn OrderStore>,
     queue: Arc<dyn ExportQueue>,
+    /// Where the notifications of a group are queued (with its commit), for the notifier to deliver.
+    notifications: Arc<dyn crate::store::NotificationQueue>,
+    /// Notifications of groups whose commit failed, committed first by the next successful commit, as
+    /// `unsaved_exports`.
+    unsaved_notifications: Vec<ordertrail_core::notify::Notification>,
     export: ExportSink,
     durability: Durability,
     counters: Arc<Counters>,
@@ -441,16 +448,42 @@ impl Worker {
         self.engine = engine;
         // They were produced by the engine just replaced, for requests that were refused and will come again.
         self.unsaved_exports.clear();
+        self.unsaved_notifications.clear();
         self.needs_rebuild = false;
         self.next_wake_lookup = 0;
         Ok(carried)
     }
 
+    /// The notifications a group's events make, after those of a failed commit; beyond
+    /// `notifications.queue_size` waiting, new ones are dropped and counted rather than holding up span intake.
+    fn notifications_of(&mut self, events: &[Event], now: u64) -> Vec<ordertrail_core::notify::Notification> {
+        let mut notifications = std::mem::take(&mut self.unsaved_notifications);
+        let fresh = ordertrail_core::notify::notifications(self.engine.config(), events, now);
+        if fresh.is_empty() {
+            return notifications;
+        }
+        let limit = self.engine.config().notifications.queue_size as u64;
+        let room = limit.saturating_sub(self.notifications.queued() + notifications.len() as u64);
+        let room = usize::try_from(room).unwrap_or(usize::MAX);
+        if fresh.len() > room {
+            let dropped = (fresh.len() - room) as u64;
+            Counters::add(&self.counters.notifications_dropped, dropped);
+            tracing::warn!(
+                dropped,
+                limit,
+                "the notification queue is full (is a receiver down?); these notifications are dropped"
+            );
+        }
+        notifications.extend(fresh.into_iter().take(room));
+        notifications
+    }
+
     /// Takes the engine's state changes and encodes the group's output into export entries.
-    fn prepare(&mut self, out: Output) -> Prepared {
-        let changes = self.engine.take_changes();
+    fn prepare(&mut self, out: Output, now: u64) -> Prepared {
+        let mut changes = self.engine.take_changes();
         let span_count = out.span_count();
         let (spans, events) = out.into_parts();
+        changes.notifications = self.notifications_of(&events, now);
         let mut exports = std::mem::take(&mut self.unsaved_exports);
         // The spans are encoded here, once: the exporter sends these bytes as they are, from the queue on disk or,
         // in memory mode, from its channel.
@@ -501,7 +534,7 @@ impl Worker {
             }
             self.wake_due_orders(now, &mut out);
             self.engine.tick(now, &mut out);
-            prepared = self.prepare(out);
+            prepared = self.prepare(out, now);
             result = self.store.commit(&prepared.changes, &prepared.exports);
         }
         (prepared, result)
@@ -590,7 +623,7 @@ impl Worker {
         if shutdown && self.durability == Durability::Memory {
             self.engine.flush_pending(now, &mut out);
         }
-        let prepared = self.prepare(out);
+        let prepared = self.prepare(out, now);
         let (prepared, result) = self.commit(prepared, &retained, now);
         let Prepared { changes, exports, memory_entries, span_count, events } = prepared;
         let conflicted = matches!(result, Err(StoreError::Conflict { .. }));
@@ -615,6 +648,8 @@ impl Worker {
                 if !self.needs_rebuild {
                     // The output and the state changes stay in memory and go into the next commit, which the next
                     // tick attempts: what the engine already did is not done again, so dropping it here would lose it.
+                    let mut changes = changes;
+                    self.unsaved_notifications = std::mem::take(&mut changes.notifications);
                     self.engine.commit_failed(changes);
                     self.unsaved_exports = exports;
                 }
@@ -771,6 +806,9 @@ mod tests {
         }
         fn export_queue(&self) -> Arc<dyn ExportQueue> {
             self.inner.export_queue()
+        }
+        fn notification_queue(&self) -> Arc<dyn crate::store::NotificationQueue> {
+            self.inner.notification_queue()
         }
     }
 

@@ -35,6 +35,8 @@ pub enum ServerError {
     Tls { key: &'static str, source: Box<TlsError> },
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Notifier(#[from] crate::notifier::NotifierError),
 }
 
 /// A listener's TLS, loaded and watched for changes, when its section has one.
@@ -146,6 +148,7 @@ impl Server {
             source = bounds.source,
             "memory bounds"
         );
+        let notifications = store.notification_queue();
         let pipeline =
             Pipeline::start(config.clone(), store, sink, counters.clone(), metrics.clone(), bounds.soft_limit)?;
         let admission = Admission::new(bounds.admission, counters.clone());
@@ -180,6 +183,10 @@ impl Server {
         let api_tokens = auth::load(config.api.auth.as_ref())?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        // The endpoints from the environment are read here, so that a missing one stops startup with its key.
+        if let Some(task) = crate::notifier::start(&config, notifications, counters.clone(), stop_rx.clone())? {
+            tasks.push(task);
+        }
         let mut grpc_addr = None;
         if let Some(grpc) = config.receivers.grpc.clone() {
             let (listener, addr) = bind(grpc.endpoint).await?;

@@ -55,6 +55,16 @@ pub struct Counters {
     pub export_spans_too_large: AtomicU64,
     /// Export attempts retried after a retryable error.
     pub export_retries: AtomicU64,
+    /// Notifications not queued because `notifications.queue_size` were already waiting.
+    pub notifications_dropped: AtomicU64,
+    /// Notifications a receiver took (answered 2xx).
+    pub notifications_sent: AtomicU64,
+    /// Notifications given up on: refused by the receiver, out of retry budget, or for a notifier no longer configured.
+    pub notifications_failed: AtomicU64,
+    /// Delivery attempts that failed and will be made again.
+    pub notifications_retried: AtomicU64,
+    /// Times a notification waited because its team had used its share of `notifications.rate_limit`.
+    pub notifications_rate_limited: AtomicU64,
 }
 
 impl Counters {

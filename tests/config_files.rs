@@ -27,6 +27,12 @@ fn an_exporter_section_as_a_collector_user_writes_it_is_valid() {
 }
 
 #[test]
+fn the_readmes_notifications_example_is_valid() {
+    let (ok, text) = validate("tests/testdata/good-notifications.yaml");
+    assert!(ok, "{text}");
+}
+
+#[test]
 fn the_embedded_default_round_trips_through_a_file() {
     let printed = Command::new(env!("CARGO_BIN_EXE_ordertrail")).arg("print-default-config").output().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -64,6 +70,11 @@ fn bad_files_name_file_key_and_reason_and_fail() {
         ),
         ("tests/testdata/bad-tls-version.yaml", "api.http.tls.min_version", "`1.1` is not one of 1.2, 1.3"),
         ("tests/testdata/bad-postgres-tls.yaml", "storage.postgres.tls", "cert_file and key_file go together"),
+        (
+            "tests/testdata/bad-notifier-team.yaml",
+            "notifications.notifiers[0].teams",
+            "`warehouse` owns no milestone or exception class; the teams are",
+        ),
         ("tests/testdata/bad-auth-both.yaml", "api.auth", "give one of bearer_token_file, bearer_token_env, not both"),
         (
             "tests/testdata/bad-compression-level.yaml",

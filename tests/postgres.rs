@@ -94,6 +94,7 @@ fn state_and_the_export_queue_survive_a_restart_through_adoption_and_the_wake_in
             aliases: vec![alias("SH-1", &["SO-A"])],
             pending: vec![(vec![7; 16], Some(b"waiting".to_vec())), (vec![9; 16], Some(b"waits on".to_vec()))],
             traces: vec![(vec![8; 16], Some(b"orders".to_vec()))],
+            notifications: Vec::new(),
         };
         let exports: Vec<QueuedExport> =
             (1..=3).map(|n| QueuedExport { spans: n, request: vec![u8::try_from(n).unwrap(); 100] }).collect();
@@ -258,6 +259,47 @@ fn a_bad_connection_string_stops_startup_naming_the_key() {
     let err = open("host=127.0.0.1 port=not-a-port password=hunter2");
     assert!(err.contains("storage.postgres") && err.contains("does not parse"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn a_notification_is_queued_once_and_sent_by_one_replica_at_a_time() {
+    use ordertrail_core::config::NotificationEvent;
+    use ordertrail_core::notify::Notification;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(config) = database(dir.path(), "notify") else { return };
+    let mut a = open(&config);
+    let b = open(&config);
+    let notification = |key: &str, created: u64| Notification {
+        key: key.into(),
+        notifier: "hook".into(),
+        team: "integration-team".into(),
+        event: NotificationEvent::ExceptionOpened,
+        order: "SO-N".into(),
+        body: "{}".into(),
+        created_unix_nanos: created,
+    };
+    let changes = StateChanges {
+        orders: vec![write("SO-N", Some(5), 1)],
+        notifications: vec![notification("k2", 20), notification("k1", 10)],
+        ..Default::default()
+    };
+    a.commit(&changes, &[]).unwrap();
+    // The same key again (the event seen a second time) is not queued twice.
+    let mut again = write("SO-N", Some(5), 2);
+    again.record.revision = 1;
+    let changes =
+        StateChanges { orders: vec![again], notifications: vec![notification("k1", 30)], ..Default::default() };
+    a.commit(&changes, &[]).unwrap();
+    let (qa, qb) = (a.notification_queue(), b.notification_queue());
+    let taken: Vec<String> = qb.take(10, 100, 1_000).unwrap().into_iter().map(|n| n.key).collect();
+    assert_eq!(taken, ["k1", "k2"], "oldest first, each once");
+    assert_eq!(qb.queued(), 2);
+    // B holds them until 1,000: A gets none before, both after (B stopped sending them).
+    assert!(qa.take(10, 500, 2_000).unwrap().is_empty());
+    assert_eq!(qa.take(10, 1_001, 3_000).unwrap().len(), 2);
+    qa.remove(&["k1".to_string(), "k2".to_string()]).unwrap();
+    assert!(qb.take(10, 5_000, 6_000).unwrap().is_empty());
+    assert_eq!(qa.queued(), 0);
 }
 
 /// TLS to the database, against the local server's own TLS (Debian turns it on with its `snakeoil` certificate

@@ -210,6 +210,37 @@ impl OrderMetrics {
                 ),
                 |c| Counters::get(&c.replicas_adopted),
             ),
+            (r.counter("ordertrail_notifications_sent", "Notifications a receiver took (2xx).", &[]), |c| {
+                Counters::get(&c.notifications_sent)
+            }),
+            (
+                r.counter(
+                    "ordertrail_notifications_failed",
+                    "Notifications given up on: refused by the receiver or out of retry budget.",
+                    &[],
+                ),
+                |c| Counters::get(&c.notifications_failed),
+            ),
+            (
+                r.counter("ordertrail_notifications_retried", "Notification attempts that failed and are made again.", &[]),
+                |c| Counters::get(&c.notifications_retried),
+            ),
+            (
+                r.counter(
+                    "ordertrail_notifications_rate_limited",
+                    "Times a notification waited for its team's share of notifications.rate_limit.",
+                    &[],
+                ),
+                |c| Counters::get(&c.notifications_rate_limited),
+            ),
+            (
+                r.counter(
+                    "ordertrail_notifications_dropped",
+                    "Notifications not queued because notifications.queue_size were already waiting.",
+                    &[],
+                ),
+                |c| Counters::get(&c.notifications_dropped),
+            ),
             (r.counter("ordertrail_exporter_spans_queued", "Spans handed to the exporter.", &[]), |c| {
                 Counters::get(&c.export_spans_queued)
             }),
@@ -646,6 +677,7 @@ mod tests {
             signature: "s".into(),
             reason: "r".into(),
             dimensions: BTreeMap::new(),
+            opened: true,
         };
         metrics.observe(&[self_declared], 0);
         let text = metrics.registry().render_prometheus();
@@ -666,6 +698,7 @@ mod tests {
                 signature: "s".into(),
                 reason: "r".into(),
                 dimensions: dims(&format!("seg-{i}"), "WH"),
+                opened: true,
             };
             metrics.observe(&[event], 0);
         }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 pub use ordertrail_core::config::Durability;
 use ordertrail_core::engine::StateChanges;
+use ordertrail_core::notify::Notification;
 use ordertrail_core::order::{AliasRecord, OrderRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +97,9 @@ pub trait OrderStore: Send {
     fn due_wakes(&self, now: u64, max: usize, in_memory: &dyn Fn(&str) -> bool) -> Result<Vec<String>, StoreError>;
     /// The persistent export queue the exporter reads from.
     fn export_queue(&self) -> Arc<dyn ExportQueue>;
+    /// The persistent queue of notifications the notifier delivers from; `StateChanges::notifications` go into it
+    /// with the commit that caused them.
+    fn notification_queue(&self) -> Arc<dyn NotificationQueue>;
     /// Whether other replicas write to this store too. Then a commit may be refused with
     /// [`StoreError::Conflict`], and the service looks for [`OrderStore::changes_by_others`] before each group and
     /// for [`OrderStore::adopt_stopped_replicas`] from time to time.
@@ -115,6 +119,27 @@ pub trait OrderStore: Send {
     fn adopt_stopped_replicas(&mut self) -> Result<Adopted, StoreError> {
         Ok(Adopted::default())
     }
+}
+
+/// Notifications waiting for their receivers. Each is taken for a while by the replica sending it, so that another
+/// replica sharing the store does not send it too; one taken by a replica that stopped is taken again once that
+/// while is over.
+pub trait NotificationQueue: Send + Sync + std::fmt::Debug {
+    /// Up to `max` waiting notifications, oldest first, taken until `hold_until` (ordertrail's clock); those another
+    /// replica took and still holds are left out.
+    fn take(&self, max: usize, now: u64, hold_until: u64) -> Result<Vec<Notification>, StoreError>;
+    /// Removes delivered (or given up) notifications.
+    fn remove(&self, keys: &[String]) -> Result<(), StoreError>;
+    /// Notifications waiting, as last counted.
+    fn queued(&self) -> u64;
+}
+
+fn encode_notification(notification: &Notification) -> Vec<u8> {
+    serde_json::to_vec(notification).expect("strings and numbers encode")
+}
+
+fn decode_notification(key: &str, bytes: &[u8]) -> Result<Notification, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { key: key.to_string(), reason: e.to_string() })
 }
 
 /// An alias value as stored: the orders it names (an array, as earlier versions wrote), or `{"over_cap": true}`

@@ -31,6 +31,7 @@ use super::{
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use ordertrail_core::config::{PostgresConfig, PostgresTls, PostgresUrl};
 use ordertrail_core::engine::StateChanges;
+use ordertrail_core::notify::Notification;
 use ordertrail_core::order::OrderRecord;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +71,10 @@ const MIGRATIONS: &[&str] = &[
      INSERT INTO ordertrail_replicas (id, lock_key) SELECT '', 0
          WHERE EXISTS (SELECT 1 FROM ordertrail_exports) OR EXISTS (SELECT 1 FROM ordertrail_pending)
             OR EXISTS (SELECT 1 FROM ordertrail_traces);",
+    // 3: notifications waiting for their receivers, one per key; a replica sending one holds it for a while.
+    "CREATE TABLE ordertrail_notifications (key text PRIMARY KEY, created bigint NOT NULL, body bytea NOT NULL,
+                                            held_by text, held_until bigint);
+     CREATE INDEX ordertrail_notifications_created ON ordertrail_notifications (created, key);",
 ];
 
 /// The migration lock, a pair of this and a hash of the schema the tables are in, so that ordertrails in different
@@ -77,9 +82,13 @@ const MIGRATIONS: &[&str] = &[
 /// replica's `lock_key`.
 const MIGRATION_LOCK: i32 = 0x6f74_0001;
 
-/// How far back the look for other replicas' changes goes: a change numbered before a commit that is already seen
-/// may become visible up to this much later.
+/// How far back the look for other replicas' changes goes: a change's number is taken inside its transaction, so
+/// a change numbered below one already seen (or below the last number taken when a look began) may become visible
+/// up to this much later. A number becomes the start of the looks only once a look that began this much after it
+/// was recorded has run, so a replica that pauses (a long group, a rebuild) misses nothing for it.
 const CHANGES_LOOK_BACK: Duration = Duration::from_millis(500);
+/// The last change number taken by any replica, committed or not; 0 before the first.
+const LAST_CHANGE_NUMBER: &str = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ordertrail_changes";
 /// Changes read per look at most; the rest are read at the next.
 const CHANGES_PER_LOOK: i64 = 20_000;
 /// A wake claimed by one replica is left to it for this long.
@@ -143,6 +152,7 @@ struct Shared {
 }
 
 pub struct PostgresStore {
+    notifications: Arc<PostgresNotificationQueue>,
     shared: Shared,
     durability: Durability,
     queue: Arc<PostgresExportQueue>,
@@ -153,6 +163,8 @@ pub struct PostgresStore {
     lock_key: i32,
     /// The highest change number seen, with when it was seen; looks start from the one `CHANGES_LOOK_BACK` old.
     seen: std::collections::VecDeque<(std::time::Instant, i64)>,
+    /// When the last complete look began.
+    last_look: Option<std::time::Instant>,
     /// `correlation.max_orders_per_alias`: merged aliases over it are stored as over the cap.
     max_orders_per_alias: i64,
 }
@@ -161,6 +173,14 @@ impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore").field("durability", &self.durability).finish_non_exhaustive()
     }
+}
+
+/// The shared queue of notifications, delivered by whichever replica holds each.
+#[derive(Debug)]
+struct PostgresNotificationQueue {
+    shared: Shared,
+    replica: Arc<str>,
+    entries: AtomicU64,
 }
 
 /// This replica's entries of the shared export queue.
@@ -269,14 +289,19 @@ impl PostgresStore {
         let pool = shared.pool.clone();
         let id: Arc<str> = replica_id().into();
         let registering = id.clone();
-        let (replica, lock_key) = shared
+        let (replica, lock_key, numbered_at_open) = shared
             .runtime
             .run(async move {
                 let mut client = pool.get().await.map_err(|e| format!("cannot connect: {}", describe(&e)))?;
                 migrate(&mut client).await?;
+                let numbered: i64 = client
+                    .query_one(LAST_CHANGE_NUMBER, &[])
+                    .await
+                    .map_err(|e| format!("cannot read the change numbers: {}", describe(&e)))?
+                    .get(0);
                 let replica = pool.get().await.map_err(|e| format!("cannot connect: {}", describe(&e)))?;
                 let lock_key = take_replica_lock(&replica, &registering).await.map_err(|e| e.to_string())?;
-                Ok::<_, String>((replica, lock_key))
+                Ok::<_, String>((replica, lock_key, numbered))
             })
             .map_err(|e| open_err(e.to_string()))?
             .map_err(open_err)?;
@@ -287,14 +312,23 @@ impl PostgresStore {
             bytes: AtomicU64::new(0),
             entries: AtomicU64::new(0),
         });
+        let notifications = Arc::new(PostgresNotificationQueue {
+            shared: shared.clone(),
+            replica: id.clone(),
+            entries: AtomicU64::new(0),
+        });
         Ok(PostgresStore {
+            notifications,
             shared,
             durability,
             queue,
             replica: Arc::new(replica),
             id,
             lock_key,
-            seen: std::collections::VecDeque::new(),
+            // Changes made before this replica opened the store are in what it loads (aliases) or reads when it needs
+            // them (orders): the looks start at the number taken last then.
+            seen: std::collections::VecDeque::from([(std::time::Instant::now(), numbered_at_open)]),
+            last_look: None,
             max_orders_per_alias: i64::try_from(max_orders_per_alias).unwrap_or(i64::MAX),
         })
     }
@@ -309,8 +343,29 @@ impl PostgresStore {
 /// connections are encrypted (the mode then set to `require`, so that a server without TLS is refused rather than
 /// spoken to in plain text), `None` for plain text. A contradiction between the two stops startup.
 fn tls_to_server(tls: &PostgresTls, pg: &mut tokio_postgres::Config) -> Result<Option<ServerNamedTls>, String> {
-    use tokio_postgres::config::SslMode;
+    use tokio_postgres::config::{Host, SslMode};
     let mode = pg.get_ssl_mode();
+    // TLS verifies the server by name, over TCP. A Unix socket is local, and libpq speaks plain text over it
+    // whatever sslmode says; an address alone (`hostaddr`) gives no name to verify.
+    let sockets_only = !pg.get_hosts().is_empty() && pg.get_hosts().iter().all(|h| !matches!(h, Host::Tcp(_)));
+    let wants_tls = match tls {
+        PostgresTls::Required(_) => true,
+        PostgresTls::AsConnectionStringSays => mode == SslMode::Require,
+        PostgresTls::Off => false,
+    };
+    if wants_tls && sockets_only {
+        if matches!(tls, PostgresTls::Required(_)) {
+            return Err("storage.postgres.tls is set but the connection string's host is a Unix socket; TLS needs a \
+                        host name (host=db.example) to verify"
+                .into());
+        }
+        return Ok(None);
+    }
+    if wants_tls && pg.get_hosts().is_empty() {
+        return Err("TLS needs host= in the connection string: the name the server's certificate is verified for \
+                    (hostaddr alone gives none)"
+            .into());
+    }
     let verified = match tls {
         PostgresTls::Off if mode == SslMode::Require => {
             return Err("the connection string says sslmode=require but storage.postgres.tls.insecure is true".into())
@@ -562,6 +617,10 @@ impl OrderStore for PostgresStore {
         let traces = split_rows(&changes.traces);
         let export_spans: Vec<i32> = exports.iter().map(|e| i32::try_from(e.spans).unwrap_or(i32::MAX)).collect();
         let export_requests: Vec<Vec<u8>> = exports.iter().map(|e| e.request.clone()).collect();
+        let notification_keys: Vec<String> = changes.notifications.iter().map(|n| n.key.clone()).collect();
+        let notification_created: Vec<i64> =
+            changes.notifications.iter().map(|n| db_time(n.created_unix_nanos)).collect();
+        let notification_bodies: Vec<Vec<u8>> = changes.notifications.iter().map(super::encode_notification).collect();
         let added_bytes: u64 = exports.iter().map(|e| e.request.len() as u64).sum();
         let added_entries = exports.len() as u64;
         let relaxed = self.durability == Durability::Memory;
@@ -692,6 +751,20 @@ impl OrderStore for PostgresStore {
                     .map_err(write_err)?;
                 tx.execute(&queue, &[&export_spans, &export_requests, &me]).await.map_err(write_err)?;
             }
+            if !notification_keys.is_empty() {
+                // A key already queued (by this replica or another) stays as it is: an event is told once.
+                let queue = tx
+                    .prepare_cached(
+                        "INSERT INTO ordertrail_notifications (key, created, body)
+                         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bytea[])
+                         ON CONFLICT (key) DO NOTHING",
+                    )
+                    .await
+                    .map_err(write_err)?;
+                tx.execute(&queue, &[&notification_keys, &notification_created, &notification_bodies])
+                    .await
+                    .map_err(write_err)?;
+            }
             match tx.commit().await {
                 Ok(()) => Ok(None),
                 Err(e) if is_contention(&e) => Ok(Some(Vec::new())),
@@ -704,6 +777,10 @@ impl OrderStore for PostgresStore {
         self.queue.bytes.fetch_add(added_bytes, Ordering::Relaxed);
         self.queue.entries.fetch_add(added_entries, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn notification_queue(&self) -> Arc<dyn super::NotificationQueue> {
+        self.notifications.clone()
     }
 
     fn order(&self, key: &str) -> Result<Option<OrderRecord>, StoreError> {
@@ -759,23 +836,22 @@ impl OrderStore for PostgresStore {
 
     fn changes_by_others(&mut self) -> Result<ChangesByOthers, StoreError> {
         let now = std::time::Instant::now();
-        while self.seen.len() > 1
-            && self.seen.get(1).is_some_and(|(at, _)| now.duration_since(*at) >= CHANGES_LOOK_BACK)
-        {
-            self.seen.pop_front();
+        // The look starts at the newest number recorded at least the look-back before the previous look began:
+        // whatever was in flight when it was recorded had committed by then, and that look saw it.
+        if let Some(previous) = self.last_look {
+            while self.seen.get(1).is_some_and(|(at, _)| previous.saturating_duration_since(*at) >= CHANGES_LOOK_BACK) {
+                self.seen.pop_front();
+            }
         }
         let from = self.seen.front().map_or(0, |(_, number)| *number);
         let pool = self.shared.pool.clone();
         let me = self.id.to_string();
         let (numbered, orders, aliases) = self.shared.runtime.run(async move {
             let client = pool.get().await.map_err(read_err)?;
-            // The last number taken, by any replica, before this look: the next looks need not go further back
-            // than it (less the look-back); a sequence not yet used has taken none. Without it, a replica whose changes are mostly its own would start
-            // every look at the last change of another's and read its own rows since then again and again.
-            let last_number = client
-                .prepare_cached("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ordertrail_changes")
-                .await
-                .map_err(read_err)?;
+            // The last number taken, by any replica, before this look: later looks start there once it is safe
+            // (above). Without it, a replica whose changes are mostly its own would start every look at the last
+            // change of another's and read its own rows since then again and again.
+            let last_number = client.prepare_cached(LAST_CHANGE_NUMBER).await.map_err(read_err)?;
             let numbered: i64 = client.query_one(&last_number, &[]).await.map_err(read_err)?.get(0);
             let orders_changed = client
                 .prepare_cached(
@@ -811,10 +887,15 @@ impl OrderStore for PostgresStore {
             let last_order = orders.last().map_or(i64::MAX, |r| r.get(2));
             let last_alias = aliases.last().map_or(i64::MAX, |r| r.get(3));
             newest = last_order.min(last_alias).min(newest);
+            // Numbers recorded by earlier looks beyond it would skip what this look left for the next.
+            while self.seen.len() > 1 && self.seen.back().is_some_and(|(_, n)| *n > newest) {
+                self.seen.pop_back();
+            }
         }
         if self.seen.back().is_none_or(|(_, n)| *n < newest) {
             self.seen.push_back((now, newest));
         }
+        self.last_look = Some(now);
         Ok(changes)
     }
 
@@ -939,6 +1020,62 @@ impl ExportQueue for PostgresExportQueue {
     }
 }
 
+impl super::NotificationQueue for PostgresNotificationQueue {
+    /// Holds what it returns for this replica until `hold_until`, skipping rows another replica's take has locked
+    /// at the same moment; a replica that stops holds nothing once its hold is over.
+    fn take(&self, max: usize, now: u64, hold_until: u64) -> Result<Vec<Notification>, StoreError> {
+        let pool = self.shared.pool.clone();
+        let me = self.replica.to_string();
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let (now, hold_until) = (db_time(now), db_time(hold_until));
+        let (rows, count) = self.shared.runtime.run(async move {
+            let client = pool.get().await.map_err(read_err)?;
+            let take = client
+                .prepare_cached(
+                    "WITH taken AS (
+                         SELECT key FROM ordertrail_notifications
+                         WHERE held_until IS NULL OR held_until < $1 OR held_by = $2
+                         ORDER BY created, key LIMIT $3 FOR UPDATE SKIP LOCKED)
+                     UPDATE ordertrail_notifications n SET held_by = $2, held_until = $4
+                     FROM taken WHERE n.key = taken.key
+                     RETURNING n.key, n.body",
+                )
+                .await
+                .map_err(read_err)?;
+            let rows = client.query(&take, &[&now, &me, &limit, &hold_until]).await.map_err(read_err)?;
+            let count: i64 =
+                client.query_one("SELECT count(*) FROM ordertrail_notifications", &[]).await.map_err(read_err)?.get(0);
+            Ok::<_, StoreError>((rows, count))
+        })??;
+        self.entries.store(u64::try_from(count).unwrap_or(0), Ordering::Relaxed);
+        let mut taken =
+            rows.iter().map(|row| super::decode_notification(row.get(0), row.get(1))).collect::<Result<Vec<_>, _>>()?;
+        taken.sort_by(|a, b| (a.created_unix_nanos, &a.key).cmp(&(b.created_unix_nanos, &b.key)));
+        Ok(taken)
+    }
+
+    fn remove(&self, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let pool = self.shared.pool.clone();
+        let keys = keys.to_vec();
+        let removed = self.shared.runtime.run(async move {
+            let client = pool.get().await.map_err(write_err)?;
+            client
+                .execute("DELETE FROM ordertrail_notifications WHERE key = ANY($1)", &[&keys])
+                .await
+                .map_err(write_err)
+        })??;
+        let _ = self.entries.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(removed)));
+        Ok(())
+    }
+
+    fn queued(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -966,5 +1103,12 @@ mod tests {
         assert_eq!(tls_for(&PostgresTls::Off, "host=db").unwrap(), (false, SslMode::Prefer));
         let err = tls_for(&PostgresTls::Off, "postgres://db/x?sslmode=require").unwrap_err();
         assert!(err.contains("insecure"), "{err}");
+        // A Unix socket is local: `sslmode=require` over it stays plain text, as libpq does; a `tls` section over
+        // it, or over an address without a name, stops startup.
+        assert_eq!(tls_for(&unset, "host=/var/run/postgresql sslmode=require").unwrap(), (false, SslMode::Require));
+        let err = tls_for(&section, "host=/var/run/postgresql").unwrap_err();
+        assert!(err.contains("Unix socket"), "{err}");
+        let err = tls_for(&section, "hostaddr=10.0.0.5").unwrap_err();
+        assert!(err.contains("hostaddr"), "{err}");
     }
 }

@@ -6,6 +6,7 @@
 
 use super::{Durability, ExportQueue, LoadedState, OrderReader, OrderStore, QueuedExport, StoreError};
 use ordertrail_core::engine::{OrderWrite, StateChanges};
+use ordertrail_core::notify::Notification;
 use ordertrail_core::order::OrderRecord;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,8 @@ const TRACES: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("tra
 const WAKES: TableDefinition<'static, (u64, &str), ()> = TableDefinition::new("wakes");
 /// The export queue: entry number → span count (4 bytes, little endian) followed by the encoded request.
 const EXPORTS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("exports");
+/// Notifications waiting for their receivers, by key (one per order, event and notifier).
+const NOTIFICATIONS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("notifications");
 
 /// The page cache unless configured otherwise (`storage.cache_size_mib`).
 const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -39,6 +42,14 @@ pub struct RedbStore {
     db: SharedDatabase,
     durability: Durability,
     queue: Arc<RedbExportQueue>,
+    notifications: Arc<RedbNotificationQueue>,
+}
+
+/// The notification queue's handle on the database, shared with the notifier.
+#[derive(Debug)]
+pub(super) struct RedbNotificationQueue {
+    db: SharedDatabase,
+    entries: AtomicU64,
 }
 
 /// The export queue's handle on the database, shared with the exporter.
@@ -230,6 +241,7 @@ impl RedbStore {
             tx.open_table(TRACES).map_err(|e| open_err(e.to_string()))?;
             tx.open_table(EXPORTS).map_err(|e| open_err(e.to_string()))?;
             tx.open_table(WAKES).map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(NOTIFICATIONS).map_err(|e| open_err(e.to_string()))?;
             give_legacy_orders_a_wake(&tx).map_err(|e| open_err(e.to_string()))?;
             tx.commit().map_err(|e| open_err(e.to_string()))?;
             Ok(db)
@@ -245,13 +257,14 @@ impl RedbStore {
         };
         let db = Arc::new(RwLock::new(db));
         // Counting the queue once at startup keeps the bound exact afterwards without a read per request.
-        let (mut next, mut bytes, entries);
+        let (mut next, mut bytes, entries, notifications);
         {
             (next, bytes) = (0u64, 0u64);
             let guard = shared(&db);
             let tx = guard.begin_read().map_err(read_err)?;
             let table = tx.open_table(EXPORTS).map_err(read_err)?;
             entries = table.len().map_err(read_err)?;
+            notifications = tx.open_table(NOTIFICATIONS).map_err(read_err)?.len().map_err(read_err)?;
             for entry in table.iter().map_err(read_err)? {
                 let (number, value) = entry.map_err(read_err)?;
                 next = number.value() + 1;
@@ -267,7 +280,8 @@ impl RedbStore {
             entries: AtomicU64::new(entries),
             write: std::sync::Mutex::new(()),
         });
-        Ok(RedbStore { db, durability, queue })
+        let notifications = Arc::new(RedbNotificationQueue { db: db.clone(), entries: AtomicU64::new(notifications) });
+        Ok(RedbStore { db, durability, queue, notifications })
     }
 }
 
@@ -457,6 +471,7 @@ impl OrderStore for RedbStore {
         }
         let first = self.queue.next.load(Ordering::Relaxed);
         let mut added_bytes = 0u64;
+        let mut added_notifications = 0u64;
         {
             let mut queue = tx.open_table(EXPORTS).map_err(write_err)?;
             for (i, export) in exports.iter().enumerate() {
@@ -499,8 +514,18 @@ impl OrderStore for RedbStore {
                 let bytes = super::encode_alias(alias);
                 aliases.insert(alias_key(&alias.kind, &alias.value).as_str(), bytes.as_slice()).map_err(write_err)?;
             }
+            let mut notifications = tx.open_table(NOTIFICATIONS).map_err(write_err)?;
+            for notification in &changes.notifications {
+                // A key already queued stays as it is: the same event is not told twice.
+                if notifications.get(notification.key.as_str()).map_err(write_err)?.is_none() {
+                    let bytes = super::encode_notification(notification);
+                    notifications.insert(notification.key.as_str(), bytes.as_slice()).map_err(write_err)?;
+                    added_notifications += 1;
+                }
+            }
         }
         tx.commit().map_err(write_err)?;
+        self.notifications.entries.fetch_add(added_notifications, Ordering::Relaxed);
         // Only a committed append moves the counters, so a failed commit leaves the numbering without gaps.
         self.queue.next.store(first + exports.len() as u64, Ordering::Relaxed);
         self.queue.bytes.fetch_add(added_bytes, Ordering::Relaxed);
@@ -539,12 +564,90 @@ impl OrderStore for RedbStore {
     fn export_queue(&self) -> Arc<dyn ExportQueue> {
         self.queue.clone()
     }
+
+    fn notification_queue(&self) -> Arc<dyn super::NotificationQueue> {
+        self.notifications.clone()
+    }
+}
+
+impl super::NotificationQueue for RedbNotificationQueue {
+    /// One process uses the embedded store, so nothing is held: the notifier keeps track of what it is sending.
+    fn take(&self, max: usize, _now: u64, _hold_until: u64) -> Result<Vec<Notification>, StoreError> {
+        let db = shared(&self.db);
+        let tx = db.begin_read().map_err(read_err)?;
+        let table = tx.open_table(NOTIFICATIONS).map_err(read_err)?;
+        let mut waiting = Vec::new();
+        // The queue is bounded by `notifications.queue_size`, so reading it whole to put the oldest first is too.
+        for entry in table.iter().map_err(read_err)? {
+            let (key, value) = entry.map_err(read_err)?;
+            waiting.push(super::decode_notification(key.value(), value.value())?);
+        }
+        waiting.sort_by(|a, b| (a.created_unix_nanos, &a.key).cmp(&(b.created_unix_nanos, &b.key)));
+        waiting.truncate(max);
+        Ok(waiting)
+    }
+
+    fn remove(&self, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let db = shared(&self.db);
+        let tx = db.begin_write().map_err(write_err)?;
+        let mut removed = 0;
+        {
+            let mut table = tx.open_table(NOTIFICATIONS).map_err(write_err)?;
+            for key in keys {
+                if table.remove(key.as_str()).map_err(write_err)?.is_some() {
+                    removed += 1;
+                }
+            }
+        }
+        tx.commit().map_err(write_err)?;
+        self.entries.fetch_sub(removed, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn queued(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ordertrail_core::order::AliasRecord;
+
+    #[test]
+    fn notifications_are_queued_once_per_key_and_survive_reopening() {
+        use ordertrail_core::config::NotificationEvent;
+        let dir = tempfile::tempdir().unwrap();
+        let notification = |key: &str, created: u64| Notification {
+            key: key.into(),
+            notifier: "hook".into(),
+            team: "finance-billing".into(),
+            event: NotificationEvent::SlaBreached,
+            order: "SO-1".into(),
+            body: "{}".into(),
+            created_unix_nanos: created,
+        };
+        {
+            let mut store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
+            let first =
+                StateChanges { notifications: vec![notification("b", 2), notification("a", 1)], ..Default::default() };
+            store.commit(&first, &[]).unwrap();
+            let again = StateChanges { notifications: vec![notification("a", 3)], ..Default::default() };
+            store.commit(&again, &[]).unwrap();
+            assert_eq!(store.notification_queue().queued(), 2);
+        }
+        let store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
+        let queue = store.notification_queue();
+        assert_eq!(queue.queued(), 2, "counted again at startup");
+        let waiting = queue.take(10, 0, 0).unwrap();
+        assert_eq!(waiting, vec![notification("a", 1), notification("b", 2)], "oldest first; the repeat not queued");
+        queue.remove(&["a".to_string()]).unwrap();
+        assert_eq!(queue.queued(), 1);
+        assert_eq!(queue.take(10, 0, 0).unwrap(), vec![notification("b", 2)]);
+    }
 
     #[test]
     fn committed_state_survives_reopening() {
@@ -563,6 +666,7 @@ mod tests {
                 }],
                 pending: vec![(vec![7; 16], Some(b"waiting".to_vec()))],
                 traces: vec![(vec![8; 16], Some(b"orders".to_vec()))],
+                notifications: Vec::new(),
             };
             store.commit(&changes, &[]).unwrap();
         }

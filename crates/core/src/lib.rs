@@ -7,13 +7,14 @@
 //! direction only:
 //!
 //! ```text
-//! time, ids, calendar  ◀─  config  ◀─  order  ◀─  engine, query
+//! time, ids, calendar  ◀─  config  ◀─  order  ◀─  engine, query  ◀─  notify (reads engine events)
 //! ```
 
 pub mod calendar;
 pub mod config;
 pub mod engine;
 pub mod ids;
+pub mod notify;
 pub mod order;
 pub mod query;
 pub mod time;

@@ -9,7 +9,10 @@ const REFRESH_MS = 5000;
 const TOKEN_KEY = "ordertrail.token";
 const TEAM_KEY = "ordertrail.team";
 
-const state = { classes: [], teams: [], lastAnswer: "", paused: false, timer: null, inFlight: false, generation: 0 };
+const state = {
+  classes: [], teams: [], lastAnswer: "", answers: [], paused: false, timer: null, inFlight: false, generation: 0,
+  tokenAsked: null,
+};
 
 // ---- Talking to the API -------------------------------------------------------------------------------------
 
@@ -29,20 +32,32 @@ async function api(path) {
     await askForToken();
     return api(path);
   }
-  const body = await response.json().catch(() => ({}));
+  const text = await response.text();
+  // What the view was drawn from: a refresh redraws only when an answer changed.
+  state.answers.push(`${path}\n${text}`);
+  let body = {};
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // An error without a JSON body is reported by its status below.
+  }
   if (!response.ok) throw new ApiError(response.status, body.message || `HTTP ${response.status}`);
   return body;
 }
 
+/** Asks for a token once, however many requests were refused together; a cancelled dialog keeps the old one. */
 function askForToken() {
+  if (state.tokenAsked) return state.tokenAsked;
   const dialog = document.getElementById("token-dialog");
   const input = document.getElementById("token-input");
-  return new Promise((resolve) => {
+  state.tokenAsked = new Promise((resolve) => {
     dialog.addEventListener(
       "close",
       () => {
-        sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+        const token = input.value.trim();
+        if (token) sessionStorage.setItem(TOKEN_KEY, token);
         input.value = "";
+        state.tokenAsked = null;
         resolve();
       },
       { once: true },
@@ -50,6 +65,7 @@ function askForToken() {
     if (!dialog.open) dialog.showModal();
     input.focus();
   });
+  return state.tokenAsked;
 }
 
 // ---- Small helpers --------------------------------------------------------------------------------------------
@@ -146,7 +162,7 @@ async function flowView() {
 }
 
 async function stageView(stage) {
-  const page = await api(`/v1/orders?status=open&page_size=200&stage=${encodeURIComponent(stage)}`);
+  const page = await api(`/v1/orders?status=open&stage=${encodeURIComponent(stage)}`);
   const rows = page.orders.map((o) => [
     td(orderLink(o.order_id)),
     td(o.next ? esc(words(o.next.milestone)) : ""),
@@ -156,7 +172,7 @@ async function stageView(stage) {
     td(esc(when(o.last_seen))),
   ]);
   return `<h2>Open orders at ${esc(stage === "none" ? "no milestone yet" : words(stage))}</h2>
-    <p class="lede">${link("flow", "Back to the flow")}${page.next_page_token ? " · the first 200 are shown" : ""}</p>
+    <p class="lede">${link("flow", "Back to the flow")}${page.next_page_token ? ` · the newest ${page.orders.length} are shown` : ""}</p>
     ${table(["Order", "Waiting for", "Next action owner", "SLA", "Open exceptions", "Last span"], rows, "No open order is at this stage.")}`;
 }
 
@@ -175,7 +191,7 @@ function stalledRows(list) {
 const STALLED_HEADERS = ["Order", "#Overdue by", "Owner of the next action", "Why", "Stage", "Waiting for", "Trace"];
 
 async function stalledView() {
-  const list = await api("/v1/stalled?limit=200");
+  const list = await api("/v1/stalled");
   return `<h2>Stalled and breached orders</h2>
     <p class="lede">${list.total === 1 ? "One open order is" : `${list.total} open orders are`} stuck: a deadline passed without its milestone, or an open exception
       blocks the next one. Most overdue first.</p>
@@ -184,7 +200,9 @@ async function stalledView() {
 
 async function teamView(team) {
   if (!state.teams.length) remember(await api("/v1/flow"));
-  team = team || localStorage.getItem(TEAM_KEY) || "";
+  // `#/team` shows the team chosen last in this browser; `#/team/` (choosing none) forgets it.
+  if (team === undefined) team = localStorage.getItem(TEAM_KEY) || "";
+  if (!team) localStorage.removeItem(TEAM_KEY);
   const options = ['<option value="">Choose a team…</option>']
     .concat(state.teams.map((t) => `<option${t === team ? " selected" : ""}>${esc(t)}</option>`))
     .join("");
@@ -193,9 +211,9 @@ async function teamView(team) {
   localStorage.setItem(TEAM_KEY, team);
   const q = encodeURIComponent(team);
   const [stalled, exceptions, waiting] = await Promise.all([
-    api(`/v1/stalled?limit=200&owner=${q}`),
+    api(`/v1/stalled?owner=${q}`),
     api(`/v1/exceptions?owner=${q}`),
-    api(`/v1/orders?status=open&page_size=200&owner=${q}`),
+    api(`/v1/orders?status=open&owner=${q}`),
   ]);
   const exceptionRows = exceptions.groups.map((g) => [
     td(classChip(g.class)),
@@ -345,11 +363,16 @@ function remember(flow) {
 
 function route() {
   const [view, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
-  const arg = decodeURIComponent(rest.join("/"));
+  let arg;
+  try {
+    arg = decodeURIComponent(rest.join("/"));
+  } catch {
+    arg = rest.join("/");
+  }
   switch (view) {
     case "stage": return { nav: "flow", render: () => stageView(arg) };
     case "stalled": return { nav: "stalled", render: stalledView };
-    case "team": return { nav: "team", render: () => teamView(arg) };
+    case "team": return { nav: "team", render: () => teamView(rest.length ? arg : undefined) };
     case "order": return { nav: "", render: () => orderView(arg) };
     case "search": return { nav: "", render: () => searchView(arg) };
     default: return { nav: "flow", render: flowView };
@@ -369,6 +392,7 @@ async function show(refreshing) {
     else a.removeAttribute("aria-current");
   });
   let html;
+  state.answers = [];
   try {
     // Every view colours exception classes; the flow and team views ask for them themselves.
     if (!state.classes.length && render !== flowView && nav !== "team") remember(await api("/v1/flow"));
@@ -380,8 +404,11 @@ async function show(refreshing) {
   state.inFlight = false;
   const status = document.getElementById("status");
   status.textContent = `Updated ${new Date().toLocaleTimeString()}`;
-  if (html === "" || (refreshing && html === state.lastAnswer)) return;
-  state.lastAnswer = html;
+  // Compared by the API's answers, not the HTML: the timeline's "now" moves at every refresh, and redrawing the
+  // view for that alone would take the reader's keyboard focus and place away.
+  const answer = state.answers.join("\n\n") || html;
+  if (html === "" || (refreshing && answer === state.lastAnswer)) return;
+  state.lastAnswer = answer;
   main.innerHTML = html;
   main.dataset.ready = "true";
   main.dataset.view = location.hash;

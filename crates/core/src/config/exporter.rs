@@ -133,6 +133,30 @@ pub struct RawRetry {
     pub randomization_factor: f64,
 }
 
+impl RawRetry {
+    /// Checks a `retry_on_failure` section at `key`.
+    pub(crate) fn check(&self, check: &Checker<'_>, key: &str) -> Result<RetryConfig, ConfigError> {
+        if !(1.0..=100.0).contains(&self.multiplier) {
+            return Err(check.err(format!("{key}.multiplier"), "must be within 1..=100"));
+        }
+        if !(0.0..=1.0).contains(&self.randomization_factor) {
+            return Err(check.err(format!("{key}.randomization_factor"), "must be within 0..=1"));
+        }
+        if self.initial_interval.is_zero() || self.max_interval < self.initial_interval {
+            return Err(check
+                .err(format!("{key}.max_interval"), "initial_interval must be positive and not above max_interval"));
+        }
+        Ok(RetryConfig {
+            enabled: self.enabled,
+            initial_interval: self.initial_interval,
+            max_interval: self.max_interval,
+            max_elapsed_time: (!self.max_elapsed_time.is_zero()).then_some(self.max_elapsed_time),
+            multiplier: self.multiplier,
+            randomization_factor: self.randomization_factor,
+        })
+    }
+}
+
 impl Default for RawRetry {
     fn default() -> RawRetry {
         RawRetry {
@@ -334,32 +358,12 @@ impl RawOtlpExporter {
         if self.timeout.is_zero() {
             return Err(check.err(format!("{key}.timeout"), "must be greater than zero"));
         }
-        let r = &self.retry_on_failure;
-        let retry = RetryConfig {
-            enabled: r.enabled,
-            initial_interval: r.initial_interval,
-            max_interval: r.max_interval,
-            max_elapsed_time: (!r.max_elapsed_time.is_zero()).then_some(r.max_elapsed_time),
-            multiplier: r.multiplier,
-            randomization_factor: r.randomization_factor,
-        };
-        if !(1.0..=100.0).contains(&r.multiplier) {
-            return Err(check.err(format!("{key}.retry_on_failure.multiplier"), "must be within 1..=100"));
-        }
-        if !(0.0..=1.0).contains(&r.randomization_factor) {
-            return Err(check.err(format!("{key}.retry_on_failure.randomization_factor"), "must be within 0..=1"));
-        }
+        let retry = self.retry_on_failure.check(check, &format!("{key}.retry_on_failure"))?;
         if !self.sending_queue.enabled {
             return Err(check.err(
                 format!("{key}.sending_queue.enabled"),
                 "ordertrail always queues what it exports: its export queue is what keeps an acknowledged span \
                  through a crash or a backend outage; remove the key, and bound the queue with sending_queue.max_bytes",
-            ));
-        }
-        if retry.initial_interval.is_zero() || retry.max_interval < retry.initial_interval {
-            return Err(check.err(
-                format!("{key}.retry_on_failure.max_interval"),
-                "initial_interval must be positive and not above max_interval",
             ));
         }
         let queue = &self.sending_queue;

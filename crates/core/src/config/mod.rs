@@ -15,6 +15,7 @@ mod correlation;
 mod dimensions;
 mod exporter;
 pub mod merge;
+mod notifications;
 mod order_traces;
 mod overrides;
 mod receivers;
@@ -36,6 +37,10 @@ pub use dimensions::{Dimension, RawDimension};
 pub use exporter::{
     Compression, ExportProtocol, ExporterConfig, RawBatch, RawCompressionParams, RawExporters, RawOtlpExporter,
     RawRetry, RawSendingQueue, RawTls, RetryConfig, TlsConfig,
+};
+pub use notifications::{
+    fill_template, NotificationEvent, NotificationsConfig, NotifierConfig, NotifierEndpoint, NotifierFormat,
+    RawNotifications, RawNotifier, RawRateLimit, TEMPLATE_FIELDS,
 };
 pub use order_traces::{OrderTraceConfig, RawOrderTraces};
 pub use overrides::Overrides;
@@ -102,6 +107,8 @@ pub struct RawConfig {
     pub api: RawApi,
     /// ordertrail's own metrics.
     pub telemetry: RawTelemetry,
+    /// Webhooks that tell the owning team of exceptions and breaches.
+    pub notifications: RawNotifications,
 }
 
 /// The validated configuration.
@@ -123,6 +130,7 @@ pub struct Config {
     pub kpis: KpiConfig,
     pub api: ApiConfig,
     pub metrics: MetricsConfig,
+    pub notifications: NotificationsConfig,
 }
 
 impl RawConfig {
@@ -144,6 +152,7 @@ impl RawConfig {
         let kpis = self.kpis.check();
         let api = self.api.check(&check)?;
         let metrics = self.telemetry.check(&check)?;
+        let notifications = self.notifications.check(&check, &taxonomy)?;
         Ok(Config {
             source: file.to_string(),
             receivers,
@@ -160,6 +169,7 @@ impl RawConfig {
             kpis,
             api,
             metrics,
+            notifications,
         })
     }
 

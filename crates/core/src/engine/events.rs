@@ -34,6 +34,8 @@ pub enum Event {
         signature: String,
         reason: String,
         dimensions: BTreeMap<String, String>,
+        /// The order had no exception of this class, milestone and pattern before: it was opened, not repeated.
+        opened: bool,
     },
     /// An SLA target's deadline passed without its milestone; reported once per order and target.
     SlaBreached {

@@ -44,6 +44,8 @@ impl Engine {
             signature,
             reason,
             dimensions,
+            // A finding's span is emitted once per order and finding.
+            opened: true,
         });
     }
 }

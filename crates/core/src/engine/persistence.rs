@@ -32,11 +32,18 @@ pub struct StateChanges {
     /// Technical traces known to concern orders, per trace id: the encoded orders and expiry, or `None` when the
     /// trace is forgotten.
     pub traces: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Notifications to queue with this commit (the pipeline adds them; the engine leaves this empty). A key
+    /// already queued is not queued again.
+    pub notifications: Vec<crate::notify::Notification>,
 }
 
 impl StateChanges {
     pub fn is_empty(&self) -> bool {
-        self.orders.is_empty() && self.aliases.is_empty() && self.pending.is_empty() && self.traces.is_empty()
+        self.orders.is_empty()
+            && self.aliases.is_empty()
+            && self.pending.is_empty()
+            && self.traces.is_empty()
+            && self.notifications.is_empty()
     }
 }
 
@@ -217,7 +224,7 @@ impl Engine {
                 }
             }
         }
-        StateChanges { orders, aliases, pending, traces }
+        StateChanges { orders, aliases, pending, traces, notifications: Vec::new() }
     }
 
     /// Takes back changes whose commit failed, so that the next `take_changes` offers them again (with whatever

@@ -85,6 +85,10 @@ impl Engine {
         for finding in labels.exception.iter().chain(&labels.findings) {
             self.stats.exceptions_recorded += 1;
             let class = config.taxonomy.classes[finding.class].name.clone();
+            let opened = !order
+                .exceptions
+                .iter()
+                .any(|e| e.signature == finding.signature && e.milestone == milestone_name && e.class == class);
             out.events.push(Event::ExceptionRecorded {
                 order: key.to_string(),
                 class: class.clone(),
@@ -93,6 +97,7 @@ impl Engine {
                 signature: finding.signature.clone(),
                 reason: finding.reason.clone(),
                 dimensions: order.dimensions.clone(),
+                opened,
             });
             let existing = order
                 .exceptions

@@ -1,0 +1,271 @@
+//! Notifications to the owning team: which engine events become which notifications, and their bodies (Slack,
+//! Microsoft Teams, the generic JSON, or a template). Pure: the pipeline puts what this returns into the same
+//! commit as the state that caused it, and the service's notifier delivers it from the store.
+
+use crate::config::{fill_template, Config, NotificationEvent, NotifierFormat};
+use crate::engine::events::Event;
+use crate::ids::order_trace_id;
+use crate::time::rfc3339;
+use serde::{Deserialize, Serialize};
+
+/// A notification waiting for its receiver. Its key is one per order, event and what the event is about, so that
+/// the same event cannot be queued twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub key: String,
+    /// The notifier's name in the configuration.
+    pub notifier: String,
+    pub team: String,
+    pub event: NotificationEvent,
+    pub order: String,
+    /// The request body, JSON.
+    pub body: String,
+    /// When it was queued (ordertrail's clock).
+    pub created_unix_nanos: u64,
+}
+
+/// What one event says, before it is put into a body.
+struct Facts {
+    event: NotificationEvent,
+    order: String,
+    team: String,
+    class: String,
+    milestone: String,
+    reason: String,
+    target: String,
+    deadline: String,
+    /// What makes this event of this order distinct from another of the same kind.
+    detail: String,
+}
+
+impl Facts {
+    fn field(&self, config: &Config, name: &str) -> String {
+        let trace_id = hex::encode(order_trace_id(&self.order));
+        match name {
+            "order" => self.order.clone(),
+            "event" => self.event.as_str().to_string(),
+            "team" => self.team.clone(),
+            "class" => self.class.clone(),
+            "milestone" => self.milestone.clone(),
+            "reason" => self.reason.clone(),
+            "target" => self.target.clone(),
+            "deadline" => self.deadline.clone(),
+            "trace_url" => config.api.trace_url(&trace_id).unwrap_or_default(),
+            "trace_id" => trace_id,
+            "summary" => self.summary(),
+            _ => String::new(),
+        }
+    }
+
+    fn summary(&self) -> String {
+        let milestone = self.milestone.replace('_', " ");
+        match self.event {
+            NotificationEvent::ExceptionOpened => format!(
+                "Order {}: {} exception at {milestone}: {}. Owner: {}.",
+                self.order, self.class, self.reason, self.team
+            ),
+            NotificationEvent::SlaBreached => format!(
+                "Order {}: {milestone} not reached by {} (SLA {}). Next action: {}.",
+                self.order, self.deadline, self.target, self.team
+            ),
+            NotificationEvent::BreachWithdrawn => format!(
+                "Order {}: the breach of SLA {} is withdrawn; {milestone} was reached in time.",
+                self.order, self.target
+            ),
+        }
+    }
+}
+
+fn facts(config: &Config, event: &Event) -> Option<Facts> {
+    let sla_facts = |target: usize| {
+        let target = config.sla.targets.get(target)?;
+        let to = config.taxonomy.milestones.get(target.to)?;
+        Some((target.name.clone(), to.name.clone(), to.owner.clone()))
+    };
+    match event {
+        // A breach is also recorded as an exception (its `sla:` pattern); it is told as a breach, once.
+        Event::ExceptionRecorded { order, class, owner, milestone, signature, reason, opened, .. }
+            if *opened && !signature.starts_with("sla:") =>
+        {
+            Some(Facts {
+                event: NotificationEvent::ExceptionOpened,
+                order: order.clone(),
+                team: owner.clone(),
+                class: class.clone(),
+                milestone: milestone.clone().unwrap_or_default(),
+                reason: reason.clone(),
+                target: String::new(),
+                deadline: String::new(),
+                detail: format!("{class}/{}/{signature}", milestone.as_deref().unwrap_or("-")),
+            })
+        }
+        Event::SlaBreached { order, target, deadline_unix_nanos, owner, .. } => {
+            let (name, to, _) = sla_facts(*target)?;
+            Some(Facts {
+                event: NotificationEvent::SlaBreached,
+                order: order.clone(),
+                team: owner.clone(),
+                class: String::new(),
+                milestone: to,
+                reason: String::new(),
+                target: name.clone(),
+                deadline: rfc3339(*deadline_unix_nanos),
+                detail: name,
+            })
+        }
+        Event::SlaWithdrawn { order, target, .. } => {
+            let (name, to, owner) = sla_facts(*target)?;
+            Some(Facts {
+                event: NotificationEvent::BreachWithdrawn,
+                order: order.clone(),
+                team: owner,
+                class: String::new(),
+                milestone: to,
+                reason: String::new(),
+                target: name.clone(),
+                deadline: String::new(),
+                detail: name,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn body(config: &Config, format: &NotifierFormat, facts: &Facts) -> String {
+    let field = |name: &str| facts.field(config, name);
+    let trace_url = field("trace_url");
+    match format {
+        NotifierFormat::Slack => {
+            let link = if trace_url.is_empty() { String::new() } else { format!(" <{trace_url}|Order trace>") };
+            serde_json::json!({ "text": format!("{}{link}", facts.summary()) }).to_string()
+        }
+        NotifierFormat::Teams => {
+            let colour = match facts.event {
+                NotificationEvent::BreachWithdrawn => "2E7D32",
+                _ => "C62828",
+            };
+            let mut card = serde_json::json!({
+                "@type": "MessageCard",
+                "@context": "https://schema.org/extensions",
+                "summary": facts.summary(),
+                "themeColor": colour,
+                "title": format!("{} — {}", facts.order, facts.event.as_str().replace('_', " ")),
+                "text": facts.summary(),
+            });
+            if !trace_url.is_empty() {
+                card["potentialAction"] = serde_json::json!([{
+                    "@type": "OpenUri", "name": "Open the order trace",
+                    "targets": [{ "os": "default", "uri": trace_url }]
+                }]);
+            }
+            card.to_string()
+        }
+        NotifierFormat::Json => {
+            let mut object = serde_json::Map::new();
+            for name in crate::config::TEMPLATE_FIELDS {
+                object.insert(name.to_string(), serde_json::Value::String(field(name)));
+            }
+            serde_json::Value::Object(object).to_string()
+        }
+        NotifierFormat::Template(template) => fill_template(template, &field),
+    }
+}
+
+/// The notifications a group's events make: for each event a team is told of, one per notifier that takes it.
+pub fn notifications(config: &Config, events: &[Event], now: u64) -> Vec<Notification> {
+    if config.notifications.notifiers.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for facts in events.iter().filter_map(|e| facts(config, e)) {
+        for notifier in config.notifications.notifiers.iter().filter(|n| n.takes(facts.event, &facts.team)) {
+            out.push(Notification {
+                key: format!("{}/{}/{}/{}", notifier.name, facts.order, facts.event.as_str(), facts.detail),
+                notifier: notifier.name.clone(),
+                team: facts.team.clone(),
+                event: facts.event,
+                order: facts.order.clone(),
+                body: body(config, &notifier.format, &facts),
+                created_unix_nanos: now,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use std::collections::BTreeMap;
+
+    fn config() -> Config {
+        let yaml = format!(
+            "{}\nnotifications:\n  notifiers:\n    - {{ name: everything, format: json, endpoint: http://h/x }}\n    \
+             - {{ name: finance, teams: [finance-billing], events: [sla_breached], format: teams, endpoint: http://h/y }}\n    \
+             - {{ name: custom, format: template, endpoint: http://h/z, template: '{{\"o\": \"{{{{order}}}}\", \"s\": \"{{{{summary}}}}\"}}' }}\n",
+            crate::config::DEFAULT_CONFIG_YAML
+        );
+        parse(&yaml, "test").unwrap()
+    }
+
+    fn exception(owner: &str, signature: &str, opened: bool) -> Event {
+        Event::ExceptionRecorded {
+            order: "SO-1".into(),
+            class: "integration".into(),
+            owner: owner.into(),
+            milestone: Some("shipment_confirmation".into()),
+            signature: signature.into(),
+            reason: "field ShipDate: expected yyyy-MM-dd".into(),
+            dimensions: BTreeMap::new(),
+            opened,
+        }
+    }
+
+    #[test]
+    fn each_event_goes_to_the_notifiers_that_take_its_team_and_kind_once() {
+        let config = config();
+        let invoicing = config.taxonomy.milestones.iter().position(|m| m.name == "invoicing").unwrap();
+        let target = config.sla.targets.iter().position(|t| t.to == invoicing).unwrap();
+        let events = [
+            exception("integration-team", "mapping", true),
+            // A repeat, and the exception a breach is recorded as, are not told as opened exceptions.
+            exception("integration-team", "mapping", false),
+            exception("finance-billing", "sla:invoice_completion", true),
+            Event::SlaBreached {
+                order: "SO-1".into(),
+                target,
+                deadline_unix_nanos: 1_800_000_000_000_000_000,
+                detected_unix_nanos: 1_800_000_000_000_000_000,
+                owner: "finance-billing".into(),
+                dimensions: BTreeMap::new(),
+            },
+        ];
+        let out = notifications(&config, &events, 7);
+        let keys: Vec<&str> = out.iter().map(|n| n.key.as_str()).collect();
+        let target_name = &config.sla.targets[target].name;
+        assert_eq!(
+            keys,
+            [
+                "everything/SO-1/exception_opened/integration/shipment_confirmation/mapping".to_string(),
+                "custom/SO-1/exception_opened/integration/shipment_confirmation/mapping".to_string(),
+                format!("everything/SO-1/sla_breached/{target_name}"),
+                format!("finance/SO-1/sla_breached/{target_name}"),
+                format!("custom/SO-1/sla_breached/{target_name}"),
+            ]
+        );
+        for n in &out {
+            let body: serde_json::Value = serde_json::from_str(&n.body).unwrap_or_else(|e| panic!("{}: {e}", n.body));
+            assert!(body.is_object(), "{}", n.body);
+        }
+        let teams: serde_json::Value = serde_json::from_str(&out[3].body).unwrap();
+        assert_eq!(teams["@type"], "MessageCard");
+        assert!(teams["text"].as_str().unwrap().contains("invoicing not reached by 2027-01-15"), "{teams}");
+        let custom: serde_json::Value = serde_json::from_str(&out[1].body).unwrap();
+        assert_eq!(custom["o"], "SO-1");
+        assert!(custom["s"]
+            .as_str()
+            .unwrap()
+            .starts_with("Order SO-1: integration exception at shipment confirmation"));
+    }
+}
