@@ -4,25 +4,9 @@
 
 use crate::config::{fill_template, Config, NotificationEvent, NotifierFormat};
 use crate::engine::events::Event;
+pub use crate::engine::Notification;
 use crate::ids::order_trace_id;
 use crate::time::rfc3339;
-use serde::{Deserialize, Serialize};
-
-/// A notification waiting for its receiver. Its key is one per order, event and what the event is about, so that
-/// the same event cannot be queued twice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Notification {
-    pub key: String,
-    /// The notifier's name in the configuration.
-    pub notifier: String,
-    pub team: String,
-    pub event: NotificationEvent,
-    pub order: String,
-    /// The request body, JSON.
-    pub body: String,
-    /// When it was queued (ordertrail's clock).
-    pub created_unix_nanos: u64,
-}
 
 /// What one event says, before it is put into a body.
 struct Facts {

@@ -28,7 +28,7 @@ mod wake;
 
 pub use input::{flatten, ResourceContext, ScopeContext, SpanInput};
 pub use output::Output;
-pub use persistence::{OrderWrite, StateChanges};
+pub use persistence::{Notification, OrderWrite, StateChanges};
 pub use stats::{Coverage, EngineStats, PairCounts};
 
 use crate::config::Config;

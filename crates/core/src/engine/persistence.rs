@@ -34,7 +34,23 @@ pub struct StateChanges {
     pub traces: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Notifications to queue with this commit (the pipeline adds them; the engine leaves this empty). A key
     /// already queued is not queued again.
-    pub notifications: Vec<crate::notify::Notification>,
+    pub notifications: Vec<Notification>,
+}
+
+/// A notification waiting for its receiver. Its key is one per order, event and what the event is about, so that
+/// the same event cannot be queued twice.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Notification {
+    pub key: String,
+    /// The notifier's name in the configuration.
+    pub notifier: String,
+    pub team: String,
+    pub event: crate::config::NotificationEvent,
+    pub order: String,
+    /// The request body, JSON.
+    pub body: String,
+    /// When it was queued (ordertrail's clock).
+    pub created_unix_nanos: u64,
 }
 
 impl StateChanges {
