@@ -1,7 +1,8 @@
 //! Bearer-token authentication of the receivers and the API, as the collector's `bearertokenauth`: a request
 //! carries `Authorization: Bearer <token>` (gRPC metadata `authorization`), and the token must be one of the
 //! listener's. Tokens are read once at startup from a file or an environment variable, compared in constant time,
-//! and never logged or shown: `Debug` prints how many there are.
+//! and never logged or shown: `Debug` prints how many there are. An API token may be bound to a team
+//! (`<token> team=<owner>`), whose queue the ops console then shows its bearer.
 
 use ordertrail_core::config::{AuthConfig, TokenSource};
 
@@ -13,12 +14,23 @@ pub enum AuthError {
     Env { key: String, name: String },
     #[error("`{key}`: {origin} holds no token")]
     Empty { key: String, origin: String },
+    #[error("`{key}`: line {line} of {origin}: {reason}")]
+    Line { key: String, origin: String, line: usize, reason: String },
+    #[error("`{key}`: a token is bound to team `{team}`, which owns no milestone or exception class")]
+    UnknownTeam { key: String, team: String },
+}
+
+/// Who presented an accepted token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The team the token is bound to, if any.
+    pub team: Option<String>,
 }
 
 /// The tokens a listener accepts, kept as SHA-256 digests: a presented token is hashed and the digests compared,
 /// so that neither the time taken nor an early exit says how long a token is or how much of a guess was right.
 pub struct BearerTokens {
-    tokens: Vec<[u8; 32]>,
+    tokens: Vec<([u8; 32], Option<String>)>,
 }
 
 impl std::fmt::Debug for BearerTokens {
@@ -29,6 +41,7 @@ impl std::fmt::Debug for BearerTokens {
 
 impl BearerTokens {
     /// Reads the tokens: the lines of a file (blank lines and `#` comments skipped), or one environment variable.
+    /// A line is a token, optionally followed by `team=<owner>`.
     pub fn load(config: &AuthConfig) -> Result<BearerTokens, AuthError> {
         let (text, origin) = match &config.tokens {
             TokenSource::File(path) => {
@@ -45,12 +58,31 @@ impl BearerTokens {
                 (text, format!("environment variable `{name}`"))
             }
         };
-        let tokens: Vec<[u8; 32]> = text
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(|token| digest(token.as_bytes()))
-            .collect();
+        let mut tokens = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            let token = parts.next().unwrap_or_default();
+            let mut team = None;
+            for part in parts {
+                match part.strip_prefix("team=") {
+                    Some(name) if !name.is_empty() => team = Some(name.to_string()),
+                    // The rest of the line is not shown: it may be a token pasted in the wrong place.
+                    _ => {
+                        return Err(AuthError::Line {
+                            key: config.key.clone(),
+                            origin,
+                            line: number + 1,
+                            reason: "after the token only `team=<owner>` may follow".into(),
+                        })
+                    }
+                }
+            }
+            tokens.push((digest(token.as_bytes()), team));
+        }
         if tokens.is_empty() {
             return Err(AuthError::Empty { key: config.key.clone(), origin });
         }
@@ -61,12 +93,27 @@ impl BearerTokens {
     /// to case, as HTTP wants; every token is compared whole, so the time taken says nothing about how much of
     /// a guess was right.
     pub fn allows(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(value) = authorization else { return false };
-        let Some(presented) = value.get(7..).filter(|_| value[..7].eq_ignore_ascii_case(b"bearer ")) else {
-            return false;
-        };
+        self.caller(authorization).is_some()
+    }
+
+    /// Who an `Authorization` header value's token belongs to, when it is one of the tokens.
+    pub fn caller(&self, authorization: Option<&[u8]>) -> Option<Caller> {
+        let value = authorization?;
+        let presented = value.get(7..).filter(|_| value[..7].eq_ignore_ascii_case(b"bearer "))?;
         let presented = digest(presented.trim_ascii());
-        self.tokens.iter().fold(false, |found, token| found | digests_equal(token, &presented))
+        // Every token is compared, whichever matches.
+        let mut found = None;
+        for (token, team) in &self.tokens {
+            if digests_equal(token, &presented) {
+                found = Some(Caller { team: team.clone() });
+            }
+        }
+        found
+    }
+
+    /// The teams tokens are bound to.
+    pub fn teams(&self) -> impl Iterator<Item = &str> {
+        self.tokens.iter().filter_map(|(_, team)| team.as_deref())
     }
 }
 
@@ -108,6 +155,22 @@ mod tests {
         assert!(!t.allows(Some(b"Basic alpha-token")));
         assert!(!t.allows(Some(b"alpha-token")));
         assert!(!t.allows(Some(b"Bearer # rotated 2026-11")), "comments are not tokens");
+    }
+
+    #[test]
+    fn a_token_may_be_bound_to_a_team() {
+        let t = tokens("warehouse-token team=warehouse-operations\nplain-token\n");
+        assert_eq!(t.caller(Some(b"Bearer warehouse-token")).unwrap().team.as_deref(), Some("warehouse-operations"));
+        assert_eq!(t.caller(Some(b"Bearer plain-token")), Some(Caller { team: None }));
+        assert_eq!(t.caller(Some(b"Bearer team=warehouse-operations")), None);
+        assert_eq!(t.teams().collect::<Vec<_>>(), ["warehouse-operations"]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad");
+        std::fs::write(&path, "tok another-secret\n").unwrap();
+        let err = BearerTokens::load(&AuthConfig { tokens: TokenSource::File(path), key: "api.auth".into() })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1") && err.contains("team=<owner>") && !err.contains("another-secret"), "{err}");
     }
 
     #[test]

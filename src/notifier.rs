@@ -23,11 +23,17 @@ const BATCH: usize = 100;
 /// How long a replica holds the notifications it took, so that no other replica sends them meanwhile; it takes
 /// them again (and so holds them longer) at each look.
 const HOLD: Duration = Duration::from_secs(60);
+/// A round of sending ends after this long, well within the hold on what it took.
+const ROUND_BUDGET: Duration = Duration::from_secs(30);
+/// How long a notification for a notifier this replica does not know stays queued for a replica that does.
+const UNKNOWN_NOTIFIER_KEPT_NANOS: u64 = 24 * 3_600_000_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifierError {
     #[error("notifications.notifiers[{index}].endpoint_env: environment variable `{name}` is not set")]
     EndpointEnv { index: usize, name: String },
+    #[error("notifications.notifiers[{index}]: the endpoint is not an http(s) URL")]
+    Endpoint { index: usize },
     #[error("notifications.notifiers[{index}].headers: {reason}")]
     Header { index: usize, reason: String },
     #[error("cannot build the HTTP client of the notifier: {0}")]
@@ -79,6 +85,15 @@ impl RateLimit {
     fn record(&mut self, team: &str, now: tokio::time::Instant) {
         self.sent.entry(team.to_string()).or_default().push_back(now);
     }
+
+    /// How long until the team's oldest send in the window leaves it.
+    fn next_share(&self, team: &str, interval: Duration) -> Duration {
+        let now = tokio::time::Instant::now();
+        self.sent
+            .get(team)
+            .and_then(|sent| sent.front())
+            .map_or(Duration::ZERO, |first| (*first + interval).saturating_duration_since(now))
+    }
 }
 
 /// Resolves the notifiers' endpoints and headers, and starts delivering until `stop` turns true; `None` when no
@@ -108,6 +123,7 @@ pub fn start(
         per_team: settings.per_team,
         interval: settings.interval,
         attempts: HashMap::new(),
+        deferred: HashMap::new(),
         limits: RateLimit::default(),
     };
     Ok(Some(tokio::spawn(delivery.run(stop))))
@@ -123,6 +139,9 @@ fn target(index: usize, notifier: &NotifierConfig) -> Result<Target, NotifierErr
             .trim()
             .to_string(),
     };
+    if reqwest::Url::parse(&endpoint).map_or(true, |url| !matches!(url.scheme(), "http" | "https")) {
+        return Err(NotifierError::Endpoint { index });
+    }
     let mut headers = reqwest::header::HeaderMap::new();
     for (name, value) in &notifier.headers {
         let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
@@ -144,6 +163,8 @@ struct Delivery {
     interval: Duration,
     /// Notifications that failed at least once, by key.
     attempts: HashMap<String, Attempts>,
+    /// Notifications waiting for their team's share or for a replica that knows their notifier, until when.
+    deferred: HashMap<String, tokio::time::Instant>,
     limits: RateLimit,
 }
 
@@ -153,54 +174,71 @@ impl Delivery {
             if *stop.borrow() {
                 return;
             }
-            self.round().await;
+            self.round(&mut stop).await;
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
-                _ = stop.changed() => {}
+                // A dropped sender means the server is gone too.
+                changed = stop.changed() => if changed.is_err() { return },
             }
         }
     }
 
-    /// One look at the queue: what is due and allowed goes out, one at a time, oldest first.
-    async fn round(&mut self) {
+    /// Keys not to take this round: those waiting for their backoff, their team's share or a notifier this
+    /// replica does not know. Each map holds only keys still queued, so this is bounded by the queue.
+    fn waiting(&mut self, now: tokio::time::Instant) -> Vec<String> {
+        self.deferred.retain(|_, until| *until > now);
+        self.attempts
+            .iter()
+            .filter(|(_, a)| a.next > now)
+            .map(|(key, _)| key.clone())
+            .chain(self.deferred.keys().cloned())
+            .collect()
+    }
+
+    /// One look at the queue: the oldest notifications that are due go out, one at a time, each removed as soon
+    /// as it is taken. A round ends well within the hold on what it took, and at once when the server stops.
+    async fn round(&mut self, stop: &mut watch::Receiver<bool>) {
+        let started = tokio::time::Instant::now();
+        let skip = self.waiting(started);
         let queue = self.queue.clone();
         let now = crate::clock::unix_nanos_now();
         let hold = now.saturating_add(u64::try_from(HOLD.as_nanos()).unwrap_or(u64::MAX));
-        let taken = tokio::task::spawn_blocking(move || queue.take(BATCH, now, hold)).await;
-        let waiting = match taken {
-            Ok(Ok(waiting)) => waiting,
+        let taken = tokio::task::spawn_blocking(move || queue.take(BATCH, now, hold, &skip)).await;
+        let due = match taken {
+            Ok(Ok(due)) => due,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read the notification queue; trying again");
                 return;
             }
             Err(_) => return,
         };
-        let mut done = Vec::new();
-        for notification in waiting {
+        for notification in due {
             let now = tokio::time::Instant::now();
-            if self.attempts.get(&notification.key).is_some_and(|a| a.next > now) {
-                continue;
+            if *stop.borrow() || now.duration_since(started) >= ROUND_BUDGET {
+                return;
             }
             if !self.limits.allows(&notification.team, now, self.per_team, self.interval) {
+                // Counted once per wait: a deferred notification is not taken again until its team has a share.
                 Counters::add(&self.counters.notifications_rate_limited, 1);
+                let wait = self.limits.next_share(&notification.team, self.interval);
+                self.deferred.insert(notification.key.clone(), now + wait);
                 continue;
             }
             let Some(target) = self.targets.get(&notification.notifier) else {
-                tracing::warn!(
-                    notifier = %notification.notifier,
-                    order = %notification.order,
-                    "a queued notification names a notifier that is no longer configured; dropped"
-                );
-                Counters::add(&self.counters.notifications_failed, 1);
-                done.push(notification.key);
+                self.unknown_notifier(&notification, now).await;
                 continue;
             };
-            self.limits.record(&notification.team, now);
-            match send(&self.client, target, &notification).await {
+            let outcome = tokio::select! {
+                outcome = send(&self.client, target, &notification) => outcome,
+                // Stopping mid-send leaves the notification queued: it goes out after the restart.
+                _ = stop.changed() => return,
+            };
+            match outcome {
                 Outcome::Delivered => {
                     Counters::add(&self.counters.notifications_sent, 1);
+                    self.limits.record(&notification.team, now);
                     self.attempts.remove(&notification.key);
-                    done.push(notification.key);
+                    self.remove(notification.key).await;
                 }
                 Outcome::Refused(reason) => {
                     tracing::warn!(
@@ -209,7 +247,7 @@ impl Delivery {
                     );
                     Counters::add(&self.counters.notifications_failed, 1);
                     self.attempts.remove(&notification.key);
-                    done.push(notification.key);
+                    self.remove(notification.key).await;
                 }
                 Outcome::Failed(reason) => {
                     let attempts = self.attempts.entry(notification.key.clone()).or_insert(Attempts {
@@ -227,23 +265,43 @@ impl Delivery {
                         );
                         Counters::add(&self.counters.notifications_failed, 1);
                         self.attempts.remove(&notification.key);
-                        done.push(notification.key);
+                        self.remove(notification.key).await;
                     } else {
                         attempts.next = now + backoff(&self.retry, attempts.count);
                         Counters::add(&self.counters.notifications_retried, 1);
-                        tracing::debug!(notifier = %target.name, order = %notification.order, reason, "notification failed; retrying");
+                        tracing::debug!(
+                            notifier = %target.name, order = %notification.order, reason,
+                            "notification failed; retrying"
+                        );
                     }
                 }
             }
         }
-        if !done.is_empty() {
-            let queue = self.queue.clone();
-            match tokio::task::spawn_blocking(move || queue.remove(&done)).await {
-                Ok(Ok(())) => {}
-                // They stay queued and are sent again: at least once, never lost.
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove delivered notifications from the queue"),
-                Err(_) => {}
-            }
+    }
+
+    /// A notification for a notifier this replica does not know: during a rolling update another replica may know
+    /// it, so it stays queued; one no replica took for a day is dropped and counted.
+    async fn unknown_notifier(&mut self, notification: &Notification, now: tokio::time::Instant) {
+        let age = crate::clock::unix_nanos_now().saturating_sub(notification.created_unix_nanos);
+        if age >= UNKNOWN_NOTIFIER_KEPT_NANOS {
+            tracing::warn!(
+                notifier = %notification.notifier, order = %notification.order,
+                "a notification for a notifier no replica has configured for a day is dropped"
+            );
+            Counters::add(&self.counters.notifications_failed, 1);
+            self.remove(notification.key.clone()).await;
+        } else {
+            tracing::debug!(notifier = %notification.notifier, "a notification for a notifier this replica does not know waits");
+            self.deferred.insert(notification.key.clone(), now + HOLD);
+        }
+    }
+
+    /// Removes one notification; if the store refuses, it stays queued and is sent again: at least once.
+    async fn remove(&self, key: String) {
+        let queue = self.queue.clone();
+        match tokio::task::spawn_blocking(move || queue.remove(&[key])).await {
+            Ok(Ok(())) | Err(_) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove a delivered notification from the queue"),
         }
     }
 }
@@ -281,6 +339,8 @@ async fn send(client: &reqwest::Client, target: &Target, notification: &Notifica
             }
         }
         Err(e) if e.is_timeout() => Outcome::Failed(format!("no answer within {:?}", target.timeout)),
+        // A request that cannot even be built will not build next time either.
+        Err(e) if e.is_builder() => Outcome::Refused(e.to_string()),
         Err(e) => Outcome::Failed(e.to_string()),
     }
 }

@@ -181,6 +181,15 @@ impl Server {
         let api_http_tls = listener_tls("api.http.tls", config.api.http_tls.as_ref(), Alpn::Http1)?;
         let api_grpc_tls = listener_tls("api.grpc.tls", config.api.grpc_tls.as_ref(), Alpn::Http2)?;
         let api_tokens = auth::load(config.api.auth.as_ref())?;
+        if let Some(tokens) = &api_tokens {
+            let taxonomy = &config.taxonomy;
+            let owns = |team: &str| {
+                taxonomy.milestones.iter().any(|m| m.owner == team) || taxonomy.classes.iter().any(|c| c.owner == team)
+            };
+            if let Some(team) = tokens.teams().find(|team| !owns(team)) {
+                return Err(auth::AuthError::UnknownTeam { key: "api.auth".into(), team: team.to_string() }.into());
+            }
+        }
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         // The endpoints from the environment are read here, so that a missing one stops startup with its key.

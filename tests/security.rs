@@ -20,6 +20,8 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 const WAIT: Duration = Duration::from_secs(20);
 const TOKEN: &str = "s3nd3r-t0ken-for-tests";
+/// A token bound to a team, whose console shows that team's queue.
+const TEAM_TOKEN: &str = "integr4tion-t0ken";
 
 /// A CA and what it signed, as PEM files in a directory.
 struct Pki {
@@ -71,7 +73,7 @@ impl Pki {
 
 fn token_file(dir: &Path) -> AuthConfig {
     let path = dir.join("tokens");
-    std::fs::write(&path, format!("# senders\n{TOKEN}\n")).unwrap();
+    std::fs::write(&path, format!("# senders\n{TOKEN}\n{TEAM_TOKEN} team=integration-team\n")).unwrap();
     AuthConfig { tokens: TokenSource::File(path), key: "test.auth".into() }
 }
 
@@ -190,6 +192,18 @@ async fn otlp_http_with_mutual_tls_refuses_clients_without_a_certificate_of_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_bound_to_a_team_that_owns_nothing_stops_startup() {
+    let (_sink, sink_addr) = Sink::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens");
+    std::fs::write(&path, "some-token team=warehouse\n").unwrap();
+    let mut config = test_config(sink_addr, &dir.path().join("data"), "");
+    config.api.auth = Some(AuthConfig { tokens: TokenSource::File(path), key: "api.auth".into() });
+    let err = ordertrail::server::Server::start(config).await.map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("`api.auth`") && err.contains("team `warehouse`") && !err.contains("some-token"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_api_needs_a_token_but_probes_do_not() {
     let (_sink, sink_addr) = Sink::start(None).await;
     let dir = tempfile::tempdir().unwrap();
@@ -215,6 +229,17 @@ async fn the_order_api_needs_a_token_but_probes_do_not() {
         assert!(status == 401 || status == 404, "{guarded} needs a token: {status}");
     }
     assert_eq!(http.get(format!("{base}/v1/flow")).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
+    // Who the console serves: the team a token is bound to, none for a plain token.
+    let me = |token: &'static str| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let answer = http.get(format!("{base}/v1/me")).bearer_auth(token).send().await.unwrap();
+            serde_json::from_str::<serde_json::Value>(&answer.text().await.unwrap()).unwrap()
+        }
+    };
+    assert_eq!(me(TEAM_TOKEN).await, serde_json::json!({"team": "integration-team"}));
+    assert_eq!(me(TOKEN).await, serde_json::json!({"team": null}));
     assert_eq!(http.get(format!("{base}/metrics")).send().await.unwrap().status(), 401, "metrics need a token");
     assert_eq!(http.get(format!("{base}/metrics")).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
 

@@ -166,6 +166,12 @@ async fn search(State(state): State<ApiState>, query: QueryResult<SearchQuery>) 
     respond(request.await)
 }
 
+/// Who the caller is, as far as the API knows: the team its token is bound to, if any.
+async fn me(caller: Option<axum::Extension<crate::auth::Caller>>) -> Response {
+    let team = caller.and_then(|axum::Extension(c)| c.team);
+    json(&serde_json::json!({ "team": team }))
+}
+
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
 }
@@ -206,7 +212,7 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response 
 /// a request without one is answered 401 before it reaches the route.
 async fn require_token(
     State(state): State<ApiState>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let Some(auth) = &state.auth else { return next.run(request).await };
@@ -216,7 +222,12 @@ async fn require_token(
     let open = matches!(path, "/healthz" | "/readyz")
         || super::console::is_console_path(path)
         || (path == "/metrics" && state.config.api.metrics_without_auth);
-    if open || auth.allows(request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
+    if open {
+        return next.run(request).await;
+    }
+    if let Some(caller) = auth.caller(request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
+        // The console asks who it serves (`/v1/me`), to show a team-bound token's queue.
+        request.extensions_mut().insert(caller);
         return next.run(request).await;
     }
     crate::telemetry::Counters::add(&state.pipeline.counters().requests_unauthenticated, 1);
@@ -240,6 +251,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/flow", get(flow))
         .route("/v1/stalled", get(stalled))
         .route("/v1/search", get(search))
+        .route("/v1/me", get(me))
         .route("/openapi.yaml", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

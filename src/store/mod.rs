@@ -126,8 +126,9 @@ pub trait OrderStore: Send {
 /// while is over.
 pub trait NotificationQueue: Send + Sync + std::fmt::Debug {
     /// Up to `max` waiting notifications, oldest first, taken until `hold_until` (ordertrail's clock); those another
-    /// replica took and still holds are left out.
-    fn take(&self, max: usize, now: u64, hold_until: u64) -> Result<Vec<Notification>, StoreError>;
+    /// replica took and still holds, and those in `skip` (waiting for a retry or their team's share), are left
+    /// out, so that they do not hold up the ones behind them.
+    fn take(&self, max: usize, now: u64, hold_until: u64, skip: &[String]) -> Result<Vec<Notification>, StoreError>;
     /// Removes delivered (or given up) notifications.
     fn remove(&self, keys: &[String]) -> Result<(), StoreError>;
     /// Notifications waiting, as last counted.

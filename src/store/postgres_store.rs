@@ -305,6 +305,9 @@ impl PostgresStore {
             })
             .map_err(|e| open_err(e.to_string()))?
             .map_err(open_err)?;
+        // The looks start at `numbered_at_open`; what other replicas numbered up to it and had not committed yet
+        // must be in what this replica loads next (the aliases), so the load waits out the look-back.
+        std::thread::sleep(CHANGES_LOOK_BACK);
         tracing::info!(replica = %id, "joined the replicas sharing the PostgreSQL store");
         let queue = Arc::new(PostgresExportQueue {
             shared: shared.clone(),
@@ -627,6 +630,10 @@ impl OrderStore for PostgresStore {
         let pool = self.shared.pool.clone();
         let me = self.id.to_string();
         let cap = self.max_orders_per_alias;
+        // Notifications the commit queued (a key already queued is not), counted in once it committed; the queue
+        // is counted afresh at each take too, which sees other replicas' as well.
+        let queued_notifications = Arc::new(AtomicU64::new(0));
+        let queued_in = queued_notifications.clone();
         let outcome = self.shared.runtime.run(async move {
             let mut client = pool.get().await.map_err(write_err)?;
             let tx = client.transaction().await.map_err(write_err)?;
@@ -761,9 +768,11 @@ impl OrderStore for PostgresStore {
                     )
                     .await
                     .map_err(write_err)?;
-                tx.execute(&queue, &[&notification_keys, &notification_created, &notification_bodies])
+                let queued = tx
+                    .execute(&queue, &[&notification_keys, &notification_created, &notification_bodies])
                     .await
                     .map_err(write_err)?;
+                queued_in.store(queued, Ordering::Relaxed);
             }
             match tx.commit().await {
                 Ok(()) => Ok(None),
@@ -776,6 +785,7 @@ impl OrderStore for PostgresStore {
         }
         self.queue.bytes.fetch_add(added_bytes, Ordering::Relaxed);
         self.queue.entries.fetch_add(added_entries, Ordering::Relaxed);
+        self.notifications.entries.fetch_add(queued_notifications.load(Ordering::Relaxed), Ordering::Relaxed);
         Ok(())
     }
 
@@ -892,8 +902,10 @@ impl OrderStore for PostgresStore {
                 self.seen.pop_back();
             }
         }
+        // Recorded as seen when the answer came, not when the look began: waiting for a connection must not make the
+        // number look older than it is.
         if self.seen.back().is_none_or(|(_, n)| *n < newest) {
-            self.seen.push_back((now, newest));
+            self.seen.push_back((std::time::Instant::now(), newest));
         }
         self.last_look = Some(now);
         Ok(changes)
@@ -1023,8 +1035,9 @@ impl ExportQueue for PostgresExportQueue {
 impl super::NotificationQueue for PostgresNotificationQueue {
     /// Holds what it returns for this replica until `hold_until`, skipping rows another replica's take has locked
     /// at the same moment; a replica that stops holds nothing once its hold is over.
-    fn take(&self, max: usize, now: u64, hold_until: u64) -> Result<Vec<Notification>, StoreError> {
+    fn take(&self, max: usize, now: u64, hold_until: u64, skip: &[String]) -> Result<Vec<Notification>, StoreError> {
         let pool = self.shared.pool.clone();
+        let skip = skip.to_vec();
         let me = self.replica.to_string();
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
         let (now, hold_until) = (db_time(now), db_time(hold_until));
@@ -1034,7 +1047,7 @@ impl super::NotificationQueue for PostgresNotificationQueue {
                 .prepare_cached(
                     "WITH taken AS (
                          SELECT key FROM ordertrail_notifications
-                         WHERE held_until IS NULL OR held_until < $1 OR held_by = $2
+                         WHERE (held_until IS NULL OR held_until < $1 OR held_by = $2) AND key <> ALL($5)
                          ORDER BY created, key LIMIT $3 FOR UPDATE SKIP LOCKED)
                      UPDATE ordertrail_notifications n SET held_by = $2, held_until = $4
                      FROM taken WHERE n.key = taken.key
@@ -1042,7 +1055,7 @@ impl super::NotificationQueue for PostgresNotificationQueue {
                 )
                 .await
                 .map_err(read_err)?;
-            let rows = client.query(&take, &[&now, &me, &limit, &hold_until]).await.map_err(read_err)?;
+            let rows = client.query(&take, &[&now, &me, &limit, &hold_until, &skip]).await.map_err(read_err)?;
             let count: i64 =
                 client.query_one("SELECT count(*) FROM ordertrail_notifications", &[]).await.map_err(read_err)?.get(0);
             Ok::<_, StoreError>((rows, count))

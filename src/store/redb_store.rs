@@ -572,7 +572,8 @@ impl OrderStore for RedbStore {
 
 impl super::NotificationQueue for RedbNotificationQueue {
     /// One process uses the embedded store, so nothing is held: the notifier keeps track of what it is sending.
-    fn take(&self, max: usize, _now: u64, _hold_until: u64) -> Result<Vec<Notification>, StoreError> {
+    fn take(&self, max: usize, _now: u64, _hold_until: u64, skip: &[String]) -> Result<Vec<Notification>, StoreError> {
+        let skip: std::collections::HashSet<&str> = skip.iter().map(String::as_str).collect();
         let db = shared(&self.db);
         let tx = db.begin_read().map_err(read_err)?;
         let table = tx.open_table(NOTIFICATIONS).map_err(read_err)?;
@@ -580,7 +581,9 @@ impl super::NotificationQueue for RedbNotificationQueue {
         // The queue is bounded by `notifications.queue_size`, so reading it whole to put the oldest first is too.
         for entry in table.iter().map_err(read_err)? {
             let (key, value) = entry.map_err(read_err)?;
-            waiting.push(super::decode_notification(key.value(), value.value())?);
+            if !skip.contains(key.value()) {
+                waiting.push(super::decode_notification(key.value(), value.value())?);
+            }
         }
         waiting.sort_by(|a, b| (a.created_unix_nanos, &a.key).cmp(&(b.created_unix_nanos, &b.key)));
         waiting.truncate(max);
@@ -642,11 +645,12 @@ mod tests {
         let store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
         let queue = store.notification_queue();
         assert_eq!(queue.queued(), 2, "counted again at startup");
-        let waiting = queue.take(10, 0, 0).unwrap();
+        let waiting = queue.take(10, 0, 0, &[]).unwrap();
         assert_eq!(waiting, vec![notification("a", 1), notification("b", 2)], "oldest first; the repeat not queued");
         queue.remove(&["a".to_string()]).unwrap();
         assert_eq!(queue.queued(), 1);
-        assert_eq!(queue.take(10, 0, 0).unwrap(), vec![notification("b", 2)]);
+        assert_eq!(queue.take(10, 0, 0, &[]).unwrap(), vec![notification("b", 2)]);
+        assert!(queue.take(10, 0, 0, &["b".to_string()]).unwrap().is_empty(), "one waiting for a retry is skipped");
     }
 
     #[test]

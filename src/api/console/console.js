@@ -12,6 +12,7 @@ const TEAM_KEY = "ordertrail.team";
 const state = {
   classes: [], teams: [], lastAnswer: "", answers: [], paused: false, timer: null, inFlight: false, generation: 0,
   tokenAsked: null,
+  boundTeam: undefined,
 };
 
 // ---- Talking to the API -------------------------------------------------------------------------------------
@@ -23,18 +24,18 @@ class ApiError extends Error {
   }
 }
 
-async function api(path) {
+async function api(path, generation = state.generation) {
   const headers = { Accept: "application/json" };
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = `Bearer ${token}`;
   const response = await fetch(path, { headers, cache: "no-store" });
   if (response.status === 401) {
     await askForToken();
-    return api(path);
+    return api(path, generation);
   }
   const text = await response.text();
   // What the view was drawn from: a refresh redraws only when an answer changed.
-  state.answers.push(`${path}\n${text}`);
+  if (generation === state.generation) state.answers.push(`${path}\n${text}`);
   let body = {};
   try {
     body = JSON.parse(text);
@@ -56,6 +57,8 @@ function askForToken() {
       () => {
         const token = input.value.trim();
         if (token) sessionStorage.setItem(TOKEN_KEY, token);
+        // Another token may belong to another team.
+        state.boundTeam = undefined;
         input.value = "";
         state.tokenAsked = null;
         resolve();
@@ -200,13 +203,18 @@ async function stalledView() {
 
 async function teamView(team) {
   if (!state.teams.length) remember(await api("/v1/flow"));
+  // A token bound to a team shows that team's queue, and the choice is not offered.
+  if (state.boundTeam === undefined) state.boundTeam = (await api("/v1/me")).team || null;
+  if (state.boundTeam) team = state.boundTeam;
   // `#/team` shows the team chosen last in this browser; `#/team/` (choosing none) forgets it.
   if (team === undefined) team = localStorage.getItem(TEAM_KEY) || "";
   if (!team) localStorage.removeItem(TEAM_KEY);
   const options = ['<option value="">Choose a team…</option>']
     .concat(state.teams.map((t) => `<option${t === team ? " selected" : ""}>${esc(t)}</option>`))
     .join("");
-  const picker = `<div class="team-picker"><label for="team-select">Team</label><select id="team-select">${options}</select></div>`;
+  const picker = state.boundTeam
+    ? `<p class="team-picker">The queue of <b>${esc(state.boundTeam)}</b>, the team your token belongs to.</p>`
+    : `<div class="team-picker"><label for="team-select">Team</label><select id="team-select">${options}</select></div>`;
   if (!team) return `<h2>My team's queue</h2>${picker}<p class="lede">Choose the team whose queue to show.</p>`;
   localStorage.setItem(TEAM_KEY, team);
   const q = encodeURIComponent(team);
@@ -406,7 +414,8 @@ async function show(refreshing) {
   status.textContent = `Updated ${new Date().toLocaleTimeString()}`;
   // Compared by the API's answers, not the HTML: the timeline's "now" moves at every refresh, and redrawing the
   // view for that alone would take the reader's keyboard focus and place away.
-  const answer = state.answers.join("\n\n") || html;
+  // Sorted: parallel requests answer in any order.
+  const answer = [...state.answers].sort().join("\n\n") || html;
   if (html === "" || (refreshing && answer === state.lastAnswer)) return;
   state.lastAnswer = answer;
   main.innerHTML = html;

@@ -40,7 +40,7 @@ pub use exporter::{
 };
 pub use notifications::{
     fill_template, NotificationEvent, NotificationsConfig, NotifierConfig, NotifierEndpoint, NotifierFormat,
-    RawNotifications, RawNotifier, RawRateLimit, TEMPLATE_FIELDS,
+    RawNotificationRetry, RawNotifications, RawNotifier, RawRateLimit, TEMPLATE_FIELDS,
 };
 pub use order_traces::{OrderTraceConfig, RawOrderTraces};
 pub use overrides::Overrides;

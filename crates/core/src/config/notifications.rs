@@ -42,7 +42,7 @@ impl NotificationEvent {
 pub struct RawNotifications {
     pub notifiers: Vec<RawNotifier>,
     /// Backoff between attempts of one notification; `max_elapsed_time: 0s` retries until the receiver takes it.
-    pub retry_on_failure: RawRetry,
+    pub retry_on_failure: RawNotificationRetry,
     /// Notifications sent to one team at most per `rate_limit.interval`, over all its notifiers; the rest wait.
     pub rate_limit: RawRateLimit,
     /// Notifications waiting in the store at most; beyond it new ones are dropped and counted, so that a receiver
@@ -54,10 +54,54 @@ impl Default for RawNotifications {
     fn default() -> RawNotifications {
         RawNotifications {
             notifiers: Vec::new(),
-            retry_on_failure: RawRetry { max_elapsed_time: Duration::from_secs(3600), ..RawRetry::default() },
+            retry_on_failure: RawNotificationRetry::default(),
             rate_limit: RawRateLimit::default(),
             queue_size: 10_000,
         }
+    }
+}
+
+/// `retry_on_failure` of notifications: the exporter's fields, with a notification given up on after an hour
+/// unless stated otherwise (a section that states only some fields keeps this for the rest).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawNotificationRetry {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub initial_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_elapsed_time: Duration,
+    pub multiplier: f64,
+    pub randomization_factor: f64,
+}
+
+impl Default for RawNotificationRetry {
+    fn default() -> RawNotificationRetry {
+        let exporter = RawRetry::default();
+        RawNotificationRetry {
+            enabled: exporter.enabled,
+            initial_interval: exporter.initial_interval,
+            max_interval: exporter.max_interval,
+            max_elapsed_time: Duration::from_secs(3600),
+            multiplier: exporter.multiplier,
+            randomization_factor: exporter.randomization_factor,
+        }
+    }
+}
+
+impl RawNotificationRetry {
+    fn check(&self, check: &Checker<'_>, key: &str) -> Result<RetryConfig, ConfigError> {
+        RawRetry {
+            enabled: self.enabled,
+            initial_interval: self.initial_interval,
+            max_interval: self.max_interval,
+            max_elapsed_time: self.max_elapsed_time,
+            multiplier: self.multiplier,
+            randomization_factor: self.randomization_factor,
+        }
+        .check(check, key)
     }
 }
 
@@ -292,6 +336,14 @@ pub fn fill_template(template: &str, value: &dyn Fn(&str) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_section_that_states_some_fields_keeps_the_hour_for_the_rest() {
+        let raw: RawNotifications =
+            yaml_serde::from_str("retry_on_failure:\n  initial_interval: 1s\n").expect("parses");
+        assert_eq!(raw.retry_on_failure.max_elapsed_time, Duration::from_secs(3600));
+        assert_eq!(raw.retry_on_failure.initial_interval, Duration::from_secs(1));
+    }
 
     #[test]
     fn templates_name_known_fields_and_are_json_once_filled() {
