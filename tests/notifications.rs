@@ -226,3 +226,42 @@ async fn notifications_queued_while_the_receiver_is_down_are_delivered_after_a_r
     assert!(keys.values().all(|n| *n == 1), "each once: {keys:?}");
     server.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owning_team_is_told_an_order_is_at_risk_before_it_breaches() {
+    use opentelemetry::trace::SpanKind;
+    use opentelemetry::{Context, KeyValue};
+    let (_sink, sink_addr) = Sink::start(None).await;
+    let (received, receiver) = start_receiver(Vec::new(), Answer::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(sink_addr, dir.path(), &notifications_yaml(receiver));
+    // Capture to release within 8 s, judged a second late: at risk at 6 s (75 %, told at 7 s), breached at 8 s
+    // (told at 9 s).
+    config.sla.detection_delay = Duration::from_secs(1);
+    let release = config.sla.targets.iter_mut().find(|t| t.name == "order_release").unwrap();
+    release.within = Duration::from_secs(8);
+    release.overrides.clear();
+    let server = start_server(config).await;
+    let erp = sdk_provider("erp", server.grpc_addr.unwrap());
+    record(&erp, &Context::new(), "order.create", SpanKind::Internal, vec![KeyValue::new("order.id", "SO-RISK")]);
+    flush(&erp).await;
+    let told = eventually("the at-risk and the breach notifications", Duration::from_secs(30), || {
+        let told: Vec<(String, Answer)> =
+            received.lock().unwrap().requests.iter().map(|r| (r.0.clone(), r.2)).collect();
+        async move {
+            let breached = told.iter().any(|(k, _)| k.starts_with("all-teams/SO-RISK/sla_breached/order_release"));
+            breached.then_some(told)
+        }
+    })
+    .await;
+    let keys: Vec<&str> =
+        told.iter().map(|(k, _)| k.as_str()).filter(|k| k.starts_with("all-teams/SO-RISK/")).collect();
+    assert_eq!(
+        keys,
+        ["all-teams/SO-RISK/order_at_risk/order_release", "all-teams/SO-RISK/sla_breached/order_release"],
+        "at risk first, once, then the breach"
+    );
+    let body = received.lock().unwrap().requests.iter().find(|r| r.0.contains("order_at_risk")).unwrap().1.clone();
+    assert_eq!((body["team"].as_str(), body["event"].as_str()), (Some("warehouse-operations"), Some("order_at_risk")));
+    server.shutdown(Duration::from_secs(5)).await;
+}

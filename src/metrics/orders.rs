@@ -62,6 +62,7 @@ pub struct OrderMetrics {
     sla_lateness: Histogram,
     sla_breaches: Counter,
     sla_withdrawn: Counter,
+    sla_at_risk: Counter,
     exceptions: Counter,
     orders_closed: Counter,
     fill_ratio: Histogram,
@@ -431,6 +432,11 @@ impl OrderMetrics {
                 "Breaches taken back because a span that arrived after them showed the milestone was reached in time.",
                 &with(&["target"]),
             ),
+            sla_at_risk: r.counter(
+                "ordertrail_sla_at_risk",
+                "Running clocks that used sla.at_risk_share of their time without their milestone (once per clock).",
+                &with(&["target"]),
+            ),
             exceptions: r.counter(
                 "ordertrail_exceptions",
                 "Exceptions recorded on orders, counting repeats.",
@@ -553,6 +559,11 @@ impl OrderMetrics {
                     let dims = self.dimensions.values(dimensions);
                     let t = &self.config.sla.targets[*target];
                     self.sla_withdrawn.add(&labels(&[&t.name], &dims), 1);
+                }
+                Event::SlaAtRisk { target, dimensions, .. } => {
+                    let dims = self.dimensions.values(dimensions);
+                    let t = &self.config.sla.targets[*target];
+                    self.sla_at_risk.add(&labels(&[&t.name], &dims), 1);
                 }
                 Event::ExceptionRecorded { class, owner, milestone, dimensions, .. } => {
                     let dims = self.dimensions.values(dimensions);

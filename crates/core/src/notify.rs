@@ -56,6 +56,10 @@ impl Facts {
                 "Order {}: the breach of SLA {} is withdrawn; {milestone} was reached in time.",
                 self.order, self.target
             ),
+            NotificationEvent::OrderAtRisk => format!(
+                "Order {}: {milestone} is at risk of missing {} (SLA {}). Next action: {}.",
+                self.order, self.deadline, self.target, self.team
+            ),
         }
     }
 }
@@ -87,6 +91,20 @@ fn facts(config: &Config, event: &Event) -> Option<Facts> {
             let (name, to, _) = sla_facts(*target)?;
             Some(Facts {
                 event: NotificationEvent::SlaBreached,
+                order: order.clone(),
+                team: owner.clone(),
+                class: String::new(),
+                milestone: to,
+                reason: String::new(),
+                target: name.clone(),
+                deadline: rfc3339(*deadline_unix_nanos),
+                detail: name,
+            })
+        }
+        Event::SlaAtRisk { order, target, deadline_unix_nanos, owner, .. } => {
+            let (name, to, _) = sla_facts(*target)?;
+            Some(Facts {
+                event: NotificationEvent::OrderAtRisk,
                 order: order.clone(),
                 team: owner.clone(),
                 class: String::new(),
@@ -242,6 +260,18 @@ mod tests {
             let body: serde_json::Value = serde_json::from_str(&n.body).unwrap_or_else(|e| panic!("{}: {e}", n.body));
             assert!(body.is_object(), "{}", n.body);
         }
+        let risk = Event::SlaAtRisk {
+            order: "SO-1".into(),
+            target,
+            deadline_unix_nanos: 1_800_000_000_000_000_000,
+            owner: "finance-billing".into(),
+            dimensions: BTreeMap::new(),
+        };
+        let told = notifications(&config, &[risk], 7);
+        let told: Vec<(&str, &str)> = told.iter().map(|n| (n.key.as_str(), n.team.as_str())).collect();
+        let everything = format!("everything/SO-1/order_at_risk/{target_name}");
+        let custom = format!("custom/SO-1/order_at_risk/{target_name}");
+        assert_eq!(told, [(everything.as_str(), "finance-billing"), (custom.as_str(), "finance-billing")]);
         let teams: serde_json::Value = serde_json::from_str(&out[3].body).unwrap();
         assert_eq!(teams["@type"], "MessageCard");
         assert!(teams["text"].as_str().unwrap().contains("invoicing not reached by 2027-01-15"), "{teams}");

@@ -21,17 +21,24 @@ pub enum NotificationEvent {
     SlaBreached,
     /// A breach was taken back: a late-arriving span showed the milestone was reached in time.
     BreachWithdrawn,
+    /// A running clock used `sla.at_risk_share` of its time without its milestone: told before the breach.
+    OrderAtRisk,
 }
 
 impl NotificationEvent {
-    pub const ALL: [NotificationEvent; 3] =
-        [NotificationEvent::ExceptionOpened, NotificationEvent::SlaBreached, NotificationEvent::BreachWithdrawn];
+    pub const ALL: [NotificationEvent; 4] = [
+        NotificationEvent::ExceptionOpened,
+        NotificationEvent::SlaBreached,
+        NotificationEvent::BreachWithdrawn,
+        NotificationEvent::OrderAtRisk,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             NotificationEvent::ExceptionOpened => "exception_opened",
             NotificationEvent::SlaBreached => "sla_breached",
             NotificationEvent::BreachWithdrawn => "breach_withdrawn",
+            NotificationEvent::OrderAtRisk => "order_at_risk",
         }
     }
 }

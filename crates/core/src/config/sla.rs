@@ -24,6 +24,9 @@ pub struct RawSla {
     /// whose span is still in flight is not reported overdue.
     #[serde(with = "humantime_serde")]
     pub detection_delay: Duration,
+    /// A running clock that has used this share of the time from its start to its deadline puts its order at
+    /// risk: shown in the console, and told once to the owning team (`order_at_risk`).
+    pub at_risk_share: f64,
 }
 
 impl Default for RawSla {
@@ -33,6 +36,7 @@ impl Default for RawSla {
             targets: Vec::new(),
             exception_class: "execution".into(),
             detection_delay: Duration::from_secs(10),
+            at_risk_share: 0.75,
         }
     }
 }
@@ -106,6 +110,19 @@ pub struct RawSlaOverride {
 pub struct SlaConfig {
     pub targets: Vec<SlaTarget>,
     pub detection_delay: Duration,
+    pub at_risk_share: f64,
+}
+
+impl SlaConfig {
+    /// When a clock from `started` to `deadline` puts its order at risk.
+    pub fn risk_point(&self, started: u64, deadline: u64) -> u64 {
+        let span = deadline.saturating_sub(started);
+        // The share is checked to be within (0, 1), so the product is within 0..=span; Rust's float-to-integer
+        // conversion saturates, and a clock of centuries loses nanoseconds, which does not matter.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let used = (span as f64 * self.at_risk_share) as u64;
+        started.saturating_add(used.min(span))
+    }
 }
 
 /// A compiled SLA target: `to` within `within` of `from`.
@@ -233,6 +250,9 @@ impl RawSla {
                 overrides,
             });
         }
-        Ok(SlaConfig { targets, detection_delay: self.detection_delay })
+        if !(self.at_risk_share > 0.0 && self.at_risk_share < 1.0) {
+            return Err(check.err("sla.at_risk_share", "must be between 0 and 1 (a share of the clock's time)"));
+        }
+        Ok(SlaConfig { targets, detection_delay: self.detection_delay, at_risk_share: self.at_risk_share })
     }
 }

@@ -47,6 +47,17 @@ pub enum Event {
         owner: String,
         dimensions: BTreeMap<String, String>,
     },
+    /// A running clock used `sla.at_risk_share` of its time without its milestone; reported once per order and
+    /// target, before the deadline.
+    SlaAtRisk {
+        order: String,
+        /// Index into `config.sla.targets`.
+        target: usize,
+        deadline_unix_nanos: u64,
+        /// Who owns the awaited milestone.
+        owner: String,
+        dimensions: BTreeMap<String, String>,
+    },
     /// An SLA target's milestone arrived, in time or late.
     SlaSettled {
         order: String,

@@ -85,7 +85,8 @@ impl Engine {
         for state in &order.slas {
             if state.is_running() && state.deadline_unix_nanos != u64::MAX {
                 if let Some(target) = self.config.sla.targets.iter().position(|t| t.name == state.target) {
-                    self.schedule(&order.key, target, state.deadline_unix_nanos, known_since);
+                    let due = self.next_check(state);
+                    self.schedule(&order.key, target, due, known_since);
                 }
             }
         }
@@ -101,12 +102,55 @@ impl Engine {
         self.unindex_settling(order);
     }
 
-    /// Schedules the breach check of a clock: at its deadline plus the detection delay, but never sooner than the
-    /// detection delay after the clock became known, so that a milestone whose span arrives a moment after the
-    /// one that started the clock (or a backfill of old spans) is not judged before it could arrive.
-    fn schedule(&mut self, key: &str, target: usize, deadline: u64, known_since: u64) {
+    /// Schedules the next check of a clock (`due`: its risk point, then its deadline) plus the detection delay,
+    /// but never sooner than the detection delay after the clock became known, so that a milestone whose span
+    /// arrives a moment after the one that started the clock (or a backfill of old spans) is not judged before it
+    /// could arrive.
+    fn schedule(&mut self, key: &str, target: usize, due: u64, known_since: u64) {
         let delay = nanos(self.config.sla.detection_delay);
-        self.clocks.insert(key, target, deadline.max(known_since).saturating_add(delay));
+        self.clocks.insert(key, target, due.max(known_since).saturating_add(delay));
+    }
+
+    /// What a running clock is checked for next: its risk point until it was found at risk, then its deadline.
+    pub(crate) fn next_check(&self, state: &SlaState) -> u64 {
+        let risk = self.config.sla.risk_point(state.started_at_unix_nanos, state.deadline_unix_nanos);
+        if state.at_risk_at_unix_nanos.is_none() && risk < state.deadline_unix_nanos {
+            risk
+        } else {
+            state.deadline_unix_nanos
+        }
+    }
+
+    /// A clock popped before its deadline's check: its risk point passed. Finds the order at risk, once, and
+    /// schedules the deadline's check.
+    fn check_risk(&mut self, key: &str, target: usize, now: u64, out: &mut Output) {
+        let config = self.config.clone();
+        let t = &config.sla.targets[target];
+        let awaited = &config.taxonomy.milestones[t.to];
+        let delay = nanos(config.sla.detection_delay);
+        let Some(order) = self.orders.get_mut(key) else { return };
+        let reached = order.reached_at(&awaited.name).is_some();
+        let dimensions = order.dimensions.clone();
+        let Some(state) = order.slas.iter_mut().find(|s| s.target == t.name) else { return };
+        let running = state.reached_at_unix_nanos.is_none()
+            && state.breached_at_unix_nanos.is_none()
+            && state.stopped_at_unix_nanos.is_none();
+        if !running {
+            return;
+        }
+        let deadline = state.deadline_unix_nanos;
+        if state.at_risk_at_unix_nanos.is_none() && !reached && now < deadline {
+            state.at_risk_at_unix_nanos = Some(now);
+            self.persistence.order_changed(key);
+            out.events.push(Event::SlaAtRisk {
+                order: key.to_string(),
+                target,
+                deadline_unix_nanos: deadline,
+                owner: awaited.owner.clone(),
+                dimensions,
+            });
+        }
+        self.clocks.insert(key, target, deadline.saturating_add(delay).max(now));
     }
 
     /// Stops the running clocks of an order that closed or reached a terminal milestone.
@@ -148,7 +192,18 @@ impl Engine {
                 self.clocks.insert(&key, target, now.saturating_add(1));
                 continue;
             }
-            self.breach(&key, target, now, out);
+            // Popped before its deadline's check: this was the check of its risk point.
+            let delay = nanos(self.config.sla.detection_delay);
+            let before_deadline = self
+                .orders
+                .get(&key)
+                .and_then(|o| o.sla(&self.config.sla.targets[target].name))
+                .is_some_and(|s| now < s.deadline_unix_nanos.saturating_add(delay));
+            if before_deadline {
+                self.check_risk(&key, target, now, out);
+            } else {
+                self.breach(&key, target, now, out);
+            }
         }
     }
 
@@ -183,6 +238,7 @@ impl Engine {
                     // still kept, and settled by its end's time, so that the record does not depend on which came first.
                     stopped_at_unix_nanos: order.closed_at_unix_nanos,
                     withdrawn_at_unix_nanos: None,
+                    at_risk_at_unix_nanos: None,
                 },
             );
             let to_at = order.reached_at(&config.taxonomy.milestones[target.to].name);
@@ -192,7 +248,8 @@ impl Engine {
             if let Some(to_at) = to_at {
                 self.settle(key, i, to_at, now, out);
             } else if deadline != u64::MAX && !closed {
-                self.schedule(key, i, deadline, now);
+                let due = self.config.sla.risk_point(start, deadline);
+                self.schedule(key, i, due, now);
             }
         }
     }
@@ -241,7 +298,9 @@ impl Engine {
             if let Some(at) = reached {
                 self.settle(key, i, at, now, out);
             } else if running && deadline != u64::MAX {
-                self.schedule(key, i, deadline, now);
+                let due =
+                    self.orders.get(key).and_then(|o| o.sla(&target.name)).map_or(deadline, |s| self.next_check(s));
+                self.schedule(key, i, due, now);
             }
         }
     }

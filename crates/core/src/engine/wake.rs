@@ -6,7 +6,8 @@
 //! [`Engine::wake_orders`], which reads them back; the in-memory indexes then take over. Memory therefore holds
 //! clocks and settling milestones of the hot set only, however many orders are open.
 //!
-//! A wake is computed from the record as the earliest of the breach checks of its running clocks, the settling of
+//! A wake is computed from the record as the earliest of the checks of its running clocks (risk point, then
+//! deadline), the settling of
 //! its reached milestones and its idle close, each at the time the in-memory indexes give it when the order is
 //! read back (`read_back_time`), so that a woken order has something due. An order woken before it needed anything had a stale wake in
 //! the store (written by an earlier version, or under another configuration); every woken order is written
@@ -39,7 +40,7 @@ impl Engine {
             .slas
             .iter()
             .filter(|s| s.is_running() && s.deadline_unix_nanos != u64::MAX && configured(&s.target))
-            .map(|s| s.deadline_unix_nanos.max(read_back).saturating_add(delay));
+            .map(|s| self.next_check(s).max(read_back).saturating_add(delay));
         let settling = order
             .milestones
             .iter()

@@ -201,6 +201,10 @@ pub struct SlaState {
     /// it into the order trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub withdrawn_at_unix_nanos: Option<u64>,
+    /// When ordertrail found the clock at risk (`sla.at_risk_share` of its time used, its milestone not reached);
+    /// set at most once, which is what makes the team told once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_risk_at_unix_nanos: Option<u64>,
 }
 
 impl SlaState {

@@ -12,10 +12,6 @@ use crate::time::{millis, rfc3339};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A running clock that has used this share of the time between its start and its deadline puts its order at
-/// risk. A fixed share, stated in the console's legend, until risk is learned from the durations seen.
-pub const AT_RISK_SHARE: f64 = 0.75;
-
 /// The stage of orders before their first main-path milestone, as the order list's `stage` filter names it.
 pub const NO_STAGE: &str = "none";
 
@@ -28,7 +24,7 @@ pub struct FlowView {
     pub teams: Vec<String>,
     /// The exception classes in the taxonomy's order, with the team that owns each.
     pub exception_classes: Vec<ClassView>,
-    /// The share of a clock's time after which its order counts as at risk.
+    /// The share of a clock's time after which its order counts as at risk (`sla.at_risk_share`).
     pub at_risk_share: f64,
 }
 
@@ -39,7 +35,7 @@ pub struct StageView {
     /// Who owns the milestone; empty for `none`.
     pub owner: String,
     pub open: u64,
-    /// Open orders with a running clock past `at_risk_share` of its time, not yet breached.
+    /// Open orders with a running clock past `sla.at_risk_share` of its time, not yet breached.
     pub at_risk: u64,
     /// Open orders with a clock whose deadline passed without its milestone.
     pub breached: u64,
@@ -55,19 +51,18 @@ pub struct ClassView {
     pub owner: String,
 }
 
-/// Whether a running clock of `order` has used `AT_RISK_SHARE` of its time, without having breached.
-pub fn at_risk(order: &OrderRecord, now: u64) -> bool {
+/// Whether a running clock of `order` has used `sla.at_risk_share` of its time without its deadline passing; the
+/// engine marks the same moment once (`SlaState::at_risk_at_unix_nanos`) to tell the owning team.
+pub fn at_risk(config: &Config, order: &OrderRecord, now: u64) -> bool {
     order.slas.iter().any(|s| {
         let running = s.reached_at_unix_nanos.is_none()
             && s.stopped_at_unix_nanos.is_none()
             && s.breached_at_unix_nanos.is_none()
             && s.deadline_unix_nanos != u64::MAX;
-        let span = s.deadline_unix_nanos.saturating_sub(s.started_at_unix_nanos);
-        if !running || span == 0 || now >= s.deadline_unix_nanos {
-            return false;
-        }
-        let used = now.saturating_sub(s.started_at_unix_nanos) as f64 / span as f64;
-        used >= AT_RISK_SHARE
+        running
+            && now < s.deadline_unix_nanos
+            && (s.at_risk_at_unix_nanos.is_some()
+                || now >= config.sla.risk_point(s.started_at_unix_nanos, s.deadline_unix_nanos))
     })
 }
 
@@ -96,7 +91,7 @@ pub fn flow<'a>(config: &Config, orders: impl Iterator<Item = &'a OrderRecord>, 
         view.open += 1;
         if order.sla_status(now) == OrderSlaStatus::Breached {
             view.breached += 1;
-        } else if at_risk(order, now) {
+        } else if at_risk(config, order, now) {
             view.at_risk += 1;
         }
         if next_action(config, order, now).is_some_and(|n| n.blocked_by.is_some()) {
@@ -123,7 +118,7 @@ pub fn flow<'a>(config: &Config, orders: impl Iterator<Item = &'a OrderRecord>, 
             .iter()
             .map(|c| ClassView { class: c.name.clone(), owner: c.owner.clone() })
             .collect(),
-        at_risk_share: AT_RISK_SHARE,
+        at_risk_share: config.sla.at_risk_share,
     }
 }
 

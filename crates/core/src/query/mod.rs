@@ -13,7 +13,7 @@ mod order_view;
 
 pub use console::{
     at_risk, flow, search, stalled, ClassView, FlowView, SearchMatch, SearchResult, StageView, StalledOrder,
-    StalledOrders, AT_RISK_SHARE, NO_STAGE,
+    StalledOrders, NO_STAGE,
 };
 pub use exceptions::{list_exceptions, ExceptionFilter, ExceptionGroup, ExceptionSummary};
 pub use order_list::{list_orders, OrderFilter, OrderPage, OrderSummary};

@@ -77,6 +77,7 @@ fn clock(target: &str, from: &str, to: &str, start: u64, allowed: u64) -> SlaSta
         breach_span_emitted: false,
         stopped_at_unix_nanos: None,
         withdrawn_at_unix_nanos: None,
+        at_risk_at_unix_nanos: None,
     }
 }
 

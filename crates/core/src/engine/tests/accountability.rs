@@ -44,6 +44,56 @@ fn a_missed_deadline_is_breached_once_at_the_deadline_and_owned_by_the_awaited_m
     assert_eq!(engine.stats().sla_breaches, 1);
 }
 
+fn at_risk(events: &[events::Event]) -> Vec<(String, usize)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            events::Event::SlaAtRisk { order, target, .. } => Some((order.clone(), *target)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_clock_past_its_share_of_time_puts_the_order_at_risk_once_before_the_breach() {
+    let mut engine = engine();
+    process(&mut engine, vec![capture(1, "SO-1", "standard", T0)], T0);
+    settle(&mut engine, T0);
+    let state = engine.order("SO-1").unwrap().sla("order_release").unwrap().clone();
+    let (start, deadline) = (state.started_at_unix_nanos, state.deadline_unix_nanos);
+    // 4 hours allowed, at risk after three quarters of them (the default `sla.at_risk_share`), judged after the
+    // detection delay like a breach.
+    let risk = start + 3 * HOUR;
+    let (spans, events) = tick(&mut engine, risk + delay() - 1);
+    assert!(spans.is_empty() && at_risk(&events).is_empty(), "not yet");
+    let (spans, events) = tick(&mut engine, risk + delay());
+    assert_eq!(at_risk(&events), [("SO-1".to_string(), 0)]);
+    assert!(spans.is_empty(), "at risk is told to the team, not yet written into the order trace");
+    let owner = events.iter().find_map(|e| match e {
+        events::Event::SlaAtRisk { owner, deadline_unix_nanos, .. } => Some((owner.clone(), *deadline_unix_nanos)),
+        _ => None,
+    });
+    assert_eq!(owner, Some(("warehouse-operations".to_string(), deadline)));
+    let record = engine.order("SO-1").unwrap().sla("order_release").unwrap().clone();
+    assert_eq!(record.at_risk_at_unix_nanos, Some(risk + delay()), "kept in the record, so once across restarts");
+    assert!(engine.take_changes().orders.iter().any(|w| w.record.key == "SO-1"), "written");
+    let (_, events) = tick(&mut engine, risk + HOUR / 2);
+    assert!(at_risk(&events).is_empty(), "once");
+    let (_, events) = tick(&mut engine, deadline + delay());
+    assert_eq!((breaches(&events), at_risk(&events).len()), (1, 0), "then the breach, as before");
+
+    // A clock whose milestone arrives in time is never at risk.
+    let mut engine = super::engine();
+    process(&mut engine, vec![capture(1, "SO-2", "standard", T0)], T0);
+    settle(&mut engine, T0);
+    let release_at = T0 + 2 * HOUR;
+    process(&mut engine, vec![milestone("wms", "wave.release", "SO-2", release_at - END)], release_at);
+    let (_, events) = tick(&mut engine, release_at + delay());
+    assert!(at_risk(&events).is_empty());
+    let (_, events) = tick(&mut engine, T0 + 10 * HOUR);
+    assert!(at_risk(&events).is_empty() && breaches(&events) == 0);
+}
+
 #[test]
 fn a_late_milestone_resolves_the_breach_and_records_its_lateness() {
     let mut engine = engine();
