@@ -65,10 +65,21 @@ impl Facts {
 }
 
 fn facts(config: &Config, event: &Event) -> Option<Facts> {
-    let sla_facts = |target: usize| {
+    // What an event of an SLA clock says: its target, the awaited milestone, its deadline and whose it is.
+    let clock = |event, order: &String, target: usize, deadline: Option<u64>, owner: Option<&String>| {
         let target = config.sla.targets.get(target)?;
         let to = config.taxonomy.milestones.get(target.to)?;
-        Some((target.name.clone(), to.name.clone(), to.owner.clone()))
+        Some(Facts {
+            event,
+            order: order.clone(),
+            team: owner.unwrap_or(&to.owner).clone(),
+            class: String::new(),
+            milestone: to.name.clone(),
+            reason: String::new(),
+            target: target.name.clone(),
+            deadline: deadline.map(rfc3339).unwrap_or_default(),
+            detail: target.name.clone(),
+        })
     };
     match event {
         // A breach is also recorded as an exception (its `sla:` pattern); it is told as a breach, once.
@@ -88,46 +99,14 @@ fn facts(config: &Config, event: &Event) -> Option<Facts> {
             })
         }
         Event::SlaBreached { order, target, deadline_unix_nanos, owner, .. } => {
-            let (name, to, _) = sla_facts(*target)?;
-            Some(Facts {
-                event: NotificationEvent::SlaBreached,
-                order: order.clone(),
-                team: owner.clone(),
-                class: String::new(),
-                milestone: to,
-                reason: String::new(),
-                target: name.clone(),
-                deadline: rfc3339(*deadline_unix_nanos),
-                detail: name,
-            })
+            clock(NotificationEvent::SlaBreached, order, *target, Some(*deadline_unix_nanos), Some(owner))
         }
         Event::SlaAtRisk { order, target, deadline_unix_nanos, owner, .. } => {
-            let (name, to, _) = sla_facts(*target)?;
-            Some(Facts {
-                event: NotificationEvent::OrderAtRisk,
-                order: order.clone(),
-                team: owner.clone(),
-                class: String::new(),
-                milestone: to,
-                reason: String::new(),
-                target: name.clone(),
-                deadline: rfc3339(*deadline_unix_nanos),
-                detail: name,
-            })
+            clock(NotificationEvent::OrderAtRisk, order, *target, Some(*deadline_unix_nanos), Some(owner))
         }
+        // A withdrawal names no owner: the awaited milestone's, who was told of the breach.
         Event::SlaWithdrawn { order, target, .. } => {
-            let (name, to, owner) = sla_facts(*target)?;
-            Some(Facts {
-                event: NotificationEvent::BreachWithdrawn,
-                order: order.clone(),
-                team: owner,
-                class: String::new(),
-                milestone: to,
-                reason: String::new(),
-                target: name.clone(),
-                deadline: String::new(),
-                detail: name,
-            })
+            clock(NotificationEvent::BreachWithdrawn, order, *target, None, None)
         }
         _ => None,
     }
