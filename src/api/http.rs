@@ -142,8 +142,24 @@ struct StalledQuery {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct OcelQuery {
+    since: Option<String>,
+    until: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SearchQuery {
     q: Option<String>,
+}
+
+async fn ocel(State(state): State<ApiState>, query: QueryResult<OcelQuery>) -> Response {
+    let request = async {
+        let q = parsed(query)?;
+        let (since, until) = (time("since", q.since.as_ref())?, time("until", q.until.as_ref())?);
+        state.ocel(since, until).await
+    };
+    respond(request.await)
 }
 
 async fn flow(State(state): State<ApiState>) -> Response {
@@ -252,6 +268,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/stalled", get(stalled))
         .route("/v1/search", get(search))
         .route("/v1/me", get(me))
+        .route("/v1/ocel", get(ocel))
         .route("/openapi.yaml", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -113,6 +113,18 @@ impl ApiState {
         self.engine(move |engine| query::list_exceptions(engine.orders(), &filter, groups, EXCEPTION_SAMPLE_SIZE)).await
     }
 
+    /// The object-centric event log (OCEL 2.0) of the orders in memory whose first span is within the range.
+    pub async fn ocel(
+        &self,
+        since: Option<u64>,
+        until: Option<u64>,
+    ) -> Result<ordertrail_core::ocel::OcelLog, ApiError> {
+        self.engine(move |engine| {
+            ordertrail_core::ocel::ocel(engine.config(), engine.orders(), &engine.alias_records(), since, until)
+        })
+        .await
+    }
+
     /// The flow of open orders over the stages, for the console's first page.
     pub async fn flow(&self) -> Result<FlowView, ApiError> {
         let now = unix_nanos_now();

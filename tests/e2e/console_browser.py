@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import (EXIT_OK, HarnessError, REPO_ROOT, free_ports, http_get, kill_group, log,  # noqa: E402
+from harness import (EXIT_OK, HarnessError, REPO_ROOT, OrdertrailRun, http_get, kill_group, log,  # noqa: E402
                      ordertrail_bin, outcome, set_log_prefix, stop_on_signals, tail)
 
 from selenium import webdriver  # noqa: E402
@@ -96,44 +96,6 @@ class Demo:
         if self.proc is not None:
             kill_group(self.proc, grace=20)
             log(f"the demo exited with code {self.proc.returncode}")
-
-
-class Run:
-    """`ordertrail run` on free loopback ports with the embedded default."""
-
-    def __init__(self, bin_path: str, workdir: Path):
-        self.bin = bin_path
-        self.workdir = workdir
-        self.proc: Optional[subprocess.Popen] = None
-        self.api = ""
-        self.otlp_http = ""
-
-    def start(self, timeout: float) -> None:
-        grpc, http, api_http, api_grpc = free_ports(4)
-        self.api = f"http://127.0.0.1:{api_http}"
-        self.otlp_http = f"http://127.0.0.1:{http}/v1/traces"
-        argv = [self.bin, "run", "--grpc-listen", f"127.0.0.1:{grpc}", "--http-listen", f"127.0.0.1:{http}",
-                "--api-http-listen", f"127.0.0.1:{api_http}", "--api-grpc-listen", f"127.0.0.1:{api_grpc}",
-                "--data-dir", str(self.workdir / "data")]
-        log(f"$ {' '.join(argv)}")
-        with open(self.workdir / "run.stderr", "wb") as err:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                         start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if http_get(f"{self.api}/readyz", accept="text/plain", timeout=2)[0] == 200:
-                    return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise HarnessError(f"ordertrail run did not get ready:\n{tail(self.workdir / 'run.stderr')}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            kill_group(self.proc, grace=20)
 
 
 # --------------------------------------------------------------------------- #
@@ -348,7 +310,7 @@ def send_orders(endpoint: str, count: int) -> None:
 
 def load_times(driver: webdriver.Chrome, chromium: str, bin_path: str, workdir: Path, orders: int,
                screenshots: Path) -> list[tuple[str, float, float]]:
-    server = Run(bin_path, workdir)
+    server = OrdertrailRun(bin_path, workdir)
     server.start(60)
     try:
         t0 = time.monotonic()

@@ -176,3 +176,43 @@ def finish(workdir: Path, keep: bool, timings: dict[str, float]) -> None:
         log(f"workdir kept: {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class OrdertrailRun:
+    """`ordertrail run` on free loopback ports with the embedded default."""
+
+    def __init__(self, bin_path: str, workdir: Path):
+        self.bin = bin_path
+        self.workdir = workdir
+        self.proc: Optional[subprocess.Popen] = None
+        self.api = ""
+        self.otlp_http = ""
+        self.otlp_grpc = ""
+
+    def start(self, timeout: float) -> None:
+        grpc, http, api_http, api_grpc = free_ports(4)
+        self.api = f"http://127.0.0.1:{api_http}"
+        self.otlp_http = f"http://127.0.0.1:{http}/v1/traces"
+        self.otlp_grpc = f"http://127.0.0.1:{grpc}"
+        argv = [self.bin, "run", "--grpc-listen", f"127.0.0.1:{grpc}", "--http-listen", f"127.0.0.1:{http}",
+                "--api-http-listen", f"127.0.0.1:{api_http}", "--api-grpc-listen", f"127.0.0.1:{api_grpc}",
+                "--data-dir", str(self.workdir / "data")]
+        log(f"$ {' '.join(argv)}")
+        with open(self.workdir / "run.stderr", "wb") as err:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if http_get(f"{self.api}/readyz", accept="text/plain", timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise HarnessError(f"ordertrail run did not get ready:\n{tail(self.workdir / 'run.stderr')}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            kill_group(self.proc, grace=20)

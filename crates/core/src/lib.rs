@@ -7,7 +7,7 @@
 //! direction only:
 //!
 //! ```text
-//! time, ids, calendar  ◀─  config  ◀─  order  ◀─  engine, query  ◀─  notify (reads engine events)
+//! time, ids, calendar  ◀─  config  ◀─  order  ◀─  engine, query, ocel  ◀─  notify (reads engine events)
 //! ```
 
 pub mod calendar;
@@ -15,6 +15,7 @@ pub mod config;
 pub mod engine;
 pub mod ids;
 pub mod notify;
+pub mod ocel;
 pub mod order;
 pub mod query;
 pub mod time;

@@ -129,6 +129,14 @@ impl AliasIndex {
         }
     }
 
+    /// Every value that names orders, with its kind's index.
+    pub(crate) fn named(&self) -> impl Iterator<Item = (usize, &str, &[String])> {
+        self.map
+            .iter()
+            .filter(|(_, e)| !e.over_cap)
+            .map(|((kind, value), e)| (*kind, value.as_str(), e.orders.as_slice()))
+    }
+
     pub(crate) fn orders_of(&self, kind: usize, value: &str) -> Vec<String> {
         self.get(kind, value).map(<[String]>::to_vec).unwrap_or_default()
     }

@@ -174,6 +174,21 @@ impl Engine {
         self.orders.get(key)
     }
 
+    /// Every alias value the engine knows that names orders (values over the cap name none).
+    pub fn alias_records(&self) -> Vec<AliasRecord> {
+        self.aliases
+            .named()
+            .filter_map(|(kind, value, orders)| {
+                Some(AliasRecord {
+                    kind: self.config.correlation.aliases.get(kind)?.kind.clone(),
+                    value: value.to_string(),
+                    orders: orders.to_vec(),
+                    over_cap: false,
+                })
+            })
+            .collect()
+    }
+
     /// The orders an alias value names, for each alias kind that knows the value: what a search by shipment,
     /// delivery, invoice or ASN number finds. A value over the cap names no order.
     pub fn orders_by_alias(&self, value: &str) -> Vec<(&str, &[String])> {
