@@ -142,6 +142,13 @@ struct StalledQuery {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct BottleneckQuery {
+    to: Option<String>,
+    dimension: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OcelQuery {
     since: Option<String>,
     until: Option<String>,
@@ -151,6 +158,19 @@ struct OcelQuery {
 #[serde(deny_unknown_fields)]
 struct SearchQuery {
     q: Option<String>,
+}
+
+async fn bottlenecks(State(state): State<ApiState>, query: QueryResult<BottleneckQuery>) -> Response {
+    let request = async {
+        let q = parsed(query)?;
+        state
+            .bottlenecks(ordertrail_core::query::BottleneckFilter {
+                to: non_empty(q.to),
+                dimension: non_empty(q.dimension),
+            })
+            .await
+    };
+    respond(request.await)
 }
 
 async fn ocel(State(state): State<ApiState>, query: QueryResult<OcelQuery>) -> Response {
@@ -269,6 +289,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/search", get(search))
         .route("/v1/me", get(me))
         .route("/v1/ocel", get(ocel))
+        .route("/v1/bottlenecks", get(bottlenecks))
         .route("/openapi.yaml", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -125,6 +125,14 @@ impl ApiState {
         .await
     }
 
+    /// How long each transition takes, overall and per dimension value, and whose breaches they are.
+    pub async fn bottlenecks(&self, filter: query::BottleneckFilter) -> Result<query::Bottlenecks, ApiError> {
+        check_choice("to", filter.to.as_deref(), &self.stage_names())?;
+        let dimensions: Vec<&str> = self.config.dimensions.iter().map(|d| d.name.as_str()).collect();
+        check_choice("dimension", filter.dimension.as_deref(), &dimensions)?;
+        self.engine(move |engine| query::bottlenecks(engine.config(), engine.orders(), &filter)).await
+    }
+
     /// The flow of open orders over the stages, for the console's first page.
     pub async fn flow(&self) -> Result<FlowView, ApiError> {
         let now = unix_nanos_now();

@@ -6,11 +6,15 @@
 //! Pure functions over order records, taking `now` as an argument like the engine; the HTTP and gRPC APIs and the
 //! demo only translate these views. Every list is bounded by its page size, and pages are cut by an opaque token.
 
+mod bottlenecks;
 mod console;
 mod exceptions;
 mod order_list;
 mod order_view;
 
+pub use bottlenecks::{
+    bottlenecks, BottleneckFilter, Bottlenecks, DimensionBreakdown, Transition, ValueStats, MIN_SAMPLES,
+};
 pub use console::{
     at_risk, flow, search, stalled, ClassView, FlowView, SearchMatch, SearchResult, StageView, StalledOrder,
     StalledOrders, NO_STAGE,

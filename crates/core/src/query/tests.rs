@@ -261,3 +261,47 @@ fn a_search_finds_the_order_then_each_order_an_alias_names_once() {
     assert_eq!(found.matches.len(), 1);
     assert_eq!(found.matches[0].via, "order");
 }
+
+#[test]
+fn bottlenecks_name_the_dimension_value_that_drives_a_transitions_delay() {
+    let config = default_config();
+    let mut orders = Vec::new();
+    for (i, (warehouse, pick_hours)) in
+        [("WH-A", 9), ("WH-A", 10), ("WH-A", 12), ("WH-B", 1), ("WH-B", 2), ("WH-B", 2), ("WH-C", 1)]
+            .into_iter()
+            .enumerate()
+    {
+        let mut o = order(&format!("SO-{i}"), T0);
+        reach(&mut o, "order_capture", T0, "erp");
+        reach(&mut o, "pick_release", T0 + H, "wms");
+        reach(&mut o, "pick_pack", T0 + H + pick_hours * H, "wms");
+        o.dimensions.insert("warehouse".into(), warehouse.into());
+        let mut pack = clock("pick_pack_sla", "pick_release", "pick_pack", T0 + H, 4 * H);
+        if pick_hours > 4 {
+            pack.breached_at_unix_nanos = Some(T0 + 5 * H);
+            pack.reached_at_unix_nanos = Some(T0 + H + pick_hours * H);
+            pack.lateness_nanos = Some((pick_hours - 4) * H);
+        } else {
+            pack.reached_at_unix_nanos = Some(T0 + H + pick_hours * H);
+        }
+        o.slas.push(pack);
+        orders.push(o);
+    }
+    let report = bottlenecks(&config, orders.iter(), &BottleneckFilter::default());
+    let slowest = &report.transitions[0];
+    assert_eq!((slowest.from.as_str(), slowest.to.as_str()), ("pick_release", "pick_pack"));
+    assert_eq!((slowest.orders, slowest.breaches), (7, 3));
+    assert_eq!((slowest.median_ms, slowest.p90_ms), (2 * 3_600_000, 12 * 3_600_000));
+    let warehouses = slowest.dimensions.iter().find(|d| d.dimension == "warehouse").unwrap();
+    let values: Vec<&str> = warehouses.values.iter().map(|v| v.value.as_str()).collect();
+    assert_eq!(values, ["WH-A", "WH-B"], "WH-C has too few orders to judge; WH-A first, the slowest");
+    let a = &warehouses.values[0];
+    assert_eq!((a.orders, a.median_ms, a.breaches), (3, 10 * 3_600_000, 3));
+    assert!((a.breach_share - 1.0).abs() < 1e-9 && (a.p90_vs_overall - 1.0).abs() < 1e-9);
+    assert!(warehouses.values[1].p90_vs_overall < 0.2 && warehouses.values[1].breach_share == 0.0);
+    // A filter keeps one transition and one dimension.
+    let filter = BottleneckFilter { to: Some("pick_release".into()), dimension: Some("warehouse".into()) };
+    let only = bottlenecks(&config, orders.iter(), &filter);
+    assert_eq!(only.transitions.len(), 1);
+    assert_eq!(only.transitions[0].dimensions.len(), 1);
+}
