@@ -514,13 +514,16 @@ impl OrderStore for RedbStore {
                 let bytes = super::encode_alias(alias);
                 aliases.insert(alias_key(&alias.kind, &alias.value).as_str(), bytes.as_slice()).map_err(write_err)?;
             }
-            let mut notifications = tx.open_table(NOTIFICATIONS).map_err(write_err)?;
-            for notification in &changes.notifications {
-                // A key already queued stays as it is: the same event is not told twice.
-                if notifications.get(notification.key.as_str()).map_err(write_err)?.is_none() {
-                    let bytes = super::encode_notification(notification);
-                    notifications.insert(notification.key.as_str(), bytes.as_slice()).map_err(write_err)?;
-                    added_notifications += 1;
+            // Most groups tell nobody anything: the table is opened only for those that do.
+            if !changes.notifications.is_empty() {
+                let mut notifications = tx.open_table(NOTIFICATIONS).map_err(write_err)?;
+                for notification in &changes.notifications {
+                    // A key already queued stays as it is: the same event is not told twice.
+                    if notifications.get(notification.key.as_str()).map_err(write_err)?.is_none() {
+                        let bytes = super::encode_notification(notification);
+                        notifications.insert(notification.key.as_str(), bytes.as_slice()).map_err(write_err)?;
+                        added_notifications += 1;
+                    }
                 }
             }
         }

@@ -121,24 +121,24 @@ impl Engine {
         }
     }
 
-    /// A clock popped before its deadline's check: its risk point passed. Finds the order at risk, once, and
-    /// schedules the deadline's check.
-    fn check_risk(&mut self, key: &str, target: usize, now: u64, out: &mut Output) {
+    /// A clock popped before its deadline's check was the check of its risk point: finds the order at risk, once,
+    /// and schedules the deadline's check. Returns false when the deadline's check is what is due.
+    fn check_risk(&mut self, key: &str, target: usize, now: u64, out: &mut Output) -> bool {
         let config = self.config.clone();
         let t = &config.sla.targets[target];
         let awaited = &config.taxonomy.milestones[t.to];
         let delay = nanos(config.sla.detection_delay);
-        let Some(order) = self.orders.get_mut(key) else { return };
+        let Some(order) = self.orders.get_mut(key) else { return false };
         let reached = order.reached_at(&awaited.name).is_some();
         let dimensions = order.dimensions.clone();
-        let Some(state) = order.slas.iter_mut().find(|s| s.target == t.name) else { return };
-        let running = state.reached_at_unix_nanos.is_none()
-            && state.breached_at_unix_nanos.is_none()
-            && state.stopped_at_unix_nanos.is_none();
-        if !running {
-            return;
-        }
+        let Some(state) = order.slas.iter_mut().find(|s| s.target == t.name) else { return false };
         let deadline = state.deadline_unix_nanos;
+        if now >= deadline.saturating_add(delay) {
+            return false;
+        }
+        if !state.is_running() {
+            return true;
+        }
         if state.at_risk_at_unix_nanos.is_none() && !reached && now < deadline {
             state.at_risk_at_unix_nanos = Some(now);
             self.persistence.order_changed(key);
@@ -151,6 +151,7 @@ impl Engine {
             });
         }
         self.clocks.insert(key, target, deadline.saturating_add(delay).max(now));
+        true
     }
 
     /// Stops the running clocks of an order that closed or reached a terminal milestone.
@@ -192,16 +193,7 @@ impl Engine {
                 self.clocks.insert(&key, target, now.saturating_add(1));
                 continue;
             }
-            // Popped before its deadline's check: this was the check of its risk point.
-            let delay = nanos(self.config.sla.detection_delay);
-            let before_deadline = self
-                .orders
-                .get(&key)
-                .and_then(|o| o.sla(&self.config.sla.targets[target].name))
-                .is_some_and(|s| now < s.deadline_unix_nanos.saturating_add(delay));
-            if before_deadline {
-                self.check_risk(&key, target, now, out);
-            } else {
+            if !self.check_risk(&key, target, now, out) {
                 self.breach(&key, target, now, out);
             }
         }

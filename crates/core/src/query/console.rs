@@ -55,11 +55,8 @@ pub struct ClassView {
 /// engine marks the same moment once (`SlaState::at_risk_at_unix_nanos`) to tell the owning team.
 pub fn at_risk(config: &Config, order: &OrderRecord, now: u64) -> bool {
     order.slas.iter().any(|s| {
-        let running = s.reached_at_unix_nanos.is_none()
-            && s.stopped_at_unix_nanos.is_none()
-            && s.breached_at_unix_nanos.is_none()
-            && s.deadline_unix_nanos != u64::MAX;
-        running
+        s.is_running()
+            && s.deadline_unix_nanos != u64::MAX
             && now < s.deadline_unix_nanos
             && (s.at_risk_at_unix_nanos.is_some()
                 || now >= config.sla.risk_point(s.started_at_unix_nanos, s.deadline_unix_nanos))
