@@ -18,6 +18,8 @@ pub enum EventKind {
     SlaBreachWithdrawn,
     FindingWithdrawn,
     ConformanceException,
+    OrderAtRisk,
+    ExceptionPattern,
 }
 
 impl EventKind {
@@ -32,6 +34,10 @@ impl EventKind {
                 "conformance findings withdrawn (ordertrail_conformance_findings_withdrawn_total)"
             }
             EventKind::ConformanceException => "conformance exceptions (ordertrail_exceptions_total)",
+            EventKind::OrderAtRisk => "orders at risk (spans `<milestone> at risk`, ordertrail_sla_at_risk_total)",
+            EventKind::ExceptionPattern => {
+                "new or jumping exception patterns (GET /v1/patterns, ordertrail_exception_pattern_events_total)"
+            }
         }
     }
 }

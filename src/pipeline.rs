@@ -16,6 +16,8 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use ordertrail_core::config::Config;
 use ordertrail_core::engine::events::{Event, KeyKind};
 use ordertrail_core::engine::{Engine, EngineStats, Output, StateChanges};
+use ordertrail_core::insight::patterns::PatternEvent;
+use ordertrail_core::insight::SavedInsight;
 use ordertrail_core::order::OrderRecord;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -183,7 +185,14 @@ fn build_engine(config: &Arc<Config>, store: &dyn OrderStore, now: u64) -> Resul
         "order state loaded"
     );
     let orders_left_in_store = state.orders_left_in_store;
+    let insight = state.insight.as_deref().map(SavedInsight::decode);
     let mut engine = Engine::new(config.clone(), state.orders, state.aliases);
+    match insight {
+        Some(Ok(saved)) => engine.restore_insight(saved),
+        // Learning starts again; the next save replaces the unreadable record.
+        Some(Err(e)) => tracing::warn!(error = %e, "the stored insight is unreadable; the delay model starts empty"),
+        None => {}
+    }
     engine.correct_stored_wakes(state.stored_wakes);
     // Open orders beyond `correlation.max_orders` live in the store only and are read back when named: memory
     // holds a bounded hot set whatever the number of open orders.
@@ -623,6 +632,9 @@ impl Worker {
         if shutdown && self.durability == Durability::Memory {
             self.engine.flush_pending(now, &mut out);
         }
+        if shutdown {
+            self.engine.save_insight_now();
+        }
         let prepared = self.prepare(out, now);
         let (prepared, result) = self.commit(prepared, &retained, now);
         let Prepared { changes, exports, memory_entries, span_count, events } = prepared;
@@ -719,6 +731,8 @@ fn log_events(config: &Config, events: &[Event], log: &mut EventLog, now: u64) {
             }
             Event::SlaBreached { .. } => EventKind::SlaBreach,
             Event::SlaWithdrawn { .. } => EventKind::SlaBreachWithdrawn,
+            Event::SlaAtRisk { .. } => EventKind::OrderAtRisk,
+            Event::Pattern(_) => EventKind::ExceptionPattern,
             Event::FindingWithdrawn { .. } => EventKind::FindingWithdrawn,
             Event::ExceptionRecorded { signature, .. } if signature.starts_with("conformance:") => {
                 EventKind::ConformanceException
@@ -751,6 +765,41 @@ fn log_events(config: &Config, events: &[Event], log: &mut EventLog, now: u64) {
             }
             Event::FindingWithdrawn { order, signature, reason } => {
                 tracing::warn!(order = %order, finding = %signature, "{reason}");
+            }
+            Event::SlaAtRisk { order, target, deadline_unix_nanos, owner, probability, basis, .. } => {
+                let target = &config.sla.targets[*target];
+                tracing::warn!(
+                    order = %order,
+                    target = %target.name,
+                    milestone = %config.taxonomy.milestones[target.to].name,
+                    owner = %owner,
+                    deadline = %ordertrail_core::time::rfc3339(*deadline_unix_nanos),
+                    reason = %ordertrail_core::notify::risk_reason(*probability, basis),
+                    "order at risk: milestone likely to be late"
+                );
+            }
+            Event::Pattern(PatternEvent::New { id, key, example, order, .. }) => {
+                tracing::warn!(
+                    pattern = %id,
+                    class = %key.class,
+                    milestone = key.milestone.as_deref().unwrap_or(""),
+                    system = %key.system,
+                    template = %key.template,
+                    example = %example,
+                    order = %order,
+                    "new exception pattern"
+                );
+            }
+            Event::Pattern(PatternEvent::RateJump { id, key, count, baseline_per_window, .. }) => {
+                tracing::warn!(
+                    pattern = %id,
+                    class = %key.class,
+                    system = %key.system,
+                    template = %key.template,
+                    count,
+                    baseline = baseline_per_window,
+                    "exception pattern rate jumped: {count} in the current window against {baseline_per_window:.1} before"
+                );
             }
             Event::ExceptionRecorded { order, class, owner, milestone, signature, reason, .. }
                 if signature.starts_with("conformance:") =>

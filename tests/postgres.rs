@@ -83,6 +83,16 @@ fn conflict(result: Result<(), StoreError>) -> Vec<String> {
     }
 }
 
+/// `n` settled `order_release` clocks, as an engine hands them over.
+fn learned(n: u64) -> ordertrail_core::insight::InsightChanges {
+    let mut model = ordertrail_core::insight::delay::DelayModel::default();
+    for i in 0..n {
+        let took = std::time::Duration::from_secs(60 * (i + 1));
+        model.learn(&Default::default(), "order_release", &Default::default(), took);
+    }
+    ordertrail_core::insight::InsightChanges { learned: model, patterns: None }
+}
+
 #[test]
 fn state_and_the_export_queue_survive_a_restart_through_adoption_and_the_wake_index_follows_each_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -95,6 +105,7 @@ fn state_and_the_export_queue_survive_a_restart_through_adoption_and_the_wake_in
             pending: vec![(vec![7; 16], Some(b"waiting".to_vec())), (vec![9; 16], Some(b"waits on".to_vec()))],
             traces: vec![(vec![8; 16], Some(b"orders".to_vec()))],
             notifications: Vec::new(),
+            insight: Some(learned(3)),
         };
         let exports: Vec<QueuedExport> =
             (1..=3).map(|n| QueuedExport { spans: n, request: vec![u8::try_from(n).unwrap(); 100] }).collect();
@@ -117,7 +128,11 @@ fn state_and_the_export_queue_survive_a_restart_through_adoption_and_the_wake_in
     // The next process is another replica: it loads no order (each is read when named) and takes over what the
     // stopped one left.
     let mut store = open(&config);
+    // The other replica adds what it learned to the stored delay model: the model is the sum of both.
+    store.commit(&StateChanges { insight: Some(learned(2)), ..Default::default() }, &[]).unwrap();
     let state = store.load(10).unwrap();
+    let saved = ordertrail_core::insight::SavedInsight::decode(state.insight.as_deref().unwrap()).unwrap();
+    assert_eq!(saved.delay.samples("order_release"), 5, "both replicas' samples");
     assert!(state.orders.is_empty() && state.orders_left_in_store);
     assert!(state.pending.is_empty() && state.traces.is_empty(), "not this replica's until adopted");
     assert_eq!(state.aliases[0].orders, ["SO-A"]);

@@ -1,6 +1,7 @@
 //! The gRPC side: `ordertrail.v1.OrderService`, `grpc.health.v1.Health` (for Kubernetes gRPC probes) and server
 //! reflection (for grpcurl without proto files).
 
+use super::proto::insight_service_server::InsightServiceServer;
 use super::proto::order_service_server::{OrderService, OrderServiceServer};
 use super::proto::{self};
 use super::{parse_status, ApiError, ApiState};
@@ -21,7 +22,7 @@ impl From<ApiError> for Status {
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
-fn ts(text: &str) -> Option<Timestamp> {
+pub(super) fn ts(text: &str) -> Option<Timestamp> {
     let nanos = parse_rfc3339(text)?;
     let seconds = i64::try_from(nanos / NANOS_PER_SECOND).ok()?;
     let nanos = i32::try_from(nanos % NANOS_PER_SECOND).ok()?;
@@ -46,7 +47,7 @@ fn from_ts(field: &str, t: Option<Timestamp>) -> Result<Option<u64>, Status> {
     }
 }
 
-fn non_empty(value: String) -> Option<String> {
+pub(super) fn non_empty(value: String) -> Option<String> {
     (!value.is_empty()).then_some(value)
 }
 
@@ -67,6 +68,13 @@ fn next_action(n: &query::NextAction) -> proto::NextAction {
         }),
         deadline: opt_ts(&n.deadline),
         overdue: n.overdue,
+        playbook: n.playbook.as_ref().map(|p| proto::PlaybookAction {
+            name: p.name.clone(),
+            action: p.action.clone(),
+            team: p.team.clone(),
+            runbook: p.runbook.clone().unwrap_or_default(),
+            urgency: p.urgency.as_str().to_string(),
+        }),
     }
 }
 
@@ -137,6 +145,9 @@ fn order(v: query::OrderView) -> proto::Order {
                 allowed_ms: s.allowed_ms,
                 status: s.status.to_string(),
                 lateness_ms: s.lateness_ms,
+                at_risk_at: opt_ts(&s.at_risk_at),
+                risk_probability: s.risk_probability,
+                risk_basis: s.risk_basis.unwrap_or_default(),
             })
             .collect(),
         ordered_quantity: v.ordered_quantity,
@@ -278,7 +289,8 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(OrderServiceServer::with_interceptor(state, require_token))
+        .add_service(OrderServiceServer::with_interceptor(state.clone(), require_token.clone()))
+        .add_service(InsightServiceServer::with_interceptor(state, require_token))
         .serve_with_incoming_shutdown(listener.into_stream(), shutdown)
         .await;
     probe.abort();

@@ -149,6 +149,23 @@ struct BottleneckQuery {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RiskQuery {
+    owner: Option<String>,
+    target: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatternQuery {
+    class: Option<String>,
+    system: Option<String>,
+    milestone: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OcelQuery {
     since: Option<String>,
     until: Option<String>,
@@ -169,6 +186,31 @@ async fn bottlenecks(State(state): State<ApiState>, query: QueryResult<Bottlenec
                 dimension: non_empty(q.dimension),
             })
             .await
+    };
+    respond(request.await)
+}
+
+async fn at_risk(State(state): State<ApiState>, query: QueryResult<RiskQuery>) -> Response {
+    let request = async {
+        let q = parsed(query)?;
+        state.at_risk(non_empty(q.owner), non_empty(q.target), q.limit.unwrap_or(0)).await
+    };
+    respond(request.await)
+}
+
+async fn delay_model(State(state): State<ApiState>) -> Response {
+    respond(state.delay_model().await)
+}
+
+async fn patterns(State(state): State<ApiState>, query: QueryResult<PatternQuery>) -> Response {
+    let request = async {
+        let q = parsed(query)?;
+        let filter = ordertrail_core::query::PatternFilter {
+            class: non_empty(q.class),
+            system: non_empty(q.system),
+            milestone: non_empty(q.milestone),
+        };
+        state.patterns(filter, q.limit.unwrap_or(0)).await
     };
     respond(request.await)
 }
@@ -290,6 +332,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/me", get(me))
         .route("/v1/ocel", get(ocel))
         .route("/v1/bottlenecks", get(bottlenecks))
+        .route("/v1/risk", get(at_risk))
+        .route("/v1/risk/model", get(delay_model))
+        .route("/v1/patterns", get(patterns))
         .route("/openapi.yaml", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -6,6 +6,7 @@
 
 mod console;
 pub mod grpc;
+mod grpc_insight;
 pub mod http;
 
 use crate::clock::unix_nanos_now;
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The generated gRPC code of `proto/ordertrail/v1/orders.proto`.
+/// The generated gRPC code of `proto/ordertrail/v1/orders.proto` and `insight.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod proto {
     tonic::include_proto!("ordertrail.v1");
@@ -131,6 +132,35 @@ impl ApiState {
         let dimensions: Vec<&str> = self.config.dimensions.iter().map(|d| d.name.as_str()).collect();
         check_choice("dimension", filter.dimension.as_deref(), &dimensions)?;
         self.engine(move |engine| query::bottlenecks(engine.config(), engine.orders(), &filter)).await
+    }
+
+    /// The open orders whose running clocks were found at risk, the nearest deadline first.
+    pub async fn at_risk(
+        &self,
+        owner: Option<String>,
+        target: Option<String>,
+        limit: usize,
+    ) -> Result<query::AtRiskOrders, ApiError> {
+        let targets: Vec<&str> = self.config.sla.targets.iter().map(|t| t.name.as_str()).collect();
+        check_choice("target", target.as_deref(), &targets)?;
+        let limit = query::page_size(&self.config, limit)?;
+        let now = unix_nanos_now();
+        let filter = query::RiskFilter { owner, target };
+        self.engine(move |engine| query::at_risk_orders(engine.config(), engine.orders(), &filter, limit, now)).await
+    }
+
+    /// What the delay model has learned, per target and dimension value.
+    pub async fn delay_model(&self) -> Result<query::DelayModelView, ApiError> {
+        self.engine(move |engine| query::delay_model_view(engine.config(), engine.delay_model())).await
+    }
+
+    /// Recurring exception patterns, the busiest in the latest window first.
+    pub async fn patterns(&self, filter: query::PatternFilter, limit: usize) -> Result<query::PatternList, ApiError> {
+        let classes: Vec<&str> = self.config.taxonomy.classes.iter().map(|c| c.name.as_str()).collect();
+        check_choice("class", filter.class.as_deref(), &classes)?;
+        let limit = query::page_size(&self.config, limit)?;
+        let now = unix_nanos_now();
+        self.engine(move |engine| query::patterns(engine.config(), engine.pattern_book(), &filter, limit, now)).await
     }
 
     /// The flow of open orders over the stages, for the console's first page.

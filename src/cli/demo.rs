@@ -7,6 +7,7 @@ use crate::timeline;
 use ordertrail::clock::unix_nanos_now;
 use ordertrail::server::{Server, ServerError};
 use ordertrail_core::config::{default_config, ConfigError, Overrides};
+use ordertrail_core::query;
 use ordertrail_simulator as simulator;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub(crate) struct DemoOptions {
     pub(crate) export_protocol: Option<String>,
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) happy_orders: usize,
+    /// Orders of a history with known delay causes, up to now, for the delay model and the patterns.
+    pub(crate) history_orders: usize,
     /// Keep serving the console after the timelines, until `stop` completes.
     pub(crate) serve_console: bool,
 }
@@ -76,6 +79,7 @@ pub(crate) async fn run(options: DemoOptions, stop: impl std::future::Future<Out
     let simulated = simulator::run(&simulator::SimulatorOptions {
         endpoint: format!("http://{grpc}"),
         happy_orders: options.happy_orders,
+        history_orders: options.history_orders,
         ..Default::default()
     })
     .await?;
@@ -84,12 +88,28 @@ pub(crate) async fn run(options: DemoOptions, stop: impl std::future::Future<Out
     let pipeline = server.pipeline();
     pipeline.flush().await;
     let mut text = String::new();
-    for key in &simulated.order_ids {
+    // The seed and the happy orders tell the story one by one; the history's orders speak through insight below.
+    let told = simulated.order_ids.len() - simulated.order_ids.iter().filter(|k| is_history(k)).count();
+    for key in simulated.order_ids.iter().take(told) {
         if let Some(order) = pipeline.order(key).await {
             text.push_str(&timeline::render(&config_for_render, &order, unix_nanos_now()));
             text.push('\n');
         }
     }
+    let now = unix_nanos_now();
+    let insight = pipeline
+        .inspect(move |engine| {
+            let config = engine.config();
+            let at_risk =
+                query::at_risk_orders(config, engine.orders(), &query::RiskFilter::default(), usize::MAX, now);
+            let patterns = query::patterns(config, engine.pattern_book(), &query::PatternFilter::default(), 100, now);
+            let bottlenecks = query::bottlenecks(config, engine.orders(), &query::BottleneckFilter::default());
+            timeline::insight(&at_risk, &patterns, &bottlenecks)
+        })
+        .await
+        .unwrap_or_default();
+    text.push_str(&insight);
+    text.push('\n');
     print!("{text}");
     if options.serve_console {
         if let Some(api) = server.api_http_addr {
@@ -108,6 +128,11 @@ pub(crate) async fn run(options: DemoOptions, stop: impl std::future::Future<Out
         let _ = std::fs::remove_dir_all(&data_dir);
     }
     Ok(())
+}
+
+/// Whether an order id is one of the simulator's history orders (`SO-3xxxx`).
+fn is_history(order: &str) -> bool {
+    order.strip_prefix("SO-3").is_some_and(|rest| rest.len() == 4)
 }
 
 fn tempdir() -> std::io::Result<PathBuf> {

@@ -126,6 +126,10 @@ enum Command {
         /// Exit after the timelines instead of serving the ops console until Ctrl-C.
         #[arg(long)]
         no_ui: bool,
+        /// Orders of a history with known delay causes (a slow warehouse, a carrier mapping failure, a credit
+        /// backlog), captured every 20 minutes up to now: what the delay model learns from, and orders in flight.
+        #[arg(long, default_value_t = 300)]
+        history: usize,
     },
     /// Send the simulated distributor's spans (the seed scenario and happy orders) to a running ordertrail or
     /// collector over OTLP/gRPC, through the OpenTelemetry SDK.
@@ -137,6 +141,9 @@ enum Command {
         /// Orders that go through without trouble, besides the seed scenario.
         #[arg(long, default_value_t = 5)]
         orders: usize,
+        /// Orders of a history with known delay causes, captured every 20 minutes up to now.
+        #[arg(long, default_value_t = 0)]
+        history: usize,
     },
 }
 
@@ -268,7 +275,7 @@ fn main() -> anyhow::Result<()> {
             })
         }
         #[cfg(feature = "demo")]
-        Command::Demo { export: ExportArgs { export_endpoint, export_protocol }, data_dir, orders, no_ui } => {
+        Command::Demo { export: ExportArgs { export_endpoint, export_protocol }, data_dir, orders, no_ui, history } => {
             init_logging("warn", cli.log_format);
             let runtime = runtime()?;
             let options = demo::DemoOptions {
@@ -276,18 +283,20 @@ fn main() -> anyhow::Result<()> {
                 export_protocol,
                 data_dir,
                 happy_orders: orders,
+                history_orders: history,
                 serve_console: !no_ui,
             };
             runtime.block_on(demo::run(options, wait_for_signal()))?;
             Ok(())
         }
         #[cfg(feature = "demo")]
-        Command::Simulate { endpoint, orders } => {
+        Command::Simulate { endpoint, orders, history } => {
             init_logging("warn", cli.log_format);
             let runtime = runtime()?;
             let simulated = runtime.block_on(ordertrail_simulator::run(&ordertrail_simulator::SimulatorOptions {
                 endpoint,
                 happy_orders: orders,
+                history_orders: history,
                 ..Default::default()
             }))?;
             println!("{}", simulated.order_ids.join("\n"));

@@ -28,7 +28,12 @@ pub(crate) fn render(config: &Config, order: &OrderRecord, now: u64) -> String {
         Some(n) => {
             let blocked =
                 n.blocked_by.as_ref().map(|b| format!(", blocked by {}: {}", b.class, b.reason)).unwrap_or_default();
-            format!("{}, next action owned by {}{blocked}", n.milestone, n.owner)
+            let recommended = n
+                .playbook
+                .as_ref()
+                .map(|p| format!("; recommended ({}, {}): {}", p.urgency.as_str(), p.team, p.action))
+                .unwrap_or_default();
+            format!("{}, next action owned by {}{blocked}{recommended}", n.milestone, n.owner)
         }
     };
     let _ = writeln!(
@@ -84,6 +89,75 @@ pub(crate) fn render(config: &Config, order: &OrderRecord, now: u64) -> String {
             sla.to,
             sla.deadline.as_deref().unwrap_or("never")
         );
+    }
+    s
+}
+
+/// What insight found: the orders at risk, the recurring exception patterns and the slowest transition's
+/// bottleneck, as the demo prints them after the timelines.
+pub(crate) fn insight(
+    at_risk: &ordertrail_core::query::AtRiskOrders,
+    patterns: &ordertrail_core::query::PatternList,
+    bottlenecks: &ordertrail_core::query::Bottlenecks,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Orders at risk ({} clock(s); the delay model's breach probability at least {:.0} %), nearest deadline first:",
+        at_risk.orders.len(),
+        at_risk.threshold * 100.0
+    );
+    for c in at_risk.orders.iter().take(10) {
+        let p = c.probability.map_or(String::new(), |p| format!("{:.0} %, ", p * 100.0));
+        let left = humantime::format_duration(Duration::from_secs(c.remaining_ms / 60_000 * 60));
+        let _ = writeln!(
+            s,
+            "  {:<9} {} (SLA {}) due {} (in {left}), owner {}: {p}{}",
+            c.order_id, c.milestone, c.target, c.deadline, c.owner, c.basis
+        );
+    }
+    let _ = writeln!(s, "\nTop exception patterns ({} kept), busiest first:", patterns.kept);
+    for p in patterns.patterns.iter().take(8) {
+        let playbook = p.playbook.as_ref().map(|name| format!(", playbook {name}")).unwrap_or_default();
+        let capped = if p.orders_affected_capped { "+" } else { "" };
+        let _ = writeln!(
+            s,
+            "  {:>4}x  {:<11} {:<22} {:<24} \"{}\"  {}{capped} orders, {}{playbook}",
+            p.total,
+            p.class,
+            p.milestone.as_deref().unwrap_or("-"),
+            p.system,
+            p.template,
+            p.orders_affected,
+            serde_json::to_value(p.trend).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        );
+    }
+    let _ = writeln!(s, "\nBottlenecks (transitions by p90, the values that stand out):");
+    for t in bottlenecks.transitions.iter().take(4) {
+        let hours = |ms: u64| ms as f64 / 3_600_000.0;
+        let _ = writeln!(
+            s,
+            "  {} -> {}: {} orders, median {:.1} h, p90 {:.1} h, {} breaches",
+            t.from,
+            t.to,
+            t.orders,
+            hours(t.median_ms),
+            hours(t.p90_ms),
+            t.breaches
+        );
+        for d in &t.dimensions {
+            if let Some(v) = d.values.first().filter(|v| v.p90_vs_overall > 1.2 || v.breach_share > 0.5) {
+                let _ = writeln!(
+                    s,
+                    "      {} {}: p90 {:.1} h ({:.1}x the whole), {:.0} % of the breaches",
+                    d.dimension,
+                    v.value,
+                    hours(v.p90_ms),
+                    v.p90_vs_overall,
+                    v.breach_share * 100.0
+                );
+            }
+        }
     }
     s
 }

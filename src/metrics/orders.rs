@@ -9,6 +9,7 @@ use ordertrail_core::config::Config;
 use ordertrail_core::engine::events::Event;
 use ordertrail_core::engine::EngineStats;
 use ordertrail_core::ids;
+use ordertrail_core::insight::patterns::PatternEvent;
 use ordertrail_metrics::{Counter, Exemplar, Gauge, Histogram, Registry};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -63,6 +64,10 @@ pub struct OrderMetrics {
     sla_breaches: Counter,
     sla_withdrawn: Counter,
     sla_at_risk: Counter,
+    pattern_events: Counter,
+    at_risk_clocks: Gauge,
+    delay_model_samples: Gauge,
+    exception_patterns: Gauge,
     exceptions: Counter,
     orders_closed: Counter,
     fill_ratio: Histogram,
@@ -360,6 +365,14 @@ impl OrderMetrics {
             (r.counter("ordertrail_aliases_learned", "Alias values learned.", &[]), |s| s.aliases_learned),
             (
                 r.counter(
+                    "ordertrail_exception_patterns_refused",
+                    "New exception patterns not kept because patterns.max_patterns is reached.",
+                    &[],
+                ),
+                |s| s.exception_patterns_refused,
+            ),
+            (
+                r.counter(
                     "ordertrail_aliases_refused",
                     "Alias values not learned because max_aliases is reached.",
                     &[],
@@ -434,8 +447,30 @@ impl OrderMetrics {
             ),
             sla_at_risk: r.counter(
                 "ordertrail_sla_at_risk",
-                "Running clocks that used sla.at_risk_share of their time without their milestone (once per clock).",
+                "Running clocks found at risk (the delay model's breach probability reached sla.risk.threshold, or \
+                 sla.at_risk_share of their time was used while it knew too little), once per clock.",
                 &with(&["target"]),
+            ),
+            pattern_events: r.counter(
+                "ordertrail_exception_pattern_events",
+                "Exception patterns seen for the first time (event=new) or whose rate jumped (event=rate_jump).",
+                &["event", "class"],
+            ),
+            at_risk_clocks: r.gauge(
+                "ordertrail_sla_clocks_at_risk",
+                "Running clocks found at risk whose deadline has not passed, by target and the owner of the awaited \
+                 milestone.",
+                &["target", "owner"],
+            ),
+            delay_model_samples: r.gauge(
+                "ordertrail_delay_model_samples",
+                "Settled clocks the delay model learned from, per SLA target.",
+                &["target"],
+            ),
+            exception_patterns: r.gauge(
+                "ordertrail_exception_patterns",
+                "Recurring exception patterns kept (patterns.max_patterns at most).",
+                &[],
             ),
             exceptions: r.counter(
                 "ordertrail_exceptions",
@@ -573,6 +608,10 @@ impl OrderMetrics {
                 // Counted from the engine stats (ordertrail_conformance_findings_withdrawn, ordertrail_aliases_over_cap,
                 // ordertrail_traces_over_cap); they have no dimensions.
                 Event::FindingWithdrawn { .. } | Event::KeyOverCap { .. } => {}
+                Event::Pattern(PatternEvent::New { key, .. }) => self.pattern_events.add(&["new", &key.class], 1),
+                Event::Pattern(PatternEvent::RateJump { key, .. }) => {
+                    self.pattern_events.add(&["rate_jump", &key.class], 1);
+                }
                 Event::OrderClosed { order, reason, fill_ratio, dimensions } => {
                     // `milestone:<name>` and `idle` are few; the order key never becomes a label.
                     self.orders_closed.add(&[reason], 1);
@@ -625,6 +664,10 @@ impl OrderMetrics {
         };
         self.stalled_orders.replace_all(pairs(&stats.stalled_orders));
         self.open_exceptions.replace_all(pairs(&stats.open_exceptions));
+        self.at_risk_clocks.replace_all(pairs(&stats.at_risk_clocks));
+        self.delay_model_samples
+            .replace_all(stats.delay_model_samples.iter().map(|(t, n)| (vec![t.clone()], *n as f64)).collect());
+        self.exception_patterns.set(&[], stats.exception_patterns as f64);
         self.pending_deadlines.set(&[], stats.pending_deadlines as f64);
         self.milestones_settling.set(&[], stats.milestones_settling as f64);
         self.pending_spans.set(&[], pending_spans as f64);
@@ -678,7 +721,7 @@ mod tests {
             .expect("bucket line");
         assert!(line.contains("milestone=\"pick_release\",from=\"inventory_allocation\",segment=\"key-account\",warehouse=\"WH-EAST\""), "{line}");
         assert!(line.contains(&format!("trace_id=\"{trace}\"")), "{line}");
-        assert!(text.contains("ordertrail_sla_breaches_total{target=\"pick_pack_ship\",milestone=\"shipment_confirmation\",owner=\"transport-logistics\",segment=\"key-account\",warehouse=\"WH-EAST\"} 1"), "{text}");
+        assert!(text.contains("ordertrail_sla_breaches_total{target=\"pick_pack_ship\",milestone=\"shipment_confirmation\",owner=\"transport-logistics\",segment=\"key-account\",warehouse=\"WH-EAST\",carrier=\"\"} 1"), "{text}");
         assert!(!text.contains("C-1"), "the customer dimension is not a metric label");
         let self_declared = Event::ExceptionRecorded {
             order: "SO-2".into(),
@@ -687,6 +730,8 @@ mod tests {
             milestone: None,
             signature: "s".into(),
             reason: "r".into(),
+            system: "erp".into(),
+            at_unix_nanos: 0,
             dimensions: BTreeMap::new(),
             opened: true,
         };
@@ -708,6 +753,8 @@ mod tests {
                 milestone: None,
                 signature: "s".into(),
                 reason: "r".into(),
+                system: "erp".into(),
+                at_unix_nanos: 0,
                 dimensions: dims(&format!("seg-{i}"), "WH"),
                 opened: true,
             };
@@ -716,6 +763,6 @@ mod tests {
         let text = metrics.registry().render_prometheus();
         assert!(text.contains("segment=\"seg-19\""));
         assert!(!text.contains("segment=\"seg-20\""));
-        assert!(text.contains("segment=\"other\",warehouse=\"WH\"} 5"), "{text}");
+        assert!(text.contains("segment=\"other\",warehouse=\"WH\",carrier=\"\"} 5"), "{text}");
     }
 }

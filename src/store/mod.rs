@@ -75,6 +75,17 @@ pub struct LoadedState {
     pub pending: Vec<(Vec<u8>, Vec<u8>)>,
     /// Remembered technical traces: (trace id, encoded orders and expiry).
     pub traces: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The insight record (`ordertrail_core::insight::SavedInsight`, encoded), if one was saved.
+    pub insight: Option<Vec<u8>>,
+}
+
+/// The insight record after a commit carrying `learned`: the same merge for every store, so that the stored delay
+/// model is the sum of what every replica learned.
+fn merge_insight(
+    stored: Option<&[u8]>,
+    learned: &ordertrail_core::insight::InsightChanges,
+) -> (Vec<u8>, Option<ordertrail_core::insight::InsightDecodeError>) {
+    ordertrail_core::insight::SavedInsight::merged(stored, learned)
 }
 
 /// Reads one order from the store, from any thread.

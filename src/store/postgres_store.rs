@@ -75,7 +75,12 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE ordertrail_notifications (key text PRIMARY KEY, created bigint NOT NULL, body bytea NOT NULL,
                                             held_by text, held_until bigint);
      CREATE INDEX ordertrail_notifications_created ON ordertrail_notifications (created, key);",
+    // 4: insight shared by the replicas: the delay model, to which each adds what it learned.
+    "CREATE TABLE ordertrail_insight (name text PRIMARY KEY, body bytea NOT NULL);",
 ];
+
+/// The one row of `ordertrail_insight` in use.
+const INSIGHT_RECORD: &str = "insight";
 
 /// The migration lock, a pair of this and a hash of the schema the tables are in, so that ordertrails in different
 /// schemas of one database do not hold each other up. Each replica's own lock is the pair of that hash and the
@@ -577,14 +582,25 @@ impl OrderStore for PostgresStore {
     fn load(&self, _max_orders: usize) -> Result<LoadedState, StoreError> {
         let pool = self.shared.pool.clone();
         let owner = self.id.to_string();
-        let (aliases, pending, traces) = self.shared.runtime.run(async move {
+        let (aliases, pending, traces, insight) = self.shared.runtime.run(async move {
             let client = pool.get().await.map_err(read_err)?;
             let aliases = client.query("SELECT kind, value, stored FROM ordertrail_aliases", &[]).await;
             let pending = client.query("SELECT trace, spans FROM ordertrail_pending WHERE owner = $1", &[&owner]).await;
             let traces = client.query("SELECT trace, stored FROM ordertrail_traces WHERE owner = $1", &[&owner]).await;
-            Ok::<_, StoreError>((aliases.map_err(read_err)?, pending.map_err(read_err)?, traces.map_err(read_err)?))
+            let insight =
+                client.query_opt("SELECT body FROM ordertrail_insight WHERE name = $1", &[&INSIGHT_RECORD]).await;
+            Ok::<_, StoreError>((
+                aliases.map_err(read_err)?,
+                pending.map_err(read_err)?,
+                traces.map_err(read_err)?,
+                insight.map_err(read_err)?,
+            ))
         })??;
-        let mut state = LoadedState { orders_left_in_store: true, ..Default::default() };
+        let mut state = LoadedState {
+            orders_left_in_store: true,
+            insight: insight.map(|row| row.get::<_, Vec<u8>>(0)),
+            ..Default::default()
+        };
         for row in &aliases {
             state.aliases.push(super::decode_alias(row.get(0), row.get(1), row.get(2))?);
         }
@@ -626,6 +642,7 @@ impl OrderStore for PostgresStore {
         let notification_bodies: Vec<Vec<u8>> = changes.notifications.iter().map(super::encode_notification).collect();
         let added_bytes: u64 = exports.iter().map(|e| e.request.len() as u64).sum();
         let added_entries = exports.len() as u64;
+        let learned = changes.insight.clone();
         let relaxed = self.durability == Durability::Memory;
         let pool = self.shared.pool.clone();
         let me = self.id.to_string();
@@ -773,6 +790,34 @@ impl OrderStore for PostgresStore {
                     .await
                     .map_err(write_err)?;
                 queued_in.store(queued, Ordering::Relaxed);
+            }
+            if let Some(learned) = &learned {
+                // Last, to hold the row lock briefly: replicas add to the one model in turn. The row is created
+                // empty first, so that two replicas saving for the first time do not each write only their own.
+                let stored = async {
+                    tx.execute(
+                        "INSERT INTO ordertrail_insight (name, body) VALUES ($1, '') ON CONFLICT (name) DO NOTHING",
+                        &[&INSIGHT_RECORD],
+                    )
+                    .await?;
+                    let row = tx.query_one(
+                        "SELECT body FROM ordertrail_insight WHERE name = $1 FOR UPDATE",
+                        &[&INSIGHT_RECORD],
+                    );
+                    row.await.map(|row| row.get::<_, Vec<u8>>(0))
+                };
+                let stored = match stored.await {
+                    Ok(stored) => stored,
+                    Err(e) if is_contention(&e) => return Ok(Some(Vec::new())),
+                    Err(e) => return Err(write_err(e)),
+                };
+                let (merged, unreadable) = super::merge_insight((!stored.is_empty()).then_some(&stored[..]), learned);
+                if let Some(e) = unreadable {
+                    tracing::warn!(error = %e, "the stored insight record was unreadable and is replaced");
+                }
+                tx.execute("UPDATE ordertrail_insight SET body = $2 WHERE name = $1", &[&INSIGHT_RECORD, &merged])
+                    .await
+                    .map_err(write_err)?;
             }
             match tx.commit().await {
                 Ok(()) => Ok(None),

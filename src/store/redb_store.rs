@@ -28,6 +28,9 @@ const WAKES: TableDefinition<'static, (u64, &str), ()> = TableDefinition::new("w
 const EXPORTS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("exports");
 /// Notifications waiting for their receivers, by key (one per order, event and notifier).
 const NOTIFICATIONS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("notifications");
+/// Insight records by name: `delay_model` and `patterns` (`ordertrail_core::insight::SavedInsight`).
+const INSIGHT: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("insight");
+const INSIGHT_RECORD: &str = "insight";
 
 /// The page cache unless configured otherwise (`storage.cache_size_mib`).
 const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -242,6 +245,7 @@ impl RedbStore {
             tx.open_table(EXPORTS).map_err(|e| open_err(e.to_string()))?;
             tx.open_table(WAKES).map_err(|e| open_err(e.to_string()))?;
             tx.open_table(NOTIFICATIONS).map_err(|e| open_err(e.to_string()))?;
+            tx.open_table(INSIGHT).map_err(|e| open_err(e.to_string()))?;
             give_legacy_orders_a_wake(&tx).map_err(|e| open_err(e.to_string()))?;
             tx.commit().map_err(|e| open_err(e.to_string()))?;
             Ok(db)
@@ -455,6 +459,8 @@ impl OrderStore for RedbStore {
             let (key, value) = entry.map_err(read_err)?;
             state.traces.push((key.value().to_vec(), value.value().to_vec()));
         }
+        let insight = tx.open_table(INSIGHT).map_err(read_err)?;
+        state.insight = insight.get(INSIGHT_RECORD).map_err(read_err)?.map(|v| v.value().to_vec());
         Ok(state)
     }
 
@@ -513,6 +519,15 @@ impl OrderStore for RedbStore {
             for alias in &changes.aliases {
                 let bytes = super::encode_alias(alias);
                 aliases.insert(alias_key(&alias.kind, &alias.value).as_str(), bytes.as_slice()).map_err(write_err)?;
+            }
+            if let Some(learned) = &changes.insight {
+                let mut insight = tx.open_table(INSIGHT).map_err(write_err)?;
+                let stored = insight.get(INSIGHT_RECORD).map_err(write_err)?.map(|v| v.value().to_vec());
+                let (merged, unreadable) = super::merge_insight(stored.as_deref(), learned);
+                if let Some(e) = unreadable {
+                    tracing::warn!(error = %e, "the stored insight record was unreadable and is replaced");
+                }
+                insight.insert(INSIGHT_RECORD, merged.as_slice()).map_err(write_err)?;
             }
             // Most groups tell nobody anything: the table is opened only for those that do.
             if !changes.notifications.is_empty() {
@@ -674,11 +689,16 @@ mod tests {
                 pending: vec![(vec![7; 16], Some(b"waiting".to_vec()))],
                 traces: vec![(vec![8; 16], Some(b"orders".to_vec()))],
                 notifications: Vec::new(),
+                insight: Some(learned(3)),
             };
             store.commit(&changes, &[]).unwrap();
+            // What a later commit learned is added to what the store holds, not put in its place.
+            store.commit(&StateChanges { insight: Some(learned(2)), ..Default::default() }, &[]).unwrap();
         }
         let store = RedbStore::open(dir.path(), Durability::Durable).unwrap();
         let state = store.load(10).unwrap();
+        let saved = ordertrail_core::insight::SavedInsight::decode(state.insight.as_deref().unwrap()).unwrap();
+        assert_eq!(saved.delay.samples("order_release"), 5);
         assert_eq!(state.orders, vec![order.clone()]);
         assert!(!state.orders_left_in_store);
         assert_eq!(state.aliases[0].value, "SH-1");
@@ -694,6 +714,20 @@ mod tests {
             record.closed_at_unix_nanos = Some(1);
         }
         OrderWrite { record, wake_unix_nanos: wake }
+    }
+
+    /// `n` settled `order_release` clocks, as the engine hands them over.
+    fn learned(n: u64) -> ordertrail_core::insight::InsightChanges {
+        let mut model = ordertrail_core::insight::delay::DelayModel::default();
+        for i in 0..n {
+            model.learn(
+                &Default::default(),
+                "order_release",
+                &Default::default(),
+                std::time::Duration::from_secs(60 * (i + 1)),
+            );
+        }
+        ordertrail_core::insight::InsightChanges { learned: model, patterns: None }
     }
 
     fn commit_orders(store: &mut RedbStore, writes: Vec<OrderWrite>) {

@@ -12,7 +12,7 @@ Flow:
   3. poll GET /v1/orders/SO-10042 until sla_status == "breached" and the
      shipment_confirmation_latency SLA is declared breached (after detection_delay);
   4. checks, each reported PASS/FAIL on its own:
-     - schemathesis: the CLI against the served /openapi.yaml, all 13 operations,
+     - schemathesis: the CLI against the served /openapi.yaml, all 16 operations,
        checks not_a_server_error, status_code_conformance, content_type_conformance,
        response_schema_conformance (off for GET /openapi.yaml only: see ST_CONFIG);
        bounded by --max-examples and --st-timeout; each failure is printed with its

@@ -143,7 +143,10 @@ def shot(driver: webdriver.Chrome, directory: Path, name: str) -> None:
 
 
 def rows(driver: webdriver.Chrome, css: str) -> list[list[str]]:
-    return [[c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in driver.find_elements(By.CSS_SELECTOR, css)]
+    # In one script, so that a view redrawn by the live refresh meanwhile cannot leave half-read, stale rows.
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])]"
+        ".map(r => [...r.querySelectorAll('td')].map(c => c.innerText.trim()));", css)
 
 
 def browser_errors(driver: webdriver.Chrome) -> list[str]:
@@ -168,8 +171,18 @@ def seed_checks(driver: webdriver.Chrome, base: str, trace_id: str, screenshots:
     seed_stage = json.loads(http_get(f"{base}/v1/orders/{SEED}")[2])["stage"]
     card = driver.find_element(By.CSS_SELECTOR, f'li.stage[data-stage="{seed_stage}"]')
     text = card.text
-    for expected in ("1\nopen", "breached 1", "blocked 1", "integration"):
+    # The demo's history has orders at the seed's stage too: the card shows what the API counts, and the API counts
+    # the seed among the breached and blocked.
+    counts = next(s for s in flow["stages"] if s["stage"] == seed_stage)
+    check(counts["open"] >= 1 and counts["breached"] >= 1 and counts["blocked"] >= 1,
+          f"the seed's stage counts it open, breached and blocked: {counts}")
+    for expected in (f"{counts['open']}\nopen", f"at risk {counts['at_risk']}", f"breached {counts['breached']}",
+                     f"blocked {counts['blocked']}", "integration"):
         check(expected.replace("\n", " ") in text.replace("\n", " "), f"the {seed_stage} card shows {expected!r}: {text!r}")
+    risky = [s for s in flow["stages"] if s["at_risk"] > 0]
+    check(risky, f"the history's orders in flight put some stage at risk: {flow['stages']}")
+    risky_card = driver.find_element(By.CSS_SELECTOR, f'li.stage[data-stage="{risky[0]["stage"]}"]').text
+    check(f"at risk {risky[0]['at_risk']}" in risky_card.replace("\n", " "), f"the at-risk count is drawn: {risky_card!r}")
     check(all(c.rect["x"] + c.rect["width"] <= WIDTH + 1 for c in cards),
           "every stage fits a laptop screen's width")
     shot(driver, screenshots, "flow")
@@ -225,7 +238,27 @@ def seed_checks(driver: webdriver.Chrome, base: str, trace_id: str, screenshots:
     link = driver.find_element(By.CSS_SELECTOR, "a.trace-link")
     check(trace_id in link.get_attribute("href"), f"the trace link opens the order trace: {link.get_attribute('href')}")
     check(SEED_OWNER in driver.find_element(By.CSS_SELECTOR, ".next").text, "the next action's owner is shown")
+    recommended = driver.find_element(By.CSS_SELECTOR, ".recommended").text
+    check("Correct the carrier status mapping" in recommended and "integration-team" in recommended,
+          f"the carrier-status-mapping playbook's action is recommended: {recommended!r}")
     shot(driver, screenshots, "order")
+
+    # Insight: orders at risk with their probability and basis, recurring patterns with their playbook.
+    go(driver, f"{base}/ui#/insight", "the insight view")
+    at_risk = rows(driver, "section[aria-labelledby=at-risk] tbody tr")
+    check(at_risk and all(r[5].endswith("%") and r[6] for r in at_risk),
+          f"orders at risk are listed with a probability and what it is based on: {at_risk[:3]}")
+    patterns = rows(driver, "section[aria-labelledby=patterns] tbody tr")
+    shipdate = [r for r in patterns if r and r[3] == "field ShipDate: expected yyyy-MM-dd, got <date>"]
+    check(len(shipdate) == 1 and shipdate[0][0] == "integration" and shipdate[0][8] == "carrier-status-mapping"
+          and int(shipdate[0][5]) >= 2, f"the carrier mapping failure is one recurring pattern with its playbook: {patterns}")
+    shot(driver, screenshots, "insight")
+    # The list redraws as more clocks reach their risk point, so the order is opened by its address.
+    link = driver.execute_script("return document.querySelector('section[aria-labelledby=at-risk] tbody tr a').href")
+    go(driver, link, "an order at risk")
+    risk = driver.find_element(By.CSS_SELECTOR, ".risk").text
+    check("breach probability" in risk and "past orders" in risk, f"the order page says why it is at risk: {risk!r}")
+    check(driver.find_elements(By.CSS_SELECTOR, ".timeline svg rect.at-risk"), "the timeline marks when it was found at risk")
 
     # Team queues: chosen in the page; each shows only its own items.
     go(driver, f"{base}/ui#/team", "the team view")

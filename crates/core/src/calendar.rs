@@ -107,32 +107,46 @@ impl BusinessCalendar {
         Some(at.to_zoned_datetime(self.time_zone.clone()).ok()?.timestamp().as_nanosecond())
     }
 
+    /// The working intervals (open, close) from `start_unix_nanos` on, day by day for at most three years, the
+    /// first cut at `start_unix_nanos`; an instant the time zone cannot express ends them.
+    fn working_intervals(&self, start_unix_nanos: u64) -> impl Iterator<Item = (i128, i128)> + '_ {
+        let cursor = i128::from(start_unix_nanos);
+        let first = Timestamp::from_nanosecond(cursor).ok().map(|t| t.to_zoned_datetime(self.time_zone.clone()).date());
+        std::iter::successors(first, |date| date.tomorrow().ok())
+            .take(MAX_DAYS_SEARCHED)
+            .filter(|date| self.is_working_day(*date))
+            .map_while(move |date| {
+                let open = self.local_instant(date, self.open_minute)?;
+                let close = self.local_instant(date, self.close_minute)?;
+                Some((cursor.max(open), close))
+            })
+            .filter(|(from, to)| from < to)
+    }
+
     /// The instant at which `within` of working time, counted from `start_unix_nanos`, is used up. Returns
     /// `u64::MAX` when no such instant lies within three years.
     pub fn add_working_time(&self, start_unix_nanos: u64, within: Duration) -> u64 {
-        let Ok(start) = Timestamp::from_nanosecond(i128::from(start_unix_nanos)) else { return u64::MAX };
         let mut remaining = i128::try_from(within.as_nanos()).unwrap_or(i128::MAX);
-        let cursor = i128::from(start_unix_nanos);
-        let mut date = start.to_zoned_datetime(self.time_zone.clone()).date();
-        for _ in 0..MAX_DAYS_SEARCHED {
-            if self.is_working_day(date) {
-                let (Some(open), Some(close)) =
-                    (self.local_instant(date, self.open_minute), self.local_instant(date, self.close_minute))
-                else {
-                    return u64::MAX;
-                };
-                let from = cursor.max(open);
-                if from < close {
-                    if remaining <= close - from {
-                        return u64::try_from(from + remaining).unwrap_or(u64::MAX);
-                    }
-                    remaining -= close - from;
-                }
+        for (from, close) in self.working_intervals(start_unix_nanos) {
+            if remaining <= close - from {
+                return u64::try_from(from + remaining).unwrap_or(u64::MAX);
             }
-            let Ok(next) = date.tomorrow() else { return u64::MAX };
-            date = next;
+            remaining -= close - from;
         }
         u64::MAX
+    }
+
+    /// The working time between two instants: what a clock counting in this calendar shows at `end` when it
+    /// started at `start`. Zero when `end` is not after `start`; a span longer than the three years searched
+    /// counts those three years.
+    pub fn working_time_between(&self, start_unix_nanos: u64, end_unix_nanos: u64) -> Duration {
+        let end = i128::from(end_unix_nanos);
+        let worked: i128 = self
+            .working_intervals(start_unix_nanos)
+            .take_while(|(from, _)| *from < end)
+            .map(|(from, close)| close.min(end) - from)
+            .sum();
+        Duration::from_nanos(u64::try_from(worked.max(0)).unwrap_or(u64::MAX))
     }
 }
 
@@ -170,6 +184,23 @@ mod tests {
         // Friday 2026-10-23 17:00 CEST (15:00 UTC) plus 2 working hours ends Monday 09:00 CET, which is 08:00 UTC.
         let due = cal.add_working_time(nanos("2026-10-23T15:00:00Z"), Duration::from_secs(2 * 3600));
         assert_eq!(due, nanos("2026-10-26T08:00:00Z"));
+    }
+
+    #[test]
+    fn working_time_between_is_the_inverse_of_adding_working_time() {
+        let cal = BusinessCalendar::new("America/Chicago", &weekdays(), "08:00-18:00", &[]).unwrap();
+        let start = nanos("2026-11-20T22:00:00Z");
+        for hours in [0, 1, 2, 3, 4, 13, 40] {
+            let within = Duration::from_secs(hours * 3600);
+            let due = cal.add_working_time(start, within);
+            assert_eq!(cal.working_time_between(start, due), within, "{hours} h");
+        }
+        // Over the weekend nothing is counted: Friday 18:00 CST to Monday 08:00 CST is no working time.
+        assert_eq!(
+            cal.working_time_between(nanos("2026-11-21T00:00:00Z"), nanos("2026-11-23T14:00:00Z")),
+            Duration::ZERO
+        );
+        assert_eq!(cal.working_time_between(start, start - 1), Duration::ZERO);
     }
 
     #[test]

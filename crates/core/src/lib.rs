@@ -7,13 +7,14 @@
 //! direction only:
 //!
 //! ```text
-//! time, ids, calendar  ◀─  config  ◀─  order  ◀─  engine, query, ocel  ◀─  notify (reads engine events)
+//! time, ids, calendar, insight  ◀─  config  ◀─  order  ◀─  engine, query, ocel  ◀─  notify (reads engine events)
 //! ```
 
 pub mod calendar;
 pub mod config;
 pub mod engine;
 pub mod ids;
+pub mod insight;
 pub mod notify;
 pub mod ocel;
 pub mod order;

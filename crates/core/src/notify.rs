@@ -2,7 +2,8 @@
 //! Microsoft Teams, the generic JSON, or a template). Pure: the pipeline puts what this returns into the same
 //! commit as the state that caused it, and the service's notifier delivers it from the store.
 
-use crate::config::{fill_template, Config, NotificationEvent, NotifierFormat};
+use crate::config::Situation;
+use crate::config::{fill_template, find_playbook, Config, NotificationEvent, NotifierFormat, Playbook, PlaybookWhen};
 use crate::engine::events::Event;
 pub use crate::engine::Notification;
 use crate::ids::order_trace_id;
@@ -20,6 +21,8 @@ struct Facts {
     deadline: String,
     /// What makes this event of this order distinct from another of the same kind.
     detail: String,
+    /// The playbook that matches the event's situation, if one does.
+    playbook: Option<Playbook>,
 }
 
 impl Facts {
@@ -37,11 +40,25 @@ impl Facts {
             "trace_url" => config.api.trace_url(&trace_id).unwrap_or_default(),
             "trace_id" => trace_id,
             "summary" => self.summary(),
+            "next_action" => self.playbook.as_ref().map(|p| p.action.clone()).unwrap_or_default(),
+            "runbook" => self.playbook.as_ref().and_then(|p| p.runbook.clone()).unwrap_or_default(),
+            "urgency" => self.playbook.as_ref().map(|p| p.urgency.as_str().to_string()).unwrap_or_default(),
             _ => String::new(),
         }
     }
 
     fn summary(&self) -> String {
+        let what = self.what();
+        match &self.playbook {
+            None => what,
+            Some(p) => {
+                let runbook = p.runbook.as_ref().map(|r| format!(" Runbook: {r}")).unwrap_or_default();
+                format!("{what} Recommended ({} urgency, {}): {}.{runbook}", p.urgency.as_str(), p.team, p.action)
+            }
+        }
+    }
+
+    fn what(&self) -> String {
         let milestone = self.milestone.replace('_', " ");
         match self.event {
             NotificationEvent::ExceptionOpened => format!(
@@ -57,10 +74,18 @@ impl Facts {
                 self.order, self.target
             ),
             NotificationEvent::OrderAtRisk => format!(
-                "Order {}: {milestone} is at risk of missing {} (SLA {}). Next action: {}.",
-                self.order, self.deadline, self.target, self.team
+                "Order {}: {milestone} is at risk of missing {} (SLA {}): {}. Next action: {}.",
+                self.order, self.deadline, self.target, self.reason, self.team
             ),
         }
+    }
+}
+
+/// Why an order is at risk, in words: "breach probability 72 % (212 past orders with warehouse WH-SOUTH)".
+pub fn risk_reason(probability: Option<f64>, basis: &crate::insight::delay::RiskBasis) -> String {
+    match probability {
+        Some(p) => format!("breach probability {:.0} % ({basis})", p * 100.0),
+        None => basis.to_string(),
     }
 }
 
@@ -79,14 +104,46 @@ fn facts(config: &Config, event: &Event) -> Option<Facts> {
             target: target.name.clone(),
             deadline: deadline.map(rfc3339).unwrap_or_default(),
             detail: target.name.clone(),
+            playbook: None,
         })
+    };
+    // The playbook for a clock's situation: the breach class of its target and the awaited milestone.
+    let clock_playbook = |when, target: usize, dimensions| {
+        let t = config.sla.targets.get(target)?;
+        let situation = Situation {
+            when,
+            class: Some(&config.taxonomy.classes[t.class].name),
+            milestone: Some(&config.taxonomy.milestones[t.to].name),
+            system: None,
+            reason: None,
+            dimensions,
+        };
+        find_playbook(&config.playbooks, &situation).cloned()
     };
     match event {
         // A breach is also recorded as an exception (its `sla:` pattern); it is told as a breach, once.
-        Event::ExceptionRecorded { order, class, owner, milestone, signature, reason, opened, .. }
-            if *opened && !signature.starts_with("sla:") =>
-        {
+        Event::ExceptionRecorded {
+            order,
+            class,
+            owner,
+            milestone,
+            signature,
+            reason,
+            opened,
+            system,
+            dimensions,
+            ..
+        } if *opened && !signature.starts_with("sla:") => {
+            let situation = Situation {
+                when: PlaybookWhen::Exception,
+                class: Some(class),
+                milestone: milestone.as_deref(),
+                system: Some(system),
+                reason: Some(reason),
+                dimensions,
+            };
             Some(Facts {
+                playbook: find_playbook(&config.playbooks, &situation).cloned(),
                 event: NotificationEvent::ExceptionOpened,
                 order: order.clone(),
                 team: owner.clone(),
@@ -98,11 +155,27 @@ fn facts(config: &Config, event: &Event) -> Option<Facts> {
                 detail: format!("{class}/{}/{signature}", milestone.as_deref().unwrap_or("-")),
             })
         }
-        Event::SlaBreached { order, target, deadline_unix_nanos, owner, .. } => {
-            clock(NotificationEvent::SlaBreached, order, *target, Some(*deadline_unix_nanos), Some(owner))
+        Event::SlaBreached { order, target, deadline_unix_nanos, owner, dimensions, .. } => {
+            let mut facts =
+                clock(NotificationEvent::SlaBreached, order, *target, Some(*deadline_unix_nanos), Some(owner))?;
+            facts.playbook = clock_playbook(PlaybookWhen::Breached, *target, dimensions);
+            Some(facts)
         }
-        Event::SlaAtRisk { order, target, deadline_unix_nanos, owner, .. } => {
-            clock(NotificationEvent::OrderAtRisk, order, *target, Some(*deadline_unix_nanos), Some(owner))
+        Event::SlaAtRisk {
+            order,
+            target,
+            deadline_unix_nanos,
+            owner,
+            probability,
+            basis,
+            dimensions,
+            settled: false,
+        } => {
+            let mut facts =
+                clock(NotificationEvent::OrderAtRisk, order, *target, Some(*deadline_unix_nanos), Some(owner))?;
+            facts.reason = risk_reason(*probability, basis);
+            facts.playbook = clock_playbook(PlaybookWhen::AtRisk, *target, dimensions);
+            Some(facts)
         }
         // A withdrawal names no owner: the awaited milestone's, who was told of the breach.
         Event::SlaWithdrawn { order, target, .. } => {
@@ -198,6 +271,8 @@ mod tests {
             milestone: Some("shipment_confirmation".into()),
             signature: signature.into(),
             reason: "field ShipDate: expected yyyy-MM-dd".into(),
+            system: "erp".into(),
+            at_unix_nanos: 0,
             dimensions: BTreeMap::new(),
             opened,
         }
@@ -244,9 +319,18 @@ mod tests {
             target,
             deadline_unix_nanos: 1_800_000_000_000_000_000,
             owner: "finance-billing".into(),
+            probability: Some(0.72),
+            settled: false,
+            basis: crate::insight::delay::RiskBasis::Dimension {
+                dimension: "warehouse".into(),
+                value: "WH-SOUTH".into(),
+                samples: 212,
+            },
             dimensions: BTreeMap::new(),
         };
-        let told = notifications(&config, &[risk], 7);
+        let told = notifications(&config, std::slice::from_ref(&risk), 7);
+        let summary = &notifications(&config, &[risk], 7)[0].body;
+        assert!(summary.contains("breach probability 72 % (212 past orders with warehouse WH-SOUTH)"), "{summary}");
         let told: Vec<(&str, &str)> = told.iter().map(|n| (n.key.as_str(), n.team.as_str())).collect();
         let everything = format!("everything/SO-1/order_at_risk/{target_name}");
         let custom = format!("custom/SO-1/order_at_risk/{target_name}");

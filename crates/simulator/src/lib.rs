@@ -40,6 +40,7 @@ use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 
 mod happy;
+pub mod history;
 mod seed;
 mod steps;
 mod systems;
@@ -85,6 +86,9 @@ pub struct SimulatorOptions {
     pub happy_orders: usize,
     /// The start of the first simulated business day; every span is timestamped from here on.
     pub base_time: SystemTime,
+    /// Orders of a history with known delay causes ([`history`]), captured every 20 minutes up to now: the
+    /// delay model's past, and at its end orders still in flight. Only steps that have happened by now are sent.
+    pub history_orders: usize,
 }
 
 impl Default for SimulatorOptions {
@@ -97,6 +101,7 @@ impl Default for SimulatorOptions {
             endpoint: "http://127.0.0.1:4317".to_owned(),
             happy_orders: 5,
             base_time: UNIX_EPOCH + Duration::from_secs(base_secs),
+            history_orders: 0,
         }
     }
 }
@@ -167,10 +172,38 @@ pub async fn run(options: &SimulatorOptions) -> Result<SimulatedOrders, Simulato
     seed_scenario(&systems, base);
     health_check(&systems, base + minutes(2));
     order_ids.extend(happy_orders(&systems, base, options.happy_orders));
+    order_ids.extend(play_history(&systems, options.history_orders));
 
     systems.flush_and_shut_down().await?;
     tracing::info!(orders = order_ids.len(), "simulated orders sent");
     Ok(SimulatedOrders { order_ids })
+}
+
+/// The numbers of the history's orders start here, above the happy orders'.
+const HISTORY_BASE_NUMBER: u64 = 30_000;
+
+/// Plays the steps of `orders` history orders, captured 20 minutes apart up to an hour ago, that have happened
+/// by now; returns their ids.
+fn play_history(systems: &Systems, orders: usize) -> Vec<String> {
+    if orders == 0 {
+        return Vec::new();
+    }
+    let now = u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()).unwrap_or(0);
+    let spacing = Duration::from_secs(20 * 60);
+    let span = u64::try_from(spacing.as_nanos()).unwrap_or(0).saturating_mul(orders as u64);
+    let history = history::generate(&history::HistoryOptions {
+        orders,
+        start_unix_nanos: now.saturating_sub(span).saturating_sub(3_600_000_000_000),
+        spacing,
+        seed: 42,
+        first_number: HISTORY_BASE_NUMBER,
+    });
+    for order in &history {
+        for step in order.steps.iter().filter(|s| s.end_unix_nanos() <= now) {
+            play(systems, step);
+        }
+    }
+    history.into_iter().map(|o| o.id).collect()
 }
 
 #[cfg(test)]

@@ -85,6 +85,36 @@ impl System {
     }
 }
 
+impl Systems {
+    /// The system whose `service.name` is `service`.
+    pub(crate) fn by_service(&self, service: &str) -> Option<&System> {
+        [&self.portal, &self.erp, &self.middleware, &self.wms, &self.tms, &self.edi, &self.finance]
+            .into_iter()
+            .find(|s| s.service == service)
+    }
+}
+
+/// Records one step of a history as its system would: a span of its own technical trace, failed when the step
+/// failed.
+pub(crate) fn play(systems: &Systems, step: &crate::history::HistoryStep) {
+    let Some(system) = systems.by_service(step.system) else { return };
+    let attributes = step
+        .attributes
+        .iter()
+        .map(|(key, value)| match value {
+            crate::history::StepValue::Text(v) => KeyValue::new(*key, v.clone()),
+            crate::history::StepValue::Int(v) => KeyValue::new(*key, *v),
+            crate::history::StepValue::Float(v) => KeyValue::new(*key, *v),
+        })
+        .collect();
+    let start = UNIX_EPOCH + Duration::from_nanos(step.start_unix_nanos);
+    let cx = system.start(&root(), step.name, SpanKind::Internal, start, attributes);
+    if let Some(error) = &step.error {
+        cx.span().set_status(Status::error(error.clone()));
+    }
+    end(&cx, start + step.duration);
+}
+
 /// The seven simulated systems of the distributor.
 pub(crate) struct Systems {
     pub(crate) portal: System,

@@ -1,6 +1,6 @@
 // The ops console: one page over the order API (/v1/...), with no framework and nothing fetched from outside.
 // Views are addressed by the URL's fragment, so that each can be bookmarked, shared and reached with Back:
-//   #/flow  #/stage/<milestone>  #/stalled  #/team/<team>  #/order/<order id>  #/search/<text>
+//   #/flow  #/stage/<milestone>  #/stalled  #/insight  #/team/<team>  #/order/<order id>  #/search/<text>
 // The shown view is asked again every few seconds and redrawn only when its answer changed, so that a reader's
 // place and keyboard focus are kept between updates.
 "use strict";
@@ -157,8 +157,10 @@ async function flowView() {
   const legend = flow.exception_classes.map((c) => `<span>${classChip(c.class)} owned by ${esc(c.owner)}</span>`).join("");
   const heading = flow.open_orders === 1 ? "Where the one open order is" : `Where the ${flow.open_orders.toLocaleString()} open orders are`;
   return `<h2>${heading}</h2>
-    <p class="lede">Each stage is the furthest milestone an order reached. An order is <b>at risk</b> when a running
-      SLA clock has used ${Math.round(flow.at_risk_share * 100)} % of its time, <b>breached</b> when a deadline passed
+    <p class="lede">Each stage is the furthest milestone an order reached. An order is <b>at risk</b> when past orders
+      like it (same warehouse, segment or carrier, else all orders) missed a running SLA clock's deadline at least
+      ${Math.round(flow.risk_threshold * 100)} % of the time once they had run as long (until enough are known: when the clock has
+      used ${Math.round(flow.at_risk_share * 100)} % of its time), <b>breached</b> when a deadline passed
       without its milestone, <b>blocked</b> when an open exception holds up the next milestone. Choose a stage to list its orders.</p>
     <ol class="flow" aria-label="Stages, in order">${stages}</ol>
     <div class="legend" aria-label="Exception classes">${legend}</div>`;
@@ -188,10 +190,61 @@ function stalledRows(list) {
     td(esc(words(o.stage ?? "none"))),
     td(o.next ? esc(words(o.next.milestone)) : ""),
     td(o.trace_url ? `<a href="${esc(o.trace_url)}" rel="noopener">order trace</a>` : `<code>${esc(o.trace_id)}</code>`),
+    td(recommendation(o.next && o.next.playbook)),
   ]);
 }
 
-const STALLED_HEADERS = ["Order", "#Overdue by", "Owner of the next action", "Why", "Stage", "Waiting for", "Trace"];
+const STALLED_HEADERS = ["Order", "#Overdue by", "Owner of the next action", "Why", "Stage", "Waiting for", "Trace", "Recommended"];
+
+// A playbook's recommendation: the action, its team and urgency, and the runbook when there is one.
+function recommendation(p) {
+  if (!p) return "";
+  const runbook = p.runbook ? ` <a href="${esc(p.runbook)}" rel="noopener">runbook</a>` : "";
+  return `<span class="playbook urgency-${esc(p.urgency)}" title="playbook ${esc(p.name)}">${esc(p.action)} <small>(${esc(p.team)}, ${esc(p.urgency)})</small>${runbook}</span>`;
+}
+
+function percent(p) {
+  return p === undefined || p === null ? "" : `${Math.round(p * 100)} %`;
+}
+
+async function insightView() {
+  const [risk, patterns, bottlenecks] = await Promise.all([api("/v1/risk"), api("/v1/patterns?limit=20"), api("/v1/bottlenecks")]);
+  const riskRows = risk.orders.map((c) => [
+    td(orderLink(c.order_id)),
+    td(`${esc(words(c.milestone))} <small>(SLA ${esc(c.target)})</small>`),
+    td(`<b>${esc(c.owner)}</b>`),
+    td(esc(when(c.deadline))),
+    num(esc(duration(c.remaining_ms))),
+    num(esc(percent(c.probability))),
+    td(esc(c.basis)),
+  ]);
+  const patternRows = patterns.patterns.map((p) => [
+    td(classChip(p.class)),
+    td(esc(words(p.milestone ?? ""))),
+    td(esc(p.system)),
+    td(`<code>${esc(p.template)}</code>`),
+    num(p.in_kept_windows),
+    num(p.orders_affected),
+    td(esc(p.trend)),
+    td(p.recent_orders.slice(0, 3).map(orderLink).join(", ")),
+    td(esc(p.playbook ?? "")),
+  ]);
+  const bottleneckRows = bottlenecks.transitions.slice(0, 6).map((t) => {
+    const standout = t.dimensions.map((d) => d.values[0] && (d.values[0].p90_vs_overall > 1.2 || d.values[0].breach_share > 0.5)
+      ? `${esc(words(d.dimension))} ${esc(d.values[0].value)}: p90 ${esc(duration(d.values[0].p90_ms))}, ${Math.round(d.values[0].breach_share * 100)} % of breaches` : "")
+      .filter(Boolean).join("; ");
+    return [td(`${esc(words(t.from))} → ${esc(words(t.to))}`), num(t.orders), num(esc(duration(t.median_ms))), num(esc(duration(t.p90_ms))), num(t.breaches), td(standout)];
+  });
+  return `<h2>At risk, recurring and slow</h2>
+    <section aria-labelledby="at-risk"><h3 id="at-risk">Orders at risk (${risk.orders.length})</h3>
+      <p class="lede">Running SLA clocks whose breach probability, from how long past orders like them took, reached ${Math.round(risk.threshold * 100)} %. Nearest deadline first.</p>
+      ${table(["Order", "Awaiting", "Owner", "Deadline", "#Left", "#Probability", "Based on"], riskRows, "No order is at risk.")}</section>
+    <section aria-labelledby="patterns"><h3 id="patterns">Recurring exception patterns</h3>
+      <p class="lede">Exception reasons with ids, numbers and dates masked, busiest in the last ${esc(duration(patterns.window_seconds * 1000))} first.</p>
+      ${table(["Class", "Milestone", "System", "Pattern", "#Last day", "#Orders", "Trend", "Recent orders", "Playbook"], patternRows, "No exception yet.")}</section>
+    <section aria-labelledby="bottlenecks"><h3 id="bottlenecks">Bottlenecks</h3>
+      ${table(["Transition", "#Orders", "#Median", "#p90", "#Breaches", "What stands out"], bottleneckRows, "No transition measured yet.")}</section>`;
+}
 
 async function stalledView() {
   const list = await api("/v1/stalled");
@@ -254,6 +307,11 @@ async function orderView(id) {
         <b class="next-owner">${esc(o.next.owner)}</b>${o.next.deadline ? `, due ${esc(when(o.next.deadline))}` : ""}${o.next.overdue ? " — <b>overdue</b>" : ""}${
         o.next.blocked_by ? `. Blocked by ${article(o.next.blocked_by.class)} ${esc(words(o.next.blocked_by.class))} exception since ${esc(when(o.next.blocked_by.since))}: ${esc(o.next.blocked_by.reason)}` : ""}</p>`
     : "";
+  const recommended = o.next && o.next.playbook ? `<p class="recommended"><b>Recommended:</b> ${recommendation(o.next.playbook)}</p>` : "";
+  const risks = o.slas.filter((s) => s.at_risk_at && s.status === "pending")
+    .map((s) => `<p class="risk"><b>At risk:</b> ${esc(words(s.to))} (SLA ${esc(s.target)}), found ${esc(when(s.at_risk_at))}${
+      s.risk_probability !== undefined ? `, breach probability ${esc(percent(s.risk_probability))}` : ""}: ${esc(s.risk_basis ?? "")}</p>`)
+    .join("");
   const trace = o.trace_url
     ? `<a class="trace-link" href="${esc(o.trace_url)}" rel="noopener">Open the order trace</a>`
     : `Order trace id <code class="trace-link">${esc(o.trace_id)}</code>`;
@@ -290,7 +348,7 @@ async function orderView(id) {
       ${dims}
       <div><dt>Trace</dt><dd>${trace}</dd></div>
     </dl>
-    ${next}
+    ${next}${recommended}${risks}
     <h3>Timeline</h3>
     <div class="timeline">${timelineSvg(o)}</div>
     <h3>Accountability</h3>
@@ -333,6 +391,10 @@ function timelineSvg(o) {
         const breached = s.status === "breached" || s.status === "late";
         parts.push(`<line x1="${x(t(s.started_at))}" x2="${x(t(s.deadline))}" y1="${y + 7}" y2="${y + 7}" stroke="${breached ? "#c62828" : "#9aa4b5"}" stroke-width="3"><title>SLA ${esc(s.target)}: ${esc(words(s.from))} → ${esc(words(s.to))}, ${esc(duration(s.allowed_ms))} allowed</title></line>`);
         parts.push(`<line class="${breached ? "deadline" : "deadline-met"}" x1="${x(t(s.deadline))}" x2="${x(t(s.deadline))}" y1="${y - 9}" y2="${y + 11}"><title>Deadline of ${esc(s.target)}: ${esc(when(s.deadline))} (${esc(words(s.status))})</title></line>`);
+        if (s.at_risk_at) {
+          const label = `${words(s.to)} found at risk ${when(s.at_risk_at)}${s.risk_probability !== undefined ? ` (${percent(s.risk_probability)})` : ""}: ${s.risk_basis ?? ""}`;
+          parts.push(`<rect class="at-risk" x="${x(t(s.at_risk_at)) - 5}" y="${y + 2}" width="10" height="10" transform="rotate(45 ${x(t(s.at_risk_at))} ${y + 7})" tabindex="0" role="img" aria-label="${esc(label)}"><title>${esc(label)}</title></rect>`);
+        }
       });
     if (m.reached_at) {
       const late = m.sla_status === "late" || m.sla_status === "breached";
@@ -380,6 +442,7 @@ function route() {
   switch (view) {
     case "stage": return { nav: "flow", render: () => stageView(arg) };
     case "stalled": return { nav: "stalled", render: stalledView };
+    case "insight": return { nav: "insight", render: insightView };
     case "team": return { nav: "team", render: () => teamView(rest.length ? arg : undefined) };
     case "order": return { nav: "", render: () => orderView(arg) };
     case "search": return { nav: "", render: () => searchView(arg) };

@@ -6,7 +6,9 @@
 //!
 //! One exception keeps the taxonomy coherent: rules, SLA targets and `close_on` name milestones, so a file that
 //! states its own `taxonomy.milestones` does not inherit the default's `rules`, `sla.targets` or
-//! `order_traces.close_on`. They would name milestones the file's taxonomy may not have.
+//! `order_traces.close_on`. They would name milestones the file's taxonomy may not have. Playbooks name milestones,
+//! classes, their owning teams, SLA targets' milestones and dimensions, so a file that states any of its own
+//! taxonomy, SLA targets or dimensions does not inherit the default's `playbooks`.
 //!
 //! A `null` (or an empty value) in the file states nothing: it is dropped before merging, so the default applies.
 
@@ -31,7 +33,16 @@ pub(crate) fn merge(base: &mut Value, overlay: Value) {
 
 /// Removes from the default what names the default's milestones, when the file brings its own milestones.
 pub(crate) fn decouple_taxonomy(default: &mut Value, file: &Value) {
-    let file_has_milestones = file.get("taxonomy").and_then(|t| t.get("milestones")).is_some_and(|m| !m.is_null());
+    let states = |key: &str| file.get("taxonomy").and_then(|t| t.get(key)).is_some_and(|m| !m.is_null());
+    let own_targets = file.get("sla").and_then(|s| s.get("targets")).is_some_and(|t| !t.is_null());
+    let own_dimensions = file.get("dimensions").is_some_and(|d| !d.is_null());
+    let own_references = states("milestones") || states("exception_classes") || own_targets || own_dimensions;
+    if own_references && file.get("playbooks").is_none() {
+        if let Some(root) = default.as_mapping_mut() {
+            root.remove("playbooks");
+        }
+    }
+    let file_has_milestones = states("milestones");
     if !file_has_milestones {
         return;
     }

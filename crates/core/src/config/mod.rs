@@ -14,6 +14,7 @@ mod conformance;
 mod correlation;
 mod dimensions;
 mod exporter;
+mod insight;
 pub mod merge;
 mod notifications;
 mod order_traces;
@@ -37,6 +38,10 @@ pub use dimensions::{Dimension, RawDimension};
 pub use exporter::{
     Compression, ExportProtocol, ExporterConfig, RawBatch, RawCompressionParams, RawExporters, RawOtlpExporter,
     RawRetry, RawSendingQueue, RawTls, RetryConfig, TlsConfig,
+};
+pub use insight::{
+    find_playbook, Playbook, PlaybookWhen, RawDimensionMatch, RawPatterns, RawPlaybook, RawPlaybookMatch, Situation,
+    Urgency,
 };
 pub use notifications::{
     fill_template, NotificationEvent, NotificationsConfig, NotifierConfig, NotifierEndpoint, NotifierFormat,
@@ -109,6 +114,10 @@ pub struct RawConfig {
     pub telemetry: RawTelemetry,
     /// Webhooks that tell the owning team of exceptions and breaches.
     pub notifications: RawNotifications,
+    /// How exception reasons are grouped into recurring patterns.
+    pub patterns: RawPatterns,
+    /// Recommended actions for known situations, first match wins.
+    pub playbooks: Vec<RawPlaybook>,
 }
 
 /// The validated configuration.
@@ -131,6 +140,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub metrics: MetricsConfig,
     pub notifications: NotificationsConfig,
+    pub patterns: crate::insight::patterns::PatternSettings,
+    pub playbooks: Vec<Playbook>,
 }
 
 impl RawConfig {
@@ -153,6 +164,8 @@ impl RawConfig {
         let api = self.api.check(&check)?;
         let metrics = self.telemetry.check(&check)?;
         let notifications = self.notifications.check(&check, &taxonomy)?;
+        let patterns = self.patterns.check(&check)?;
+        let playbooks = insight::check_playbooks(&check, &self.playbooks, &taxonomy, &dimensions, &sla)?;
         Ok(Config {
             source: file.to_string(),
             receivers,
@@ -170,6 +183,8 @@ impl RawConfig {
             api,
             metrics,
             notifications,
+            patterns,
+            playbooks,
         })
     }
 

@@ -169,7 +169,7 @@ impl Default for RawNotifier {
 }
 
 /// The fields a template may name.
-pub const TEMPLATE_FIELDS: [&str; 11] = [
+pub const TEMPLATE_FIELDS: [&str; 14] = [
     "order",
     "event",
     "team",
@@ -181,6 +181,9 @@ pub const TEMPLATE_FIELDS: [&str; 11] = [
     "trace_id",
     "trace_url",
     "summary",
+    "next_action",
+    "runbook",
+    "urgency",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,7 @@ use super::check::{is_snake_name, Checker, ConfigError};
 use super::dimensions::Dimension;
 use super::taxonomy::{ClassId, MilestoneId, Taxonomy};
 use crate::calendar::{BusinessCalendar, WEEKDAYS};
+use crate::insight::delay::RiskSettings;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +26,52 @@ pub struct RawSla {
     #[serde(with = "humantime_serde")]
     pub detection_delay: Duration,
     /// A running clock that has used this share of the time from its start to its deadline puts its order at
-    /// risk: shown in the console, and told once to the owning team (`order_at_risk`).
+    /// risk (shown in the console, told once to the owning team as `order_at_risk`) while the delay model has too
+    /// few settled clocks of its target to judge by (`risk.min_samples`).
     pub at_risk_share: f64,
+    /// The learned delay risk: a running clock is at risk once the durations of past clocks of its target (of
+    /// orders with the same dimension value, else of all orders) say it breaches with at least this probability.
+    pub risk: RawRisk,
+}
+
+/// `sla.risk`: how the learned durations judge running clocks.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRisk {
+    /// The breach probability at which an order is at risk, between 0 and 1.
+    pub threshold: f64,
+    /// Settled clocks a distribution needs before it is used.
+    pub min_samples: u64,
+    /// Values of each dimension learned on their own, per target; further values count for all orders only.
+    pub max_values_per_dimension: usize,
+}
+
+impl Default for RawRisk {
+    fn default() -> RawRisk {
+        let d = RiskSettings::default();
+        RawRisk {
+            threshold: d.threshold,
+            min_samples: d.min_samples,
+            max_values_per_dimension: d.max_values_per_dimension,
+        }
+    }
+}
+
+impl RawRisk {
+    fn check(&self, check: &Checker<'_>) -> Result<RiskSettings, ConfigError> {
+        if !(self.threshold > 0.0 && self.threshold <= 1.0) {
+            return Err(check.err("sla.risk.threshold", "must be above 0 and at most 1 (a breach probability)"));
+        }
+        if self.min_samples == 0 {
+            return Err(check.err("sla.risk.min_samples", "must be at least 1"));
+        }
+        Ok(RiskSettings {
+            threshold: self.threshold,
+            min_samples: self.min_samples,
+            max_values_per_dimension: check
+                .positive("sla.risk.max_values_per_dimension", self.max_values_per_dimension)?,
+        })
+    }
 }
 
 impl Default for RawSla {
@@ -37,6 +82,7 @@ impl Default for RawSla {
             exception_class: "execution".into(),
             detection_delay: Duration::from_secs(10),
             at_risk_share: 0.75,
+            risk: RawRisk::default(),
         }
     }
 }
@@ -111,6 +157,7 @@ pub struct SlaConfig {
     pub targets: Vec<SlaTarget>,
     pub detection_delay: Duration,
     pub at_risk_share: f64,
+    pub risk: RiskSettings,
 }
 
 impl SlaConfig {
@@ -253,6 +300,11 @@ impl RawSla {
         if !(self.at_risk_share > 0.0 && self.at_risk_share < 1.0) {
             return Err(check.err("sla.at_risk_share", "must be between 0 and 1 (a share of the clock's time)"));
         }
-        Ok(SlaConfig { targets, detection_delay: self.detection_delay, at_risk_share: self.at_risk_share })
+        Ok(SlaConfig {
+            targets,
+            detection_delay: self.detection_delay,
+            at_risk_share: self.at_risk_share,
+            risk: self.risk.check(check)?,
+        })
     }
 }

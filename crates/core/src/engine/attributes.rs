@@ -49,6 +49,10 @@ pub(crate) fn int(key: &str, value: i64) -> KeyValue {
     kv(key, Value::IntValue(value))
 }
 
+pub(crate) fn double(key: &str, value: f64) -> KeyValue {
+    kv(key, Value::DoubleValue(value))
+}
+
 pub(crate) fn boolean(key: &str, value: bool) -> KeyValue {
     kv(key, Value::BoolValue(value))
 }

@@ -1,7 +1,7 @@
 //! Building the spans that leave ordertrail: root and milestone spans of order traces, technical spans
 //! re-emitted into order traces, enriched originals, and the spans of findings.
 
-use super::attributes::{boolean, int, string, string_array, upsert};
+use super::attributes::{boolean, double, int, string, string_array, upsert};
 use super::input::SpanInput;
 use super::labels::Labels;
 use crate::config::Config;
@@ -106,6 +106,10 @@ pub(crate) fn attr_string(key: &str, value: &str) -> KeyValue {
 
 pub(crate) fn attr_int(key: &str, value: i64) -> KeyValue {
     int(key, value)
+}
+
+pub(crate) fn attr_double(key: &str, value: f64) -> KeyValue {
+    double(key, value)
 }
 
 pub(crate) fn ok_status() -> Status {
@@ -216,6 +220,20 @@ pub(crate) fn milestone_span(config: &Config, order: &OrderRecord, m: usize) -> 
 /// The root span `order <key>`, emitted once, when the order is first seen: every other span of the order trace
 /// hangs under it, so that the trace is whole while the order is open. It covers the first span the order was
 /// seen with; the closing span covers the whole order.
+/// What a playbook recommends, as span attributes: `order.next_action` and its team, runbook, urgency and name.
+pub(crate) fn playbook_attributes(p: &crate::config::Playbook) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        string("order.next_action", p.action.clone()),
+        string("order.next_action.team", p.team.clone()),
+        string("order.next_action.urgency", p.urgency.as_str()),
+        string("order.next_action.playbook", p.name.clone()),
+    ];
+    if let Some(runbook) = &p.runbook {
+        attributes.push(string("order.next_action.runbook", runbook.clone()));
+    }
+    attributes
+}
+
 pub(crate) fn root_span(order: &OrderRecord) -> Span {
     let mut span = own_span(
         ids::order_trace_id(&order.key),
@@ -266,6 +284,12 @@ pub(crate) fn closing_span(config: &Config, order: &OrderRecord, now: u64) -> Sp
         attributes.push(string("order.next_owner", next_owner(order, next)));
         if let Some(b) = blocking_exception(order, &next.name) {
             attributes.push(string("order.next_blocked_by", format!("{}: {}", b.class, b.reason)));
+        }
+        // An order given up on for idleness still awaits something: what its playbook recommends goes with it.
+        if order.close_reason.as_deref() == Some(super::records::IDLE) {
+            if let Some(p) = crate::order::progress::situation_playbook(config, order, now) {
+                attributes.extend(playbook_attributes(p));
+            }
         }
     }
     span.attributes = attributes;

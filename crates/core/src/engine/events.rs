@@ -33,6 +33,10 @@ pub enum Event {
         milestone: Option<String>,
         signature: String,
         reason: String,
+        /// The system (`service.name`) that reported it; ordertrail's own service name for its findings.
+        system: String,
+        /// When it happened, by the span's own clock (a finding: when ordertrail found it).
+        at_unix_nanos: u64,
         dimensions: BTreeMap<String, String>,
         /// The order had no exception of this class, milestone and pattern before: it was opened, not repeated.
         opened: bool,
@@ -47,8 +51,9 @@ pub enum Event {
         owner: String,
         dimensions: BTreeMap<String, String>,
     },
-    /// A running clock used `sla.at_risk_share` of its time without its milestone; reported once per order and
-    /// target, before the deadline.
+    /// A running clock reached its risk point without its milestone: the delay model puts its breach probability
+    /// at `sla.risk.threshold` or above (or, while the model knows too little, it used `sla.at_risk_share` of its
+    /// time); reported once per order and target, before the deadline.
     SlaAtRisk {
         order: String,
         /// Index into `config.sla.targets`.
@@ -56,6 +61,11 @@ pub enum Event {
         deadline_unix_nanos: u64,
         /// Who owns the awaited milestone.
         owner: String,
+        /// The model's breach probability; `None` on the fixed share.
+        probability: Option<f64>,
+        basis: crate::insight::delay::RiskBasis,
+        /// The milestone had arrived already (reached after the risk point): recorded, not told to anyone.
+        settled: bool,
         dimensions: BTreeMap<String, String>,
     },
     /// An SLA target's milestone arrived, in time or late.
@@ -76,6 +86,8 @@ pub enum Event {
     /// none. Reported once per alias value; once per technical trace while it is remembered (`trace_memory`
     /// after it was first seen), so a batch job running longer is reported again.
     KeyOverCap { kind: KeyKind, value: String, cap: usize },
+    /// A new recurring exception pattern, or a pattern whose rate jumped (`patterns`).
+    Pattern(crate::insight::patterns::PatternEvent),
     /// An order closed and its closing span was emitted.
     OrderClosed { order: String, reason: String, fill_ratio: Option<f64>, dimensions: BTreeMap<String, String> },
 }

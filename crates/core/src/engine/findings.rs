@@ -33,6 +33,7 @@ impl Engine {
         reason: String,
         out: &mut Output,
     ) {
+        let at_unix_nanos = span.end_time_unix_nano;
         out.push(&self.own.resource, &self.own.scope, span);
         self.stats.finding_spans_emitted += 1;
         let dimensions = self.orders.get(key).map(|o| o.dimensions.clone()).unwrap_or_default();
@@ -43,6 +44,8 @@ impl Engine {
             milestone: Some(milestone.to_string()),
             signature,
             reason,
+            system: self.config.order_traces.service_name.clone(),
+            at_unix_nanos,
             dimensions,
             // A finding's span is emitted once per order and finding.
             opened: true,

@@ -16,6 +16,7 @@ pub mod events;
 mod findings;
 mod flow;
 mod input;
+mod insight;
 mod labels;
 mod output;
 mod persistence;
@@ -82,6 +83,8 @@ pub struct Engine {
     late_joins: LateJoins,
     persistence: Persistence,
     clocks: DeadlineIndex,
+    /// The delay model and what of it is unsaved.
+    insight: insight::InsightState,
     /// Reached milestones waiting for the detection delay before what follows from them is decided.
     settling: SettleIndex,
     coverage: CoverageCounter,
@@ -107,6 +110,7 @@ impl Engine {
             late_joins: LateJoins::new(c.late_joins.max_spans, c.late_joins.max_bytes, nanos(c.late_joins.keep)),
             persistence: Persistence::default(),
             clocks: DeadlineIndex::default(),
+            insight: insight::InsightState::default(),
             settling: SettleIndex::default(),
             coverage: CoverageCounter::new(
                 config.metrics.max_coverage_routes,
@@ -207,15 +211,23 @@ impl Engine {
 
     /// Correlates, labels and re-emits a batch of spans received at `now`.
     pub fn process(&mut self, batch: Vec<ResourceSpans>, now: u64, out: &mut Output) {
+        let first_event = out.events.len();
         for input in flatten(batch) {
             self.stats.spans_in += 1;
             self.process_span(input, now, out);
         }
+        self.observe_patterns(first_event, out);
     }
 
     /// Advances time: spans whose wait ran out join the orders they know or pass on uncorrelated, milestones
     /// settle, deadlines breach, idle orders close.
     pub fn tick(&mut self, now: u64, out: &mut Output) {
+        let first_event = out.events.len();
+        self.tick_inner(now, out);
+        self.observe_patterns(first_event, out);
+    }
+
+    fn tick_inner(&mut self, now: u64, out: &mut Output) {
         for input in self.pending.expire(now) {
             self.note_pending_change(&input);
             self.stop_waiting(input, now, out);
@@ -227,14 +239,17 @@ impl Engine {
         // Settling first, so that a milestone reached in time settles its clock before the clock is judged.
         self.settle_due(now, out);
         self.check_deadlines(now, out);
+        self.insight_tick(now);
         self.stats.pending_deadlines = self.clocks.len() as u64;
         self.stats.milestones_settling = self.settling.len() as u64;
         if now >= self.next_stats_refresh {
             self.next_stats_refresh = now.saturating_add(STATS_REFRESH_NANOS);
-            let gauges = stats::order_gauges(&self.config.taxonomy, self.orders.values(), now);
+            let gauges = stats::order_gauges(&self.config, self.orders.values(), now);
             self.stats.open_orders_by_stage = gauges.by_stage;
             self.stats.stalled_orders = gauges.stalled;
             self.stats.open_exceptions = gauges.open_exceptions;
+            self.stats.at_risk_clocks = gauges.at_risk;
+            self.insight_stats();
             self.stats.coverage = self.coverage.snapshot();
         }
         if now >= self.next_idle_scan {

@@ -35,6 +35,9 @@ pub struct StateChanges {
     /// Notifications to queue with this commit (the pipeline adds them; the engine leaves this empty). A key
     /// already queued is not queued again.
     pub notifications: Vec<Notification>,
+    /// Insight to add to the stored record (what the delay model learned since the last save), at most every few
+    /// seconds.
+    pub insight: Option<crate::insight::InsightChanges>,
 }
 
 /// A notification waiting for its receiver. Its key is one per order, event and what the event is about, so that
@@ -60,6 +63,7 @@ impl StateChanges {
             && self.pending.is_empty()
             && self.traces.is_empty()
             && self.notifications.is_empty()
+            && self.insight.is_none()
     }
 }
 
@@ -240,12 +244,16 @@ impl Engine {
                 }
             }
         }
-        StateChanges { orders, aliases, pending, traces, notifications: Vec::new() }
+        let insight = self.take_insight_changes();
+        StateChanges { orders, aliases, pending, traces, notifications: Vec::new(), insight }
     }
 
     /// Takes back changes whose commit failed, so that the next `take_changes` offers them again (with whatever
     /// changed since). The engine's memory is ahead of the store until a commit succeeds.
     pub fn commit_failed(&mut self, changes: StateChanges) {
+        if let Some(insight) = changes.insight {
+            self.insight_commit_failed(insight);
+        }
         let p = &mut self.persistence;
         for order in changes.orders {
             p.dirty_orders.insert(order.record.key);

@@ -96,6 +96,8 @@ impl Engine {
                 milestone: milestone_name.clone(),
                 signature: finding.signature.clone(),
                 reason: finding.reason.clone(),
+                system: input.resource.service_name.clone(),
+                at_unix_nanos: end,
                 dimensions: order.dimensions.clone(),
                 opened,
             });
@@ -202,6 +204,9 @@ impl Engine {
             return;
         }
         order.root_emitted = true;
+        // The root goes out once, at first sight, and carries no recommendation: which span is seen first depends
+        // on which system flushed first, and the root must not. The recommendation is on the breach, at-risk and
+        // closing spans, which are decided by the spans' own times.
         out.push(&self.own.resource, &self.own.scope, emit::root_span(order));
         self.stats.root_spans_emitted += 1;
     }

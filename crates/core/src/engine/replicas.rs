@@ -100,5 +100,6 @@ impl Engine {
     pub fn take_over(&mut self, previous: &Engine) {
         self.stats = previous.stats.clone();
         self.clocks.take_over_start(&previous.clocks);
+        self.take_over_insight(previous);
     }
 }

@@ -14,10 +14,28 @@ use super::records::Warm;
 use super::Engine;
 use crate::config::{Config, MilestoneId};
 use crate::ids;
+use crate::insight::delay::RiskBasis;
 use crate::order::{ExceptionState, OrderRecord, SlaState};
 use crate::time::{millis_i64, nanos, rfc3339};
 use opentelemetry_proto::tonic::trace::v1::span::Event as SpanEvent;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// A running clock's risk point and the model's view of it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RiskCheck {
+    /// When the clock puts its order at risk (Unix nanoseconds, never after the deadline).
+    pub(crate) at: u64,
+    /// The breach probability at the time asked about; `None` on the fixed share.
+    pub(crate) probability: Option<f64>,
+    pub(crate) basis: RiskBasis,
+}
+
+/// `sla.at_risk_share` in whole percent, for saying what a judgement on the fixed share was.
+fn share_percent(share: f64) -> u64 {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let percent = (share * 100.0).round() as u64;
+    percent
+}
 
 /// Running clocks by when they are checked.
 #[derive(Debug, Default)]
@@ -44,6 +62,11 @@ impl DeadlineIndex {
         if let Some(due) = self.due.remove(&(key.to_string(), target)) {
             self.by_due.remove(&(due, key.to_string(), target));
         }
+    }
+
+    /// When a clock is checked next, the detection delay included, if it is in the index.
+    pub(crate) fn due_of(&self, key: &str, target: usize) -> Option<u64> {
+        self.due.get(&(key.to_string(), target)).copied()
     }
 
     /// When the engine first ticked; judgements hold for the detection delay after it, so that spans still on their
@@ -85,7 +108,7 @@ impl Engine {
         for state in &order.slas {
             if state.is_running() && state.deadline_unix_nanos != u64::MAX {
                 if let Some(target) = self.config.sla.targets.iter().position(|t| t.name == state.target) {
-                    let due = self.next_check(state);
+                    let due = self.next_check(target, &order.dimensions, state);
                     self.schedule(&order.key, target, due, known_since);
                 }
             }
@@ -112,12 +135,49 @@ impl Engine {
     }
 
     /// What a running clock is checked for next: its risk point until it was found at risk, then its deadline.
-    pub(crate) fn next_check(&self, state: &SlaState) -> u64 {
-        let risk = self.config.sla.risk_point(state.started_at_unix_nanos, state.deadline_unix_nanos);
+    pub(crate) fn next_check(&self, target: usize, dimensions: &BTreeMap<String, String>, state: &SlaState) -> u64 {
+        let risk = self.risk_of(target, dimensions, state, state.started_at_unix_nanos).at;
         if state.at_risk_at_unix_nanos.is_none() && risk < state.deadline_unix_nanos {
             risk
         } else {
             state.deadline_unix_nanos
+        }
+    }
+
+    /// When a running clock puts its order at risk, by the delay model as it stands (the clock's target, the
+    /// order's dimension values), or by the fixed share while the model knows too little; and the breach
+    /// probability the model gives at `now`.
+    pub(crate) fn risk_of(
+        &self,
+        target: usize,
+        dimensions: &BTreeMap<String, String>,
+        state: &SlaState,
+        now: u64,
+    ) -> RiskCheck {
+        let config = &self.config.sla;
+        let t = &config.targets[target];
+        let start = state.started_at_unix_nanos;
+        let (_, calendar) = t.allowance(dimensions);
+        let elapsed = match calendar {
+            Some(calendar) => calendar.working_time_between(start, now),
+            None => std::time::Duration::from_nanos(now.saturating_sub(start)),
+        };
+        let allowed = std::time::Duration::from_nanos(state.allowed_nanos);
+        match self.insight.delay.judge(&config.risk, &t.name, dimensions, allowed, elapsed) {
+            Some(judgement) => RiskCheck {
+                at: match calendar {
+                    Some(calendar) => calendar.add_working_time(start, judgement.risk_point),
+                    None => start.saturating_add(nanos(judgement.risk_point)),
+                }
+                .min(state.deadline_unix_nanos),
+                probability: judgement.probability,
+                basis: judgement.basis,
+            },
+            None => RiskCheck {
+                at: config.risk_point(start, state.deadline_unix_nanos),
+                probability: None,
+                basis: RiskBasis::Share { share_percent: share_percent(config.at_risk_share) },
+            },
         }
     }
 
@@ -128,10 +188,10 @@ impl Engine {
         let t = &config.sla.targets[target];
         let awaited = &config.taxonomy.milestones[t.to];
         let delay = nanos(config.sla.detection_delay);
-        let Some(order) = self.orders.get_mut(key) else { return false };
-        let reached = order.reached_at(&awaited.name).is_some();
+        let Some(order) = self.orders.get(key) else { return false };
+        let reached = order.reached_at(&awaited.name);
         let dimensions = order.dimensions.clone();
-        let Some(state) = order.slas.iter_mut().find(|s| s.target == t.name) else { return false };
+        let Some(state) = order.sla(&t.name) else { return false };
         let deadline = state.deadline_unix_nanos;
         if now >= deadline.saturating_add(delay) {
             return false;
@@ -139,19 +199,94 @@ impl Engine {
         if !state.is_running() {
             return true;
         }
-        if state.at_risk_at_unix_nanos.is_none() && !reached && now < deadline {
-            state.at_risk_at_unix_nanos = Some(now);
-            self.persistence.order_changed(key);
-            out.events.push(Event::SlaAtRisk {
-                order: key.to_string(),
-                target,
-                deadline_unix_nanos: deadline,
-                owner: awaited.owner.clone(),
-                dimensions,
-            });
+        let to_deadline = deadline.saturating_add(delay).max(now);
+        if state.at_risk_at_unix_nanos.is_some() || now >= deadline {
+            self.clocks.insert(key, target, to_deadline);
+            return true;
         }
-        self.clocks.insert(key, target, deadline.saturating_add(delay).max(now));
+        // The model may have learned since the check was scheduled: judged again as it stands now, the clock may
+        // not be at risk yet, and is checked again at its new risk point.
+        let risk = self.risk_of(target, &dimensions, state, now);
+        // By the spans' own times: a milestone reached by the risk point (its settling still to come) was in time
+        // for it, one reached after it was not; which of the two arrived first does not matter.
+        if risk.at >= deadline || reached.is_some_and(|at| at <= risk.at) {
+            self.clocks.insert(key, target, to_deadline);
+            return true;
+        }
+        if risk.at.saturating_add(delay) > now {
+            let known_since = now.saturating_sub(delay);
+            self.schedule(key, target, risk.at, known_since);
+            return true;
+        }
+        self.mark_at_risk(key, target, risk, reached.is_some(), out);
+        self.clocks.insert(key, target, to_deadline);
         true
+    }
+
+    /// Marks a clock at risk at its risk point (by the spans' clock, so that the record does not depend on when the
+    /// check ran), writes the at-risk span and reports the event. `settled`: its milestone had arrived already,
+    /// after the risk point; the mark and the span are kept so that the record and the trace are the same whichever
+    /// came first, and nobody is told of a milestone already reached.
+    fn mark_at_risk(&mut self, key: &str, target: usize, risk: RiskCheck, settled: bool, out: &mut Output) {
+        let config = self.config.clone();
+        let t = &config.sla.targets[target];
+        let awaited = &config.taxonomy.milestones[t.to];
+        let Some(order) = self.orders.get_mut(key) else { return };
+        let dimensions = order.dimensions.clone();
+        let Some(state) = order.slas.iter_mut().find(|s| s.target == t.name) else { return };
+        state.at_risk_at_unix_nanos = Some(risk.at);
+        state.at_risk_probability = risk.probability;
+        state.at_risk_basis = Some(risk.basis.to_string());
+        let (start, deadline) = (state.started_at_unix_nanos, state.deadline_unix_nanos);
+        self.persistence.order_changed(key);
+        self.emit_at_risk(key, target, start, deadline, &risk, risk.at, out);
+        out.events.push(Event::SlaAtRisk {
+            order: key.to_string(),
+            target,
+            deadline_unix_nanos: deadline,
+            owner: awaited.owner.clone(),
+            probability: risk.probability,
+            basis: risk.basis,
+            settled,
+            dimensions,
+        });
+    }
+
+    /// The at-risk span in the order trace: from the clock's start to the moment it was found at risk, with the
+    /// probability, what it is based on and who owns the awaited milestone, so that a trace view shows the
+    /// warning before the breach.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_at_risk(
+        &mut self,
+        key: &str,
+        target: usize,
+        start: u64,
+        deadline: u64,
+        risk: &RiskCheck,
+        now: u64,
+        out: &mut Output,
+    ) {
+        let config = self.config.clone();
+        let t = &config.sla.targets[target];
+        let awaited = &config.taxonomy.milestones[t.to];
+        let signature = format!("sla:{}:at_risk", t.name);
+        let mut span = emit::finding_span(key, &signature, format!("{} at risk", awaited.name), start, now.max(start));
+        span.attributes.extend([
+            emit::attr_string("order.sla.target", &t.name),
+            emit::attr_string("order.sla.status", "at_risk"),
+            emit::attr_string("order.sla.deadline", &rfc3339(deadline)),
+            emit::attr_string("order.milestone", &awaited.name),
+            emit::attr_string("order.owner", &awaited.owner),
+            emit::attr_string("order.risk.basis", &risk.basis.to_string()),
+        ]);
+        if let Some(p) = risk.probability {
+            span.attributes.push(emit::attr_double("order.risk.probability", p));
+        }
+        if let Some(p) = self.orders.get(key).and_then(|o| crate::order::progress::playbook(&config, o, now)) {
+            span.attributes.extend(emit::playbook_attributes(p));
+        }
+        out.push(&self.own.resource, &self.own.scope, span);
+        self.stats.finding_spans_emitted += 1;
     }
 
     /// Stops the running clocks of an order that closed or reached a terminal milestone.
@@ -231,6 +366,8 @@ impl Engine {
                     stopped_at_unix_nanos: order.closed_at_unix_nanos,
                     withdrawn_at_unix_nanos: None,
                     at_risk_at_unix_nanos: None,
+                    at_risk_probability: None,
+                    at_risk_basis: None,
                 },
             );
             let to_at = order.reached_at(&config.taxonomy.milestones[target.to].name);
@@ -240,7 +377,11 @@ impl Engine {
             if let Some(to_at) = to_at {
                 self.settle(key, i, to_at, now, out);
             } else if deadline != u64::MAX && !closed {
-                let due = self.config.sla.risk_point(start, deadline);
+                let due = self
+                    .orders
+                    .get(key)
+                    .and_then(|o| o.sla(&target.name).map(|s| self.next_check(i, &o.dimensions, s)))
+                    .unwrap_or(deadline);
                 self.schedule(key, i, due, now);
             }
         }
@@ -290,8 +431,11 @@ impl Engine {
             if let Some(at) = reached {
                 self.settle(key, i, at, now, out);
             } else if running && deadline != u64::MAX {
-                let due =
-                    self.orders.get(key).and_then(|o| o.sla(&target.name)).map_or(deadline, |s| self.next_check(s));
+                let due = self
+                    .orders
+                    .get(key)
+                    .and_then(|o| o.sla(&target.name).map(|s| self.next_check(i, &o.dimensions, s)))
+                    .unwrap_or(deadline);
                 self.schedule(key, i, due, now);
             }
         }
@@ -310,8 +454,19 @@ impl Engine {
         let lateness = state.lateness_nanos;
         let breached = state.breached_at_unix_nanos.is_some();
         let withdrawn = state.withdrawn_at_unix_nanos.is_some();
+        let unmarked = state.at_risk_at_unix_nanos.is_none();
+        let state = state.clone();
         self.persistence.order_changed(key);
         self.clocks.remove(key, target);
+        // A milestone reached after the clock's risk point: the clock was at risk then, whether or not its check ran
+        // before this span arrived.
+        if first && unmarked {
+            let dimensions = self.orders.get(key).map(|o| o.dimensions.clone()).unwrap_or_default();
+            let risk = self.risk_of(target, &dimensions, &state, at);
+            if risk.at < at && risk.at < state.deadline_unix_nanos {
+                self.mark_at_risk(key, target, risk, true, out);
+            }
+        }
         if late && !breached {
             // A milestone that arrives late before the deadline check ran is still a breach, reported once.
             self.breach(key, target, now, out);
@@ -322,6 +477,17 @@ impl Engine {
         if !first {
             return;
         }
+        let Some(order) = self.orders.get(key) else { return };
+        // The duration the model learns is in the clock's own time, as its allowance is: working time where a
+        // calendar applies. A clock stopped by a cancellation or close before its milestone never settles, so the
+        // model learns only from transitions that completed.
+        let (_, calendar) = t.allowance(&order.dimensions);
+        let clock_time = match calendar {
+            Some(calendar) => calendar.working_time_between(at.saturating_sub(duration), at),
+            None => std::time::Duration::from_nanos(duration),
+        };
+        let dimensions = order.dimensions.clone();
+        self.learn_duration(&t.name, &dimensions, clock_time);
         let Some(order) = self.orders.get(key) else { return };
         out.events.push(Event::SlaSettled {
             order: key.to_string(),
@@ -451,6 +617,9 @@ impl Engine {
             ..Default::default()
         });
         span.status = Some(emit::error_status(format!("{reason}; next action owned by {}", awaited.owner)));
+        if let Some(p) = self.orders.get(key).and_then(|o| crate::order::progress::playbook(&config, o, now)) {
+            span.attributes.extend(emit::playbook_attributes(p));
+        }
         let dimensions = self.orders.get(key).map(|o| o.dimensions.clone()).unwrap_or_default();
         out.events.push(Event::SlaBreached {
             order: key.to_string(),

@@ -3,7 +3,6 @@
 
 use super::attributes;
 use super::input::SpanInput;
-use crate::config::Taxonomy;
 use crate::order::progress::{next_owner, stage_and_next};
 use crate::order::status::OrderSlaStatus;
 use crate::order::OrderRecord;
@@ -77,6 +76,15 @@ pub struct EngineStats {
     pub milestones_settling: u64,
     /// Stored waiting spans that could not be decoded at startup (damage on disk).
     pub pending_undecodable: u64,
+    /// Running clocks found at risk whose deadline has not passed, by target and the owner of the awaited
+    /// milestone (gauge).
+    pub at_risk_clocks: PairCounts,
+    /// Settled clocks the delay model learned, per target (gauge).
+    pub delay_model_samples: BTreeMap<String, u64>,
+    /// Exception patterns in the pattern book (gauge).
+    pub exception_patterns: u64,
+    /// New exception patterns refused because `patterns.max_patterns` was reached.
+    pub exception_patterns_refused: u64,
 }
 
 /// Correlated and uncorrelated span counts of one route.
@@ -161,16 +169,31 @@ pub(crate) struct OrderGauges {
     pub(crate) stalled: PairCounts,
     /// Open exceptions by class and owner.
     pub(crate) open_exceptions: PairCounts,
+    /// Clocks at risk by target and owner.
+    pub(crate) at_risk: PairCounts,
 }
 
 /// The gauges of the open orders among `orders` at `now`; each order's stage is worked out once.
 pub(crate) fn order_gauges<'o>(
-    taxonomy: &Taxonomy,
+    config: &crate::config::Config,
     orders: impl Iterator<Item = &'o OrderRecord>,
     now: u64,
 ) -> OrderGauges {
+    let taxonomy = &config.taxonomy;
     let mut gauges = OrderGauges::default();
     for order in orders.filter(|o| !o.is_closed()) {
+        for s in order.slas.iter().filter(|s| s.at_risk_at_unix_nanos.is_some() && s.is_running()) {
+            if now >= s.deadline_unix_nanos {
+                continue;
+            }
+            let owner = config
+                .sla
+                .targets
+                .iter()
+                .find(|t| t.name == s.target)
+                .map_or("none", |t| taxonomy.milestones[t.to].owner.as_str());
+            *gauges.at_risk.entry((s.target.clone(), owner.to_string())).or_default() += 1;
+        }
         for exception in order.open_exceptions() {
             *gauges.open_exceptions.entry((exception.class.clone(), exception.owner.clone())).or_default() += 1;
         }

@@ -35,12 +35,17 @@ impl Engine {
         let read_back = self.read_back_time(order);
         // Only what the indexes take back when the order is read: a clock of a target no longer configured, or a
         // milestone no longer in the taxonomy, would otherwise keep the wake in the past for good.
-        let configured = |target: &str| self.config.sla.targets.iter().any(|t| t.name == target);
-        let clocks = order
-            .slas
-            .iter()
-            .filter(|s| s.is_running() && s.deadline_unix_nanos != u64::MAX && configured(&s.target))
-            .map(|s| self.next_check(s).max(read_back).saturating_add(delay));
+        let configured = |target: &str| self.config.sla.targets.iter().position(|t| t.name == target);
+        // The deadline index holds when each clock of an order in memory is checked next, the delay included;
+        // asking the delay model again for every order written would cost more than the commit.
+        let clocks =
+            order.slas.iter().filter(|s| s.is_running() && s.deadline_unix_nanos != u64::MAX).filter_map(|s| {
+                let target = configured(&s.target)?;
+                Some(match self.clocks.due_of(&order.key, target) {
+                    Some(due) => due.max(read_back.saturating_add(delay)),
+                    None => self.next_check(target, &order.dimensions, s).max(read_back).saturating_add(delay),
+                })
+            });
         let settling = order
             .milestones
             .iter()

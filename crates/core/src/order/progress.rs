@@ -4,7 +4,7 @@
 
 use super::record::{ExceptionState, OrderRecord};
 use super::status::{ExceptionStatus, MilestoneStatus, OrderSlaStatus, OrderStatus, SlaStatus};
-use crate::config::{Milestone, Taxonomy};
+use crate::config::{find_playbook, Config, Milestone, Playbook, PlaybookWhen, Situation, Taxonomy};
 
 impl OrderRecord {
     /// Open until a `close_on` milestone or idleness closed it.
@@ -99,6 +99,76 @@ pub fn blocking_exception<'o>(order: &'o OrderRecord, awaited: &str) -> Option<&
 /// milestone's owner.
 pub fn next_owner<'a>(order: &'a OrderRecord, next: &'a Milestone) -> &'a str {
     blocking_exception(order, &next.name).map_or(next.owner.as_str(), |b| b.owner.as_str())
+}
+
+/// The playbook for what an order is in now, if one matches: its open exceptions first (one blocking the awaited
+/// milestone before the others, then the newest), as they are the causes; then its breached clocks; then its
+/// clocks at risk. The first situation a playbook matches decides, so that an order whose breach an integration
+/// failure caused is told to fix the integration, not to chase the breach.
+pub fn playbook<'c>(config: &'c Config, order: &OrderRecord, now: u64) -> Option<&'c Playbook> {
+    if order.is_closed() {
+        return None;
+    }
+    situation_playbook(config, order, now)
+}
+
+/// As [`playbook`], for an order open or closed: what its situation calls for (the closing span of an order
+/// closed for idleness says what it was still waiting for).
+pub fn situation_playbook<'c>(config: &'c Config, order: &OrderRecord, now: u64) -> Option<&'c Playbook> {
+    let playbooks = &config.playbooks;
+    if playbooks.is_empty() {
+        return None;
+    }
+    let (_, next) = stage_and_next(&config.taxonomy, order);
+    let blocker = next.and_then(|n| blocking_exception(order, &n.name));
+    let mut open: Vec<&ExceptionState> = order.open_exceptions().collect();
+    open.sort_by_key(|e| {
+        let blocks = blocker.is_some_and(|b| std::ptr::eq(b, *e));
+        (!blocks, std::cmp::Reverse(e.last_seen_unix_nanos))
+    });
+    let clock = |when, class, milestone| Situation {
+        when,
+        class,
+        milestone: Some(milestone),
+        system: None,
+        reason: None,
+        dimensions: &order.dimensions,
+    };
+    for e in open {
+        let s = Situation {
+            when: PlaybookWhen::Exception,
+            class: Some(&e.class),
+            milestone: e.milestone.as_deref(),
+            system: Some(&e.service),
+            reason: Some(&e.reason),
+            dimensions: &order.dimensions,
+        };
+        if let Some(p) = find_playbook(playbooks, &s) {
+            return Some(p);
+        }
+    }
+    let class_of = |target: &str| {
+        config.sla.targets.iter().find(|t| t.name == target).map(|t| config.taxonomy.classes[t.class].name.as_str())
+    };
+    let breached =
+        order.slas.iter().filter(|s| s.breached_at_unix_nanos.is_some() && s.withdrawn_at_unix_nanos.is_none());
+    for s in breached.filter(|s| s.reached_at_unix_nanos.is_none()) {
+        let found = find_playbook(playbooks, &clock(PlaybookWhen::Breached, class_of(&s.target), s.to.as_str()));
+        if found.is_some() {
+            return found;
+        }
+    }
+    let at_risk = order
+        .slas
+        .iter()
+        .filter(|s| s.at_risk_at_unix_nanos.is_some() && s.is_running() && now < s.deadline_unix_nanos);
+    for s in at_risk {
+        let found = find_playbook(playbooks, &clock(PlaybookWhen::AtRisk, class_of(&s.target), s.to.as_str()));
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -201,10 +201,17 @@ pub struct SlaState {
     /// it into the order trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub withdrawn_at_unix_nanos: Option<u64>,
-    /// When ordertrail found the clock at risk (`sla.at_risk_share` of its time used, its milestone not reached);
-    /// set at most once, which is what makes the team told once.
+    /// When ordertrail found the clock at risk (the delay model's breach probability reached `sla.risk.threshold`,
+    /// or `sla.at_risk_share` of its time was used while the model knew too little); set at most once, which is
+    /// what makes the team told once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_risk_at_unix_nanos: Option<u64>,
+    /// The breach probability the delay model gave when the clock was found at risk; `None` on the fixed share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_risk_probability: Option<f64>,
+    /// What the judgement was based on, in words ("212 past orders with warehouse WH-SOUTH").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_risk_basis: Option<String>,
 }
 
 impl SlaState {

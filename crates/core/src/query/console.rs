@@ -24,8 +24,11 @@ pub struct FlowView {
     pub teams: Vec<String>,
     /// The exception classes in the taxonomy's order, with the team that owns each.
     pub exception_classes: Vec<ClassView>,
-    /// The share of a clock's time after which its order counts as at risk (`sla.at_risk_share`).
+    /// The share of a clock's time after which its order counts as at risk while the delay model knows too
+    /// little of its target (`sla.at_risk_share`).
     pub at_risk_share: f64,
+    /// The breach probability at which the delay model puts an order at risk (`sla.risk.threshold`).
+    pub risk_threshold: f64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -35,7 +38,7 @@ pub struct StageView {
     /// Who owns the milestone; empty for `none`.
     pub owner: String,
     pub open: u64,
-    /// Open orders with a running clock past `sla.at_risk_share` of its time, not yet breached.
+    /// Open orders with a running clock found at risk (see [`at_risk`]), not yet breached.
     pub at_risk: u64,
     /// Open orders with a clock whose deadline passed without its milestone.
     pub breached: u64,
@@ -51,15 +54,16 @@ pub struct ClassView {
     pub owner: String,
 }
 
-/// Whether a running clock of `order` has used `sla.at_risk_share` of its time without its deadline passing; the
-/// engine marks the same moment once (`SlaState::at_risk_at_unix_nanos`) to tell the owning team.
-pub fn at_risk(config: &Config, order: &OrderRecord, now: u64) -> bool {
+/// Whether a running clock of `order` was found at risk and its deadline has not passed. The engine judges each
+/// clock at its risk point (by the delay model, or the fixed share while the model knows too little) and marks it
+/// once (`SlaState::at_risk_at_unix_nanos`); the console shows that mark, so that it and the team's notification
+/// always agree.
+pub fn at_risk(order: &OrderRecord, now: u64) -> bool {
     order.slas.iter().any(|s| {
         s.is_running()
             && s.deadline_unix_nanos != u64::MAX
             && now < s.deadline_unix_nanos
-            && (s.at_risk_at_unix_nanos.is_some()
-                || now >= config.sla.risk_point(s.started_at_unix_nanos, s.deadline_unix_nanos))
+            && s.at_risk_at_unix_nanos.is_some()
     })
 }
 
@@ -88,7 +92,7 @@ pub fn flow<'a>(config: &Config, orders: impl Iterator<Item = &'a OrderRecord>, 
         view.open += 1;
         if order.sla_status(now) == OrderSlaStatus::Breached {
             view.breached += 1;
-        } else if at_risk(config, order, now) {
+        } else if at_risk(order, now) {
             view.at_risk += 1;
         }
         if next_action(config, order, now).is_some_and(|n| n.blocked_by.is_some()) {
@@ -116,6 +120,7 @@ pub fn flow<'a>(config: &Config, orders: impl Iterator<Item = &'a OrderRecord>, 
             .map(|c| ClassView { class: c.name.clone(), owner: c.owner.clone() })
             .collect(),
         at_risk_share: config.sla.at_risk_share,
+        risk_threshold: config.sla.risk.threshold,
     }
 }
 

@@ -11,6 +11,8 @@ mod console;
 mod exceptions;
 mod order_list;
 mod order_view;
+mod patterns;
+mod risk;
 
 pub use bottlenecks::{
     bottlenecks, BottleneckFilter, Bottlenecks, DimensionBreakdown, Transition, ValueStats, MIN_SAMPLES,
@@ -21,7 +23,14 @@ pub use console::{
 };
 pub use exceptions::{list_exceptions, ExceptionFilter, ExceptionGroup, ExceptionSummary};
 pub use order_list::{list_orders, OrderFilter, OrderPage, OrderSummary};
-pub use order_view::{order_view, Blocker, ExceptionView, MilestoneView, NextAction, OrderView, SlaView, SpanRef};
+pub use order_view::{
+    order_view, Blocker, ExceptionView, MilestoneView, NextAction, OrderView, PlaybookAction, SlaView, SpanRef,
+};
+pub use patterns::{patterns, PatternFilter, PatternList, PatternSummary};
+pub use risk::{
+    at_risk_orders, delay_model_view, AtRiskClock, AtRiskOrders, DelayModelView, DelayStats, RiskFilter, TargetDelays,
+    ValueDelays,
+};
 
 use crate::config::Config;
 

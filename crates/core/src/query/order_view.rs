@@ -66,6 +66,32 @@ pub struct NextAction {
     pub deadline: Option<String>,
     /// Whether the deadline has passed.
     pub overdue: bool,
+    /// The recommended action, from the first playbook that matches the order's situation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub playbook: Option<PlaybookAction>,
+}
+
+/// A playbook's recommendation.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PlaybookAction {
+    pub name: String,
+    pub action: String,
+    pub team: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<String>,
+    pub urgency: crate::config::Urgency,
+}
+
+impl PlaybookAction {
+    pub fn of(p: &crate::config::Playbook) -> PlaybookAction {
+        PlaybookAction {
+            name: p.name.clone(),
+            action: p.action.clone(),
+            team: p.team.clone(),
+            runbook: p.runbook.clone(),
+            urgency: p.urgency,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -149,6 +175,13 @@ pub struct SlaView {
     pub reached_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lateness_ms: Option<u64>,
+    /// When the clock was found at risk, with the model's breach probability then and what it was based on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_risk_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub risk_probability: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub risk_basis: Option<String>,
 }
 
 fn exception_view(e: &ExceptionState) -> ExceptionView {
@@ -192,6 +225,7 @@ pub(super) fn next_action(config: &Config, order: &OrderRecord, now: u64) -> Opt
         }),
         deadline: deadline.and_then(deadline_text),
         overdue: deadline.is_some_and(|d| d <= now),
+        playbook: crate::order::progress::playbook(config, order, now).map(PlaybookAction::of),
     })
 }
 
@@ -266,6 +300,9 @@ pub fn order_view(config: &Config, order: &OrderRecord, now: u64) -> OrderView {
                 breached_at: s.breached_at_unix_nanos.map(rfc3339),
                 reached_at: s.reached_at_unix_nanos.map(rfc3339),
                 lateness_ms: s.lateness_nanos.map(millis),
+                at_risk_at: s.at_risk_at_unix_nanos.map(rfc3339),
+                risk_probability: s.at_risk_probability,
+                risk_basis: s.at_risk_basis.clone(),
             })
             .collect(),
         ordered_quantity: order.ordered_quantity,

@@ -78,6 +78,8 @@ fn clock(target: &str, from: &str, to: &str, start: u64, allowed: u64) -> SlaSta
         stopped_at_unix_nanos: None,
         withdrawn_at_unix_nanos: None,
         at_risk_at_unix_nanos: None,
+        at_risk_probability: None,
+        at_risk_basis: None,
     }
 }
 
@@ -204,7 +206,14 @@ fn the_flow_counts_open_orders_per_stage_with_risk_breach_blocks_and_classes() {
     assert_eq!((credit.open, credit.at_risk, credit.breached, credit.blocked), (2, 0, 0, 1));
     assert_eq!(credit.exceptions.get("data_quality"), Some(&1));
     assert_eq!(credit.owner, "credit-control");
-    // At 8 h they have used 80 %: at risk. At 11 h the deadline passed: breached, and no longer at risk.
+    // At 8 h the engine found them at risk (it marks the clock). At 11 h the deadline passed: breached, and no
+    // longer at risk.
+    let mut orders = orders;
+    for order in &mut orders {
+        for s in &mut order.slas {
+            s.at_risk_at_unix_nanos = Some(T0 + 8 * H);
+        }
+    }
     let late = flow_of(&config, &orders, T0 + 8 * H, "credit_approval");
     assert_eq!((late.at_risk, late.breached), (2, 0));
     let over = flow_of(&config, &orders, T0 + 11 * H, "credit_approval");
