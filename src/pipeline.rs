@@ -525,6 +525,11 @@ impl Worker {
             Counters::add(&self.counters.store_conflicts, 1);
             attempts += 1;
             tracing::debug!(orders = ?orders, attempts, "another replica wrote an order of this group first");
+            // What the refused commit was to add to the stored insight goes back to the engine that learned it,
+            // so that the rebuilt one takes it over and a later commit saves it.
+            if let Some(insight) = prepared.changes.insight.take() {
+                self.engine.insight_commit_failed(insight);
+            }
             let mut out = match self.rebuild_engine(now) {
                 Ok(carried) => carried,
                 Err(e) => {

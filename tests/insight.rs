@@ -6,15 +6,16 @@
 mod common;
 
 use common::*;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use ordertrail::api::proto::insight_service_client::InsightServiceClient;
 use ordertrail::api::proto::{GetBottlenecksRequest, GetDelayModelRequest, ListAtRiskRequest, ListPatternsRequest};
 use ordertrail_simulator::{self as simulator, SimulatorOptions};
-use serde_json::Value;
+use serde_json::Value as Json;
 use std::time::Duration;
 
 const SHIPDATE: &str = "field ShipDate: expected yyyy-MM-dd, got <date>";
 
-async fn get_json(url: &str) -> Value {
+async fn get_json(url: &str) -> Json {
     let text = reqwest::get(url).await.unwrap().text().await.unwrap();
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"))
 }
@@ -61,13 +62,22 @@ async fn the_history_puts_orders_at_risk_groups_its_failures_and_is_remembered_a
     );
     let first = clocks[0]["order_id"].as_str().unwrap().to_string();
     let order = get_json(&format!("{api}/v1/orders/{first}")).await;
-    let sla = order["slas"].as_array().unwrap().iter().find(|s| s["at_risk_at"].is_string()).expect("marked").clone();
+    let target = clocks[0]["target"].clone();
+    let sla = order["slas"].as_array().unwrap().iter().find(|s| s["target"] == target).expect("the clock").clone();
+    assert!(sla["at_risk_at"].is_string(), "marked in the record: {sla}");
     assert!(sla["risk_probability"].as_f64().unwrap() >= 0.5);
 
     // The at-risk span is in the order trace, with its owner and basis.
     let trace = ordertrail_core::ids::order_trace_id(&first);
+    let target_name = target.as_str().unwrap().to_string();
     let warning = eventually("the at-risk span in the order trace", Duration::from_secs(15), || {
-        let found = sink.snapshot().into_iter().find(|r| r.span.name.ends_with(" at risk") && r.span.trace_id == trace);
+        let of_target = |r: &Received| {
+            r.span.attributes.iter().any(|kv| {
+                kv.key == "order.sla.target"
+                    && matches!(&kv.value, Some(v) if matches!(&v.value, Some(Value::StringValue(s)) if *s == target_name))
+            })
+        };
+        let found = sink.snapshot().into_iter().find(|r| r.span.name.ends_with(" at risk") && r.span.trace_id == trace && of_target(r));
         async move { found }
     })
     .await;

@@ -90,7 +90,7 @@ fn learned(n: u64) -> ordertrail_core::insight::InsightChanges {
         let took = std::time::Duration::from_secs(60 * (i + 1));
         model.learn(&Default::default(), "order_release", &Default::default(), took);
     }
-    ordertrail_core::insight::InsightChanges { learned: model, patterns: None }
+    ordertrail_core::insight::InsightChanges { learned: model, patterns: None, max_values_per_dimension: 200 }
 }
 
 #[test]

@@ -727,7 +727,7 @@ mod tests {
                 std::time::Duration::from_secs(60 * (i + 1)),
             );
         }
-        ordertrail_core::insight::InsightChanges { learned: model, patterns: None }
+        ordertrail_core::insight::InsightChanges { learned: model, patterns: None, max_values_per_dimension: 200 }
     }
 
     fn commit_orders(store: &mut RedbStore, writes: Vec<OrderWrite>) {

@@ -37,6 +37,14 @@ impl Engine {
         out.push(&self.own.resource, &self.own.scope, span);
         self.stats.finding_spans_emitted += 1;
         let dimensions = self.orders.get(key).map(|o| o.dimensions.clone()).unwrap_or_default();
+        self.insight.observations.push(super::insight::Observation {
+            class: class.clone(),
+            milestone: Some(milestone.to_string()),
+            system: self.config.order_traces.service_name.clone(),
+            reason: reason.clone(),
+            order: key.to_string(),
+            at_unix_nanos,
+        });
         out.events.push(Event::ExceptionRecorded {
             order: key.to_string(),
             class,

@@ -211,23 +211,17 @@ impl Engine {
 
     /// Correlates, labels and re-emits a batch of spans received at `now`.
     pub fn process(&mut self, batch: Vec<ResourceSpans>, now: u64, out: &mut Output) {
-        let first_event = out.events.len();
+        self.take_up_insight(out);
         for input in flatten(batch) {
             self.stats.spans_in += 1;
             self.process_span(input, now, out);
         }
-        self.observe_patterns(first_event, out);
     }
 
     /// Advances time: spans whose wait ran out join the orders they know or pass on uncorrelated, milestones
     /// settle, deadlines breach, idle orders close.
     pub fn tick(&mut self, now: u64, out: &mut Output) {
-        let first_event = out.events.len();
-        self.tick_inner(now, out);
-        self.observe_patterns(first_event, out);
-    }
-
-    fn tick_inner(&mut self, now: u64, out: &mut Output) {
+        self.take_up_insight(out);
         for input in self.pending.expire(now) {
             self.note_pending_change(&input);
             self.stop_waiting(input, now, out);

@@ -101,6 +101,14 @@ impl Engine {
                 dimensions: order.dimensions.clone(),
                 opened,
             });
+            self.insight.observations.push(super::insight::Observation {
+                class: class.clone(),
+                milestone: milestone_name.clone(),
+                system: input.resource.service_name.clone(),
+                reason: finding.reason.clone(),
+                order: key.to_string(),
+                at_unix_nanos: end,
+            });
             let existing = order
                 .exceptions
                 .iter_mut()

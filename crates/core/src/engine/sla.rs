@@ -12,7 +12,7 @@ use super::findings::finding_labels;
 use super::output::Output;
 use super::records::Warm;
 use super::Engine;
-use crate::config::{Config, MilestoneId};
+use crate::config::{find_playbook, Config, MilestoneId, Playbook, PlaybookWhen, Situation};
 use crate::ids;
 use crate::insight::delay::RiskBasis;
 use crate::order::{ExceptionState, OrderRecord, SlaState};
@@ -115,6 +115,30 @@ impl Engine {
         }
     }
 
+    /// Schedules the risk checks of the running clocks in the index again, by the delay model as it is now; used
+    /// when a model is restored or taken over, after the clocks were indexed without it.
+    pub(crate) fn reindex_risk_checks(&mut self) {
+        let mut moves = Vec::new();
+        for order in self.orders.values().filter(|o| !o.is_closed()) {
+            let unjudged = order
+                .slas
+                .iter()
+                .filter(|s| s.is_running() && s.deadline_unix_nanos != u64::MAX && s.at_risk_at_unix_nanos.is_none());
+            for state in unjudged {
+                let Some(target) = self.config.sla.targets.iter().position(|t| t.name == state.target) else {
+                    continue;
+                };
+                if self.clocks.due_of(&order.key, target).is_some() {
+                    moves.push((order.key.clone(), target, self.next_check(target, &order.dimensions, state)));
+                }
+            }
+        }
+        for (key, target, due) in moves {
+            self.clocks.remove(&key, target);
+            self.schedule(&key, target, due, 0);
+        }
+    }
+
     /// Takes the clocks and settling milestones of an order leaving memory out of the indexes.
     pub(crate) fn unindex(&mut self, order: &OrderRecord) {
         for state in &order.slas {
@@ -193,24 +217,32 @@ impl Engine {
         let dimensions = order.dimensions.clone();
         let Some(state) = order.sla(&t.name) else { return false };
         let deadline = state.deadline_unix_nanos;
-        if now >= deadline.saturating_add(delay) {
-            return false;
-        }
-        if !state.is_running() {
-            return true;
-        }
-        let to_deadline = deadline.saturating_add(delay).max(now);
-        if state.at_risk_at_unix_nanos.is_some() || now >= deadline {
-            self.clocks.insert(key, target, to_deadline);
-            return true;
-        }
+        let unmarked = state.is_running() && state.at_risk_at_unix_nanos.is_none();
         // The model may have learned since the check was scheduled: judged again as it stands now, the clock may
         // not be at risk yet, and is checked again at its new risk point.
         let risk = self.risk_of(target, &dimensions, state, now);
         // By the spans' own times: a milestone reached by the risk point (its settling still to come) was in time
         // for it, one reached after it was not; which of the two arrived first does not matter.
-        if risk.at >= deadline || reached.is_some_and(|at| at <= risk.at) {
-            self.clocks.insert(key, target, to_deadline);
+        let in_time = risk.at >= deadline || reached.is_some_and(|at| at <= risk.at);
+        if now >= deadline {
+            // Checked late (ordertrail was down, or the order was read back late): the clock was at risk all the
+            // same, as the settling of its milestone would find; recorded, told to nobody, as the deadline passed.
+            if unmarked && !in_time {
+                self.mark_at_risk(key, target, risk, true, out);
+            }
+            if now >= deadline.saturating_add(delay) {
+                return false;
+            }
+            if unmarked || self.orders.get(key).and_then(|o| o.sla(&t.name)).is_some_and(SlaState::is_running) {
+                self.clocks.insert(key, target, deadline.saturating_add(delay));
+            }
+            return true;
+        }
+        let to_deadline = deadline.saturating_add(delay).max(now);
+        if !unmarked || in_time {
+            if self.orders.get(key).and_then(|o| o.sla(&t.name)).is_some_and(SlaState::is_running) {
+                self.clocks.insert(key, target, to_deadline);
+            }
             return true;
         }
         if risk.at.saturating_add(delay) > now {
@@ -231,6 +263,13 @@ impl Engine {
         let config = self.config.clone();
         let t = &config.sla.targets[target];
         let awaited = &config.taxonomy.milestones[t.to];
+        // The probability as of the risk point, whenever the check ran.
+        let risk = match self.orders.get(key).and_then(|o| Some((o.dimensions.clone(), o.sla(&t.name)?.clone()))) {
+            Some((dimensions, state)) => {
+                RiskCheck { at: risk.at, ..self.risk_of(target, &dimensions, &state, risk.at) }
+            }
+            None => risk,
+        };
         let Some(order) = self.orders.get_mut(key) else { return };
         let dimensions = order.dimensions.clone();
         let Some(state) = order.slas.iter_mut().find(|s| s.target == t.name) else { return };
@@ -282,7 +321,7 @@ impl Engine {
         if let Some(p) = risk.probability {
             span.attributes.push(emit::attr_double("order.risk.probability", p));
         }
-        if let Some(p) = self.orders.get(key).and_then(|o| crate::order::progress::playbook(&config, o, now)) {
+        if let Some(p) = self.orders.get(key).and_then(|o| clock_playbook(&config, target, PlaybookWhen::AtRisk, o)) {
             span.attributes.extend(emit::playbook_attributes(p));
         }
         out.push(&self.own.resource, &self.own.scope, span);
@@ -454,7 +493,10 @@ impl Engine {
         let lateness = state.lateness_nanos;
         let breached = state.breached_at_unix_nanos.is_some();
         let withdrawn = state.withdrawn_at_unix_nanos.is_some();
-        let unmarked = state.at_risk_at_unix_nanos.is_none();
+        // A clock stopped by a close or cancellation awaited nothing when its milestone came: it teaches nothing and
+        // was at risk of nothing.
+        let stopped = state.stopped_at_unix_nanos.is_some();
+        let unmarked = state.at_risk_at_unix_nanos.is_none() && !stopped;
         let state = state.clone();
         self.persistence.order_changed(key);
         self.clocks.remove(key, target);
@@ -479,15 +521,17 @@ impl Engine {
         }
         let Some(order) = self.orders.get(key) else { return };
         // The duration the model learns is in the clock's own time, as its allowance is: working time where a
-        // calendar applies. A clock stopped by a cancellation or close before its milestone never settles, so the
-        // model learns only from transitions that completed.
-        let (_, calendar) = t.allowance(&order.dimensions);
-        let clock_time = match calendar {
-            Some(calendar) => calendar.working_time_between(at.saturating_sub(duration), at),
-            None => std::time::Duration::from_nanos(duration),
-        };
-        let dimensions = order.dimensions.clone();
-        self.learn_duration(&t.name, &dimensions, clock_time);
+        // calendar applies. A clock stopped by a cancellation or close teaches nothing, even when its milestone
+        // comes later: the model learns only from transitions that completed while awaited.
+        if !stopped {
+            let (_, calendar) = t.allowance(&order.dimensions);
+            let clock_time = match calendar {
+                Some(calendar) => calendar.working_time_between(at.saturating_sub(duration), at),
+                None => std::time::Duration::from_nanos(duration),
+            };
+            let dimensions = order.dimensions.clone();
+            self.learn_duration(&t.name, &dimensions, clock_time);
+        }
         let Some(order) = self.orders.get(key) else { return };
         out.events.push(Event::SlaSettled {
             order: key.to_string(),
@@ -617,7 +661,9 @@ impl Engine {
             ..Default::default()
         });
         span.status = Some(emit::error_status(format!("{reason}; next action owned by {}", awaited.owner)));
-        if let Some(p) = self.orders.get(key).and_then(|o| crate::order::progress::playbook(&config, o, now)) {
+        // The playbook of the breach itself, not of whatever else the order is in: that depends on spans of other
+        // systems that may arrive after the deadline.
+        if let Some(p) = self.orders.get(key).and_then(|o| clock_playbook(&config, target, PlaybookWhen::Breached, o)) {
             span.attributes.extend(emit::playbook_attributes(p));
         }
         let dimensions = self.orders.get(key).map(|o| o.dimensions.clone()).unwrap_or_default();
@@ -631,6 +677,26 @@ impl Engine {
         });
         self.emit_finding(key, span, &awaited.name, &awaited.owner, class, signature, reason, out);
     }
+}
+
+/// The playbook for a clock's own situation (at risk or breached): its target's breach class, the awaited
+/// milestone, the order's dimensions.
+fn clock_playbook<'c>(
+    config: &'c Config,
+    target: usize,
+    when: PlaybookWhen,
+    order: &OrderRecord,
+) -> Option<&'c Playbook> {
+    let t = config.sla.targets.get(target)?;
+    let situation = Situation {
+        when,
+        class: Some(&config.taxonomy.classes[t.class].name),
+        milestone: Some(&config.taxonomy.milestones[t.to].name),
+        system: None,
+        reason: None,
+        dimensions: &order.dimensions,
+    };
+    find_playbook(&config.playbooks, &situation)
 }
 
 /// When, by the spans' own times, `order` stopped awaiting anything: the earliest reach of a terminal or `close_on`

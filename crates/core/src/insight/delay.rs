@@ -176,9 +176,8 @@ pub type ValueDurations<'a> = (&'a str, &'a str, &'a Durations);
 
 /// A dimension value that may decide a judgement.
 struct Candidate<'a> {
-    /// How far its breach probability is from all orders'.
+    /// How far its share of breaches is from all orders'.
     distance: f64,
-    probability: f64,
     durations: &'a Durations,
     basis: RiskBasis,
 }
@@ -223,14 +222,19 @@ impl DelayModel {
         }
     }
 
-    /// Adds another model's samples (another replica's, or what this one learned since its last save).
-    pub fn merge(&mut self, other: &DelayModel) {
+    /// Adds another model's samples (another replica's, or what this one learned since its last save), keeping at
+    /// most `max_values_per_dimension` values per dimension and target: a value beyond it counts for all orders only.
+    pub fn merge_bounded(&mut self, other: &DelayModel, max_values_per_dimension: usize) {
         for (target, theirs) in &other.targets {
             let ours = self.targets.entry(target.clone()).or_default();
             ours.all.merge(&theirs.all);
             for (dimension, values) in &theirs.by_value {
                 let our_values = ours.by_value.entry(dimension.clone()).or_default();
                 for (value, durations) in values {
+                    if !our_values.contains_key(value) && our_values.len() >= max_values_per_dimension {
+                        self.values_refused += 1;
+                        continue;
+                    }
                     our_values.entry(value.clone()).or_default().merge(durations);
                 }
             }
@@ -264,10 +268,11 @@ impl DelayModel {
     }
 
     /// Judges a running clock of `target` with `allowed` clock time that has run `elapsed`. Of the order's
-    /// dimension values with enough samples of their own, the one whose breach probability differs most from all
+    /// dimension values with enough samples of their own, the one whose share of breaches differs most from all
     /// orders' decides: that is the value that tells something about this order (a slow warehouse, a carrier
     /// with a failing interface, or a fast warehouse that makes a breach unlikely), where a value shared by half
-    /// the orders tells nothing. Without such a value, all orders' durations decide; with too few of those,
+    /// the orders tells nothing. The choice does not depend on `elapsed`, so a clock's risk point is the same
+    /// whenever it is asked for. Without such a value, all orders' durations decide; with too few of those,
     /// `None` (the caller uses the fixed share).
     pub fn judge(
         &self,
@@ -282,7 +287,7 @@ impl DelayModel {
             return None;
         }
         let (allowed, elapsed) = (allowed.as_secs_f64(), elapsed.as_secs_f64());
-        let overall = t.all.breach_probability(allowed, elapsed);
+        let overall = t.all.breach_probability(allowed, 0.0);
         // Ties go to the earlier risk point.
         let mut best: Option<Candidate<'_>> = None;
         for (dimension, value) in dimensions {
@@ -290,8 +295,7 @@ impl DelayModel {
             if durations.count() < settings.min_samples {
                 continue;
             }
-            let p = durations.breach_probability(allowed, elapsed);
-            let distance = (p - overall).abs();
+            let distance = (durations.breach_probability(allowed, 0.0) - overall).abs();
             let better = best.as_ref().is_none_or(|b| {
                 distance > b.distance
                     || (distance == b.distance
@@ -304,13 +308,14 @@ impl DelayModel {
                     value: value.clone(),
                     samples: durations.count(),
                 };
-                best = Some(Candidate { distance, probability: p, durations, basis });
+                best = Some(Candidate { distance, durations, basis });
             }
         }
-        let (p, durations, basis) = match best {
-            Some(c) => (c.probability, c.durations, c.basis),
-            None => (overall, &t.all, RiskBasis::AllOrders { samples: t.all.count() }),
+        let (durations, basis) = match best {
+            Some(c) => (c.durations, c.basis),
+            None => (&t.all, RiskBasis::AllOrders { samples: t.all.count() }),
         };
+        let p = durations.breach_probability(allowed, elapsed);
         let point = durations.risk_point(allowed, settings.threshold);
         Some(RiskJudgement { risk_point: Duration::from_secs_f64(point.max(0.0)), probability: Some(p), basis })
     }
@@ -398,7 +403,7 @@ mod tests {
             a.learn(&s, "release", &dims(&[("warehouse", "A")]), hours(f64::from(h)));
             b.learn(&s, "release", &dims(&[("warehouse", "A")]), hours(f64::from(h) + 10.0));
         }
-        a.merge(&b);
+        a.merge_bounded(&b, 3);
         assert_eq!(a.samples("release"), 20);
         let json = serde_json::to_string(&a).unwrap();
         let back: DelayModel = serde_json::from_str(&json).unwrap();

@@ -25,6 +25,8 @@ pub struct SavedInsight {
 pub struct InsightChanges {
     pub learned: DelayModel,
     pub patterns: Option<PatternBook>,
+    /// `sla.risk.max_values_per_dimension`: the stored model keeps no more values than the engines do.
+    pub max_values_per_dimension: usize,
 }
 
 /// A stored insight record that cannot be read.
@@ -51,7 +53,7 @@ impl SavedInsight {
             Some(Ok(saved)) => (saved, None),
             Some(Err(e)) => (SavedInsight::default(), Some(e)),
         };
-        saved.delay.merge(&changes.learned);
+        saved.delay.merge_bounded(&changes.learned, changes.max_values_per_dimension);
         // Pattern counts are not additive across replicas the way durations are (a window's count seen by two
         // replicas would be counted twice), so the book is the saving replica's own.
         if let Some(patterns) = &changes.patterns {

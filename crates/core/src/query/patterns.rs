@@ -70,7 +70,8 @@ pub fn patterns(config: &Config, book: &PatternBook, filter: &PatternFilter, lim
                 class: Some(&p.class),
                 milestone: p.milestone.as_deref(),
                 system: Some(&p.system),
-                reason: Some(&p.example),
+                // The template, which masking leaves as it is: the example may have been cut.
+                reason: Some(&p.template),
                 dimensions: &no_dimensions,
             };
             let playbook = find_playbook(&config.playbooks, &situation).map(|pb| pb.name.clone());

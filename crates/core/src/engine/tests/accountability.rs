@@ -24,7 +24,17 @@ fn a_missed_deadline_is_breached_once_at_the_deadline_and_owned_by_the_awaited_m
     // The detection delay lets spans in flight arrive; the breach comes right after it.
     let detected = deadline + delay();
     let (spans, events) = tick(&mut engine, detected - 1);
-    assert!(spans.is_empty() && breaches(&events) == 0, "not due yet");
+    assert!(breaches(&events) == 0, "not due yet");
+    // The first tick came after the risk point and the deadline: the clock was at risk all the same, and is marked
+    // so (at its risk point, 3 h in), told to nobody.
+    let names: Vec<&str> = spans.iter().map(|(_, s)| s.name.as_str()).collect();
+    assert_eq!(names, ["pick_release at risk"]);
+    assert!(
+        at_risk(&events).is_empty()
+            || events.iter().any(|e| matches!(e, events::Event::SlaAtRisk { settled: true, .. }))
+    );
+    let marked = engine.order("SO-1").unwrap().sla("order_release").unwrap().at_risk_at_unix_nanos;
+    assert_eq!(marked, Some(deadline - HOUR));
     let (spans, events) = tick(&mut engine, detected);
     assert_eq!(breaches(&events), 1);
     let overdue = spans.iter().map(|(_, s)| s).find(|s| s.name == "pick_release overdue").expect("breach span");
@@ -585,4 +595,44 @@ fn the_delay_model_learns_which_orders_run_late_and_warns_for_those_only() {
     assert_eq!(at_risk(&events), [("SO-NEW-E".to_string(), 0)]);
     let state = engine.order("SO-NEW-E").unwrap().sla("order_release").unwrap().clone();
     assert_eq!(state.at_risk_probability, Some(1.0), "no WH-EAST release known took this long");
+}
+
+#[test]
+fn a_group_processed_again_after_a_refused_commit_is_learned_once() {
+    let mut engine = engine();
+    released(&mut engine, "SO-A", "WH-EAST", T0, HOUR);
+    tick(&mut engine, T0 + 2 * HOUR);
+    assert_eq!(engine.delay_model().samples("order_release"), 1);
+    // The next group settles SO-B's clock; its commit is refused for another replica's write, so a new engine
+    // takes over and the group is processed again: SO-B is learned once, not twice.
+    released(&mut engine, "SO-B", "WH-EAST", T0 + 3 * HOUR, HOUR);
+    let mut rebuilt = super::engine();
+    rebuilt.take_over(&engine);
+    assert_eq!(rebuilt.delay_model().samples("order_release"), 1, "what the refused group learned is not carried");
+    released(&mut rebuilt, "SO-B", "WH-EAST", T0 + 3 * HOUR, HOUR);
+    tick(&mut rebuilt, T0 + 5 * HOUR);
+    assert_eq!(rebuilt.delay_model().samples("order_release"), 2);
+}
+
+#[test]
+fn clocks_loaded_before_the_model_are_judged_again_once_it_is_restored() {
+    // A model in which every WH-SOUTH release breached.
+    let mut trained = engine();
+    for i in 0..20u64 {
+        released(&mut trained, &format!("SO-S{i}"), "WH-SOUTH", T0 + i * 10 * MINUTE, 5 * HOUR);
+    }
+    tick(&mut trained, T0 + 10 * HOUR);
+    let saved = crate::insight::SavedInsight { delay: trained.delay_model().clone(), ..Default::default() };
+    // A restarted engine holds a running WH-SOUTH clock, indexed before the model was restored (the fixed share
+    // would check it at 3 h); restored, it is judged at once.
+    let start = T0 + 20 * HOUR;
+    let mut running = engine();
+    process(&mut running, vec![capture(1, "SO-NEW", "standard", start).attr("warehouse.id", "WH-SOUTH")], start);
+    settle(&mut running, start);
+    let records = vec![running.order("SO-NEW").unwrap().clone()];
+    let mut restarted = Engine::new(running.config().clone(), records, vec![]);
+    restarted.restore_insight(saved);
+    tick(&mut restarted, start);
+    let (_, events) = tick(&mut restarted, start + 10 * MINUTE);
+    assert_eq!(at_risk(&events), [("SO-NEW".to_string(), 0)], "not left for the share's 3 h");
 }
