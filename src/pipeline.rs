@@ -258,6 +258,7 @@ impl Pipeline {
             next_wake_lookup: 0,
             sharing_warned_at: 0,
             next_adoption: 0,
+            next_insight_refresh: now.saturating_add(INSIGHT_REFRESH_NANOS),
             needs_rebuild: false,
         };
         let store_healthy = worker.store_healthy.clone();
@@ -319,12 +320,17 @@ struct Worker {
     sharing_warned_at: u64,
     /// When the store is next asked to adopt stopped replicas (ordertrail's clock).
     next_adoption: u64,
+    /// When the stored delay model is next read, with a shared store (ordertrail's clock).
+    next_insight_refresh: u64,
     /// The engine is ahead of a shared store after a conflict and must be built again before taking on work.
     needs_rebuild: bool,
 }
 
 /// How often a replica sharing the store looks for replicas that stopped, to take over their queue and spans.
 const ADOPTION_PERIOD_NANOS: u64 = 1_000_000_000;
+/// How often a replica sharing the store reads the delay model the others added to: it judges clocks by what all
+/// of them learned, a minute late at most.
+const INSIGHT_REFRESH_NANOS: u64 = 60_000_000_000;
 /// Technical traces with waiting spans looked up in the shared store per adoption period at most.
 const WAITING_TRACES_LOOKED_UP: usize = 10_000;
 /// How many times a group whose commit another replica's got in the way of is processed again before its
@@ -409,6 +415,17 @@ impl Worker {
             Counters::add(&self.counters.orders_changed_elsewhere, forgotten as u64);
             self.engine.learn_shared_aliases(changes.aliases, now, out);
         });
+        if now >= self.next_insight_refresh {
+            self.next_insight_refresh = now.saturating_add(INSIGHT_REFRESH_NANOS);
+            match self.store.stored_insight().map(|stored| stored.as_deref().map(SavedInsight::decode)) {
+                Ok(Some(Ok(saved))) => self.engine.refresh_delay_model(saved.delay),
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "the stored insight is unreadable; kept the model in memory")
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "reading the stored delay model failed; kept the model in memory"),
+            }
+        }
         let adopted = if now >= self.next_adoption {
             self.next_adoption = now.saturating_add(ADOPTION_PERIOD_NANOS);
             self.store

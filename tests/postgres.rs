@@ -133,6 +133,10 @@ fn state_and_the_export_queue_survive_a_restart_through_adoption_and_the_wake_in
     let state = store.load(10).unwrap();
     let saved = ordertrail_core::insight::SavedInsight::decode(state.insight.as_deref().unwrap()).unwrap();
     assert_eq!(saved.delay.samples("order_release"), 5, "both replicas' samples");
+    // What a running replica reads back to judge by what every replica learned.
+    let read_back = store.stored_insight().unwrap().expect("the stored record");
+    let read_back = ordertrail_core::insight::SavedInsight::decode(&read_back).unwrap();
+    assert_eq!(read_back.delay.samples("order_release"), 5);
     assert!(state.orders.is_empty() && state.orders_left_in_store);
     assert!(state.pending.is_empty() && state.traces.is_empty(), "not this replica's until adopted");
     assert_eq!(state.aliases[0].orders, ["SO-A"]);

@@ -125,6 +125,10 @@ pub trait OrderStore: Send {
     fn remembered_traces(&self, _traces: &[Vec<u8>]) -> Result<TraceRows, StoreError> {
         Ok(Vec::new())
     }
+    /// The insight record as the store holds it now: with replicas, the sum of what all of them saved.
+    fn stored_insight(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
     /// Takes over the export queue, waiting spans and remembered traces of replicas that stopped without handing
     /// them on (killed, or lost with their host).
     fn adopt_stopped_replicas(&mut self) -> Result<Adopted, StoreError> {

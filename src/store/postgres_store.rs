@@ -972,6 +972,18 @@ impl OrderStore for PostgresStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    fn stored_insight(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let pool = self.shared.pool.clone();
+        let row = self.shared.runtime.run(async move {
+            let client = pool.get().await.map_err(read_err)?;
+            client
+                .query_opt("SELECT body FROM ordertrail_insight WHERE name = $1", &[&INSIGHT_RECORD])
+                .await
+                .map_err(read_err)
+        })??;
+        Ok(row.map(|r| r.get::<_, Vec<u8>>(0)).filter(|body| !body.is_empty()))
+    }
+
     fn adopt_stopped_replicas(&mut self) -> Result<Adopted, StoreError> {
         self.keep_replica_lock()?;
         let pool = self.shared.pool.clone();

@@ -73,6 +73,15 @@ impl Engine {
         self.reindex_risk_checks();
     }
 
+    /// Judges clocks from now on by `stored`, the model other replicas sharing the store added to, plus what this
+    /// engine learned and has not saved yet (what it saved is in `stored` already). Clocks already scheduled keep
+    /// their check; each is judged again by the model as it is then.
+    pub fn refresh_delay_model(&mut self, stored: DelayModel) {
+        let mut model = stored;
+        model.merge_bounded(&self.insight.unsaved, self.config.sla.risk.max_values_per_dimension);
+        self.insight.delay = model;
+    }
+
     /// The recurring exception patterns.
     pub fn pattern_book(&self) -> &PatternBook {
         &self.insight.patterns

@@ -636,3 +636,28 @@ fn clocks_loaded_before_the_model_are_judged_again_once_it_is_restored() {
     let (_, events) = tick(&mut restarted, start + 10 * MINUTE);
     assert_eq!(at_risk(&events), [("SO-NEW".to_string(), 0)], "not left for the share's 3 h");
 }
+
+#[test]
+fn a_replica_takes_up_what_the_others_saved_without_counting_its_own_twice() {
+    let mut engine = engine();
+    released(&mut engine, "SO-A", "WH-EAST", T0, HOUR);
+    tick(&mut engine, T0 + 2 * HOUR);
+    // Saved: the store holds SO-A's sample, plus two another replica saved.
+    let saved = engine.take_changes().insight.expect("learning to save").learned;
+    assert_eq!(saved.samples("order_release"), 1);
+    let mut stored = saved.clone();
+    let mut other = super::engine();
+    released(&mut other, "SO-X", "WH-EAST", T0, HOUR);
+    released(&mut other, "SO-Y", "WH-EAST", T0, HOUR);
+    tick(&mut other, T0 + 2 * HOUR);
+    stored.merge_bounded(other.delay_model(), 200);
+    // This replica learns one more before it reads the store back.
+    released(&mut engine, "SO-B", "WH-EAST", T0 + 3 * HOUR, HOUR);
+    tick(&mut engine, T0 + 5 * HOUR);
+    engine.refresh_delay_model(stored);
+    assert_eq!(
+        engine.delay_model().samples("order_release"),
+        4,
+        "its own saved one once, the other's two, its unsaved one"
+    );
+}
