@@ -316,8 +316,10 @@ impl DelayModel {
             None => (&t.all, RiskBasis::AllOrders { samples: t.all.count() }),
         };
         let p = durations.breach_probability(allowed, elapsed);
-        let point = durations.risk_point(allowed, settings.threshold);
-        Some(RiskJudgement { risk_point: Duration::from_secs_f64(point.max(0.0)), probability: Some(p), basis })
+        // Rounded up to the millisecond: the risk point is a sample's duration, and an elapsed time a rounding short
+        // of it would still count that sample as running longer, and give a probability just under the threshold.
+        let point = (durations.risk_point(allowed, settings.threshold).max(0.0) * 1000.0).ceil() / 1000.0;
+        Some(RiskJudgement { risk_point: Duration::from_secs_f64(point), probability: Some(p), basis })
     }
 }
 
@@ -377,6 +379,13 @@ mod tests {
         assert_eq!(east.probability, Some(0.0));
         // Past the slowest WH-EAST release (3 h, within 2 %), nothing known took this long.
         assert!((east.risk_point.as_secs_f64() / 3600.0 - 3.0).abs() < 0.07, "{:?}", east.risk_point);
+        // At its risk point, a clock's probability has reached the threshold (not a rounding short of it).
+        for (warehouse, carrier) in [("WH-EAST", "NF"), ("WH-SOUTH", "NF")] {
+            let d = dims(&[("warehouse", warehouse), ("carrier", carrier)]);
+            let point = model.judge(&s, "release", &d, hours(4.0), Duration::ZERO).unwrap().risk_point;
+            let at_point = model.judge(&s, "release", &d, hours(4.0), point).unwrap();
+            assert!(at_point.probability.unwrap() >= s.threshold, "{warehouse}: {at_point:?}");
+        }
         // A value not seen falls back to all orders; a target not learned gives no judgement.
         let other = model.judge(&s, "release", &dims(&[("warehouse", "WH-NEW")]), hours(4.0), hours(0.5)).unwrap();
         assert_eq!(other.basis, RiskBasis::AllOrders { samples: 40 });
