@@ -33,7 +33,7 @@ impl Engine {
         let span = &input.span;
         let start = if span.start_time_unix_nano > 0 { span.start_time_unix_nano } else { now };
         let end = span.end_time_unix_nano.max(start);
-        record_dimensions(config, input, start, end, order);
+        let dimensions_changed = record_dimensions(config, input, start, end, order);
         order.span_count += 1;
         order.first_seen_unix_nanos =
             if order.first_seen_unix_nanos == 0 { start } else { order.first_seen_unix_nanos.min(start) };
@@ -145,6 +145,9 @@ impl Engine {
             }
         }
         resolve_by_reach(order);
+        if dimensions_changed {
+            self.reschedule_risk_checks_of(key);
+        }
         reach_moved
     }
 
@@ -395,8 +398,9 @@ fn resolve_by_reach(order: &mut OrderRecord) {
 
 /// Records the order's dimensions and quantities from one span (`start`, `end` its times): a dimension takes the
 /// value of the span that started first, the ordered quantity that of the span that ended last, the shipped
-/// quantity the largest reported.
-fn record_dimensions(config: &Config, input: &SpanInput, start: u64, end: u64, order: &mut OrderRecord) {
+/// quantity the largest reported. Returns whether a dimension's value changed.
+fn record_dimensions(config: &Config, input: &SpanInput, start: u64, end: u64, order: &mut OrderRecord) -> bool {
+    let mut changed = false;
     for dimension in &config.dimensions {
         let span_value = dimension.attributes.iter().find_map(|a| attributes::find(&input.span.attributes, a));
         let resource_attributes = input.resource.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
@@ -413,6 +417,7 @@ fn record_dimensions(config: &Config, input: &SpanInput, start: u64, end: u64, o
             (Some(current), Some(since)) => (start, &value) < (since, current),
         };
         if earlier {
+            changed |= order.dimensions.get(&dimension.name) != Some(&value);
             order.dimensions.insert(dimension.name.clone(), value);
             order.dimension_since.insert(dimension.name.clone(), start);
         }
@@ -436,4 +441,5 @@ fn record_dimensions(config: &Config, input: &SpanInput, start: u64, end: u64, o
     if let Some(shipped) = quantity(&config.kpis.shipped_quantity_attributes) {
         order.shipped_quantity = Some(order.shipped_quantity.map_or(shipped, |s| s.max(shipped)));
     }
+    changed
 }

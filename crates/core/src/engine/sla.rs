@@ -120,19 +120,38 @@ impl Engine {
     pub(crate) fn reindex_risk_checks(&mut self) {
         let mut moves = Vec::new();
         for order in self.orders.values().filter(|o| !o.is_closed()) {
-            let unjudged = order
-                .slas
-                .iter()
-                .filter(|s| s.is_running() && s.deadline_unix_nanos != u64::MAX && s.at_risk_at_unix_nanos.is_none());
-            for state in unjudged {
-                let Some(target) = self.config.sla.targets.iter().position(|t| t.name == state.target) else {
-                    continue;
-                };
-                if self.clocks.due_of(&order.key, target).is_some() {
-                    moves.push((order.key.clone(), target, self.next_check(target, &order.dimensions, state)));
-                }
+            self.risk_check_moves(order, &mut moves);
+        }
+        self.apply_risk_check_moves(moves);
+    }
+
+    /// Schedules the risk checks of one order's running clocks again: its dimensions changed (the carrier became
+    /// known at booking, say), and with them which past orders it is judged by.
+    pub(crate) fn reschedule_risk_checks_of(&mut self, key: &str) {
+        let mut moves = Vec::new();
+        if let Some(order) = self.orders.get(key).filter(|o| !o.is_closed()) {
+            self.risk_check_moves(order, &mut moves);
+        }
+        self.apply_risk_check_moves(moves);
+    }
+
+    /// Where the index holds a risk check of `order`'s running, unjudged clocks: (order, target, next check).
+    fn risk_check_moves(&self, order: &OrderRecord, moves: &mut Vec<(String, usize, u64)>) {
+        let unjudged = order
+            .slas
+            .iter()
+            .filter(|s| s.is_running() && s.deadline_unix_nanos != u64::MAX && s.at_risk_at_unix_nanos.is_none());
+        for state in unjudged {
+            let Some(target) = self.config.sla.targets.iter().position(|t| t.name == state.target) else {
+                continue;
+            };
+            if self.clocks.due_of(&order.key, target).is_some() {
+                moves.push((order.key.clone(), target, self.next_check(target, &order.dimensions, state)));
             }
         }
+    }
+
+    fn apply_risk_check_moves(&mut self, moves: Vec<(String, usize, u64)>) {
         for (key, target, due) in moves {
             self.clocks.remove(&key, target);
             self.schedule(&key, target, due, 0);

@@ -661,3 +661,28 @@ fn a_replica_takes_up_what_the_others_saved_without_counting_its_own_twice() {
         "its own saved one once, the other's two, its unsaved one"
     );
 }
+
+#[test]
+fn a_dimension_learned_after_the_clock_started_moves_its_risk_check() {
+    let mut engine = engine();
+    // 20 WH-SOUTH releases all breached; 60 WH-EAST ones took 30-90 min. All orders: a quarter breached, so a
+    // clock of unknown warehouse is at risk only past about 69 minutes.
+    let mut t = T0;
+    for i in 0..60u64 {
+        if i < 20 {
+            released(&mut engine, &format!("SO-S{i}"), "WH-SOUTH", t, 5 * HOUR + i * MINUTE);
+        }
+        released(&mut engine, &format!("SO-E{i}"), "WH-EAST", t, 30 * MINUTE + i * MINUTE);
+        t += 10 * MINUTE;
+    }
+    let start = t + 8 * HOUR;
+    tick(&mut engine, start);
+    // Captured without a warehouse; the allocation names WH-SOUTH ten minutes later.
+    process(&mut engine, vec![capture(1, "SO-NEW", "standard", start)], start);
+    settle(&mut engine, start);
+    let allocation =
+        milestone("wms", "inventory.allocate", "SO-NEW", start + 10 * MINUTE).attr("warehouse.id", "WH-SOUTH");
+    process(&mut engine, vec![allocation], start + 10 * MINUTE);
+    let (_, events) = tick(&mut engine, start + 15 * MINUTE);
+    assert_eq!(at_risk(&events), [("SO-NEW".to_string(), 0)], "judged again as a WH-SOUTH order, not at 69 min");
+}
