@@ -107,19 +107,6 @@ fn facts(config: &Config, event: &Event) -> Option<Facts> {
             playbook: None,
         })
     };
-    // The playbook for a clock's situation: the breach class of its target and the awaited milestone.
-    let clock_playbook = |when, target: usize, dimensions| {
-        let t = config.sla.targets.get(target)?;
-        let situation = Situation {
-            when,
-            class: Some(&config.taxonomy.classes[t.class].name),
-            milestone: Some(&config.taxonomy.milestones[t.to].name),
-            system: None,
-            reason: None,
-            dimensions,
-        };
-        find_playbook(&config.playbooks, &situation).cloned()
-    };
     match event {
         // A breach is also recorded as an exception (its `sla:` pattern); it is told as a breach, once.
         Event::ExceptionRecorded {
@@ -158,7 +145,7 @@ fn facts(config: &Config, event: &Event) -> Option<Facts> {
         Event::SlaBreached { order, target, deadline_unix_nanos, owner, dimensions, .. } => {
             let mut facts =
                 clock(NotificationEvent::SlaBreached, order, *target, Some(*deadline_unix_nanos), Some(owner))?;
-            facts.playbook = clock_playbook(PlaybookWhen::Breached, *target, dimensions);
+            facts.playbook = config.target_playbook(*target, PlaybookWhen::Breached, dimensions).cloned();
             Some(facts)
         }
         Event::SlaAtRisk {
@@ -174,7 +161,7 @@ fn facts(config: &Config, event: &Event) -> Option<Facts> {
             let mut facts =
                 clock(NotificationEvent::OrderAtRisk, order, *target, Some(*deadline_unix_nanos), Some(owner))?;
             facts.reason = risk_reason(*probability, basis);
-            facts.playbook = clock_playbook(PlaybookWhen::AtRisk, *target, dimensions);
+            facts.playbook = config.target_playbook(*target, PlaybookWhen::AtRisk, dimensions).cloned();
             Some(facts)
         }
         // A withdrawal names no owner: the awaited milestone's, who was told of the breach.

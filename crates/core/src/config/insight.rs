@@ -206,6 +206,33 @@ pub fn find_playbook<'a>(playbooks: &'a [Playbook], situation: &Situation<'_>) -
     playbooks.iter().find(|p| p.matches(situation))
 }
 
+/// The first playbook for a clock at risk or breached: the class its breach records, the milestone it awaits, the
+/// order's dimensions.
+pub fn clock_playbook<'a>(
+    playbooks: &'a [Playbook],
+    when: PlaybookWhen,
+    class: Option<&str>,
+    milestone: &str,
+    dimensions: &BTreeMap<String, String>,
+) -> Option<&'a Playbook> {
+    let situation = Situation { when, class, milestone: Some(milestone), system: None, reason: None, dimensions };
+    find_playbook(playbooks, &situation)
+}
+
+impl super::Config {
+    /// [`clock_playbook`] for a clock of SLA target `target` (an index into `sla.targets`).
+    pub fn target_playbook(
+        &self,
+        target: usize,
+        when: PlaybookWhen,
+        dimensions: &BTreeMap<String, String>,
+    ) -> Option<&Playbook> {
+        let t = self.sla.targets.get(target)?;
+        let class = &self.taxonomy.classes[t.class].name;
+        clock_playbook(&self.playbooks, when, Some(class), &self.taxonomy.milestones[t.to].name, dimensions)
+    }
+}
+
 fn glob(check: &Checker<'_>, key: String, text: &str) -> Result<GlobMatcher, ConfigError> {
     Glob::new(text).map(|g| g.compile_matcher()).map_err(|e| check.err(key, format!("invalid glob: {e}")))
 }

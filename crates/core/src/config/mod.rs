@@ -40,8 +40,8 @@ pub use exporter::{
     RawRetry, RawSendingQueue, RawTls, RetryConfig, TlsConfig,
 };
 pub use insight::{
-    find_playbook, Playbook, PlaybookWhen, RawDimensionMatch, RawPatterns, RawPlaybook, RawPlaybookMatch, Situation,
-    Urgency,
+    clock_playbook, find_playbook, Playbook, PlaybookWhen, RawDimensionMatch, RawPatterns, RawPlaybook,
+    RawPlaybookMatch, Situation, Urgency,
 };
 pub use notifications::{
     fill_template, NotificationEvent, NotificationsConfig, NotifierConfig, NotifierEndpoint, NotifierFormat,

@@ -12,7 +12,7 @@ use super::findings::finding_labels;
 use super::output::Output;
 use super::records::Warm;
 use super::Engine;
-use crate::config::{find_playbook, Config, MilestoneId, Playbook, PlaybookWhen, Situation};
+use crate::config::{Config, MilestoneId, PlaybookWhen};
 use crate::ids;
 use crate::insight::delay::RiskBasis;
 use crate::order::{ExceptionState, OrderRecord, SlaState};
@@ -340,7 +340,9 @@ impl Engine {
         if let Some(p) = risk.probability {
             span.attributes.push(emit::attr_double("order.risk.probability", p));
         }
-        if let Some(p) = self.orders.get(key).and_then(|o| clock_playbook(&config, target, PlaybookWhen::AtRisk, o)) {
+        if let Some(p) =
+            self.orders.get(key).and_then(|o| config.target_playbook(target, PlaybookWhen::AtRisk, &o.dimensions))
+        {
             span.attributes.extend(emit::playbook_attributes(p));
         }
         out.push(&self.own.resource, &self.own.scope, span);
@@ -682,7 +684,9 @@ impl Engine {
         span.status = Some(emit::error_status(format!("{reason}; next action owned by {}", awaited.owner)));
         // The playbook of the breach itself, not of whatever else the order is in: that depends on spans of other
         // systems that may arrive after the deadline.
-        if let Some(p) = self.orders.get(key).and_then(|o| clock_playbook(&config, target, PlaybookWhen::Breached, o)) {
+        if let Some(p) =
+            self.orders.get(key).and_then(|o| config.target_playbook(target, PlaybookWhen::Breached, &o.dimensions))
+        {
             span.attributes.extend(emit::playbook_attributes(p));
         }
         let dimensions = self.orders.get(key).map(|o| o.dimensions.clone()).unwrap_or_default();
@@ -696,26 +700,6 @@ impl Engine {
         });
         self.emit_finding(key, span, &awaited.name, &awaited.owner, class, signature, reason, out);
     }
-}
-
-/// The playbook for a clock's own situation (at risk or breached): its target's breach class, the awaited
-/// milestone, the order's dimensions.
-fn clock_playbook<'c>(
-    config: &'c Config,
-    target: usize,
-    when: PlaybookWhen,
-    order: &OrderRecord,
-) -> Option<&'c Playbook> {
-    let t = config.sla.targets.get(target)?;
-    let situation = Situation {
-        when,
-        class: Some(&config.taxonomy.classes[t.class].name),
-        milestone: Some(&config.taxonomy.milestones[t.to].name),
-        system: None,
-        reason: None,
-        dimensions: &order.dimensions,
-    };
-    find_playbook(&config.playbooks, &situation)
 }
 
 /// When, by the spans' own times, `order` stopped awaiting anything: the earliest reach of a terminal or `close_on`

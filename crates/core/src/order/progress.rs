@@ -4,7 +4,7 @@
 
 use super::record::{ExceptionState, OrderRecord};
 use super::status::{ExceptionStatus, MilestoneStatus, OrderSlaStatus, OrderStatus, SlaStatus};
-use crate::config::{find_playbook, Config, Milestone, Playbook, PlaybookWhen, Situation, Taxonomy};
+use crate::config::{clock_playbook, find_playbook, Config, Milestone, Playbook, PlaybookWhen, Situation, Taxonomy};
 
 impl OrderRecord {
     /// Open until a `close_on` milestone or idleness closed it.
@@ -126,14 +126,6 @@ pub fn situation_playbook<'c>(config: &'c Config, order: &OrderRecord, now: u64)
         let blocks = blocker.is_some_and(|b| std::ptr::eq(b, *e));
         (!blocks, std::cmp::Reverse(e.last_seen_unix_nanos))
     });
-    let clock = |when, class, milestone| Situation {
-        when,
-        class,
-        milestone: Some(milestone),
-        system: None,
-        reason: None,
-        dimensions: &order.dimensions,
-    };
     for e in open {
         let s = Situation {
             when: PlaybookWhen::Exception,
@@ -153,7 +145,7 @@ pub fn situation_playbook<'c>(config: &'c Config, order: &OrderRecord, now: u64)
     let breached =
         order.slas.iter().filter(|s| s.breached_at_unix_nanos.is_some() && s.withdrawn_at_unix_nanos.is_none());
     for s in breached.filter(|s| s.reached_at_unix_nanos.is_none()) {
-        let found = find_playbook(playbooks, &clock(PlaybookWhen::Breached, class_of(&s.target), s.to.as_str()));
+        let found = clock_playbook(playbooks, PlaybookWhen::Breached, class_of(&s.target), &s.to, &order.dimensions);
         if found.is_some() {
             return found;
         }
@@ -163,7 +155,7 @@ pub fn situation_playbook<'c>(config: &'c Config, order: &OrderRecord, now: u64)
         .iter()
         .filter(|s| s.at_risk_at_unix_nanos.is_some() && s.is_running() && now < s.deadline_unix_nanos);
     for s in at_risk {
-        let found = find_playbook(playbooks, &clock(PlaybookWhen::AtRisk, class_of(&s.target), s.to.as_str()));
+        let found = clock_playbook(playbooks, PlaybookWhen::AtRisk, class_of(&s.target), &s.to, &order.dimensions);
         if found.is_some() {
             return found;
         }
